@@ -1,0 +1,78 @@
+"""An app opened for work: its declaration, its state directory, its store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oneoff._manifest import Project, find_app_root, load_project
+from oneoff.errors import StoreError
+
+if TYPE_CHECKING:
+    from oneoff._store.sqlite import SQLiteStore
+
+__all__ = ["App", "open_app"]
+
+STATE_DIR = ".oneoff"
+
+
+class App:
+    """The library's entry point for one app; the CLI and a future server both use it."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.root = project.root
+        self.state_dir = project.root / STATE_DIR
+        self._store: SQLiteStore | None = None
+
+    @property
+    def store(self) -> SQLiteStore:
+        if self._store is None:
+            from oneoff._store.sqlite import SQLiteStore
+
+            self._ensure_state_dir()
+            self._store = SQLiteStore(self.state_dir / "state.db")
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _ensure_state_dir(self) -> None:
+        if not self.state_dir.is_dir():
+            self.state_dir.mkdir(mode=0o700, exist_ok=True)
+            # Keep state out of the app's repository even if .gitignore forgets it.
+            (self.state_dir / ".gitignore").write_text("*\n")
+
+    def secret_file(self, name: str, size: int = 32) -> bytes:
+        """A random key kept beside the store (mode 0600), created on first use."""
+        self._ensure_state_dir()
+        path = self.state_dir / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = os.urandom(size)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                data = path.read_bytes()  # another runner won the race: use its key
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        if len(data) != size:
+            raise StoreError(f"{path}: key file has the wrong size; refusing to use it")
+        return data
+
+    @property
+    def fingerprint_key(self) -> bytes:
+        return self.secret_file("fingerprint.key")
+
+
+def open_app(app_dir: Path | None = None) -> App:
+    """Find and load the app at or above ``app_dir`` (default: the working directory)."""
+    root = find_app_root(app_dir or Path.cwd())
+    return App(load_project(root))

@@ -1,0 +1,86 @@
+"""Canonical JSON (RFC 8785, JCS) for the values oneoff hashes and signs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["canonical_hash", "canonical_json"]
+
+# JSON numbers in signed documents are integers only: JCS serialises floats with the
+# ECMAScript algorithm, which is easy to get subtly wrong, and nothing here needs them.
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise ``value`` as RFC 8785 canonical JSON (UTF-8 bytes).
+
+    Keys are sorted by their UTF-16 code units, no insignificant white space is written,
+    strings use the minimal JSON escapes. Floats, non-string keys and lone surrogates are
+    refused with ``ValueError`` rather than encoded ambiguously.
+    """
+    parts: list[str] = []
+    _encode(value, parts)
+    return "".join(parts).encode("utf-8")
+
+
+def canonical_hash(value: Any) -> str:
+    """Hex SHA-256 of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def _utf16_key(key: str) -> bytes:
+    return key.encode("utf-16-be", "surrogatepass")
+
+
+def _encode_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("string holds a lone surrogate; not representable in I-JSON") from exc
+    # json.dumps with ensure_ascii=False writes exactly the JCS escapes: \" \\ \b \f \n \r \t
+    # and \u00XX (lower-case hex) for the other control characters.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INT:
+            raise ValueError(f"integer {value} is outside the I-JSON safe range")
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        raise ValueError("floats are not allowed in canonical documents; use integers")
+    elif isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, Mapping):
+        items = []
+        for key in value:
+            if not isinstance(key, str):
+                raise ValueError(f"object key {key!r} is not a string")
+            items.append(key)
+        items.sort(key=_utf16_key)
+        out.append("{")
+        for i, key in enumerate(items):
+            if i:
+                out.append(",")
+            out.append(_encode_str(key))
+            out.append(":")
+            _encode(value[key], out)
+        out.append("}")
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise ValueError(f"cannot encode {type(value).__name__} canonically")

@@ -1,0 +1,215 @@
+"""Builds a process's environment from its environment's config sources, and nothing else."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pwd
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from oneoff._dotenv import parse_dotenv
+from oneoff._manifest import ConfigSource, Environment, Project, is_env_name
+from oneoff.errors import ConfigError
+
+__all__ = ["DANGEROUS_VARS", "Materialized", "materialize"]
+
+# Terminal niceties copied from the operator's session; none changes what code runs.
+TERMINAL_VARS = ("TERM", "COLORTERM", "LANG", "LANGUAGE", "TZ", "COLUMNS", "LINES", "NO_COLOR")
+TERMINAL_PREFIXES = ("LC_",)
+
+# Variables that make a process load code from elsewhere. They may not come from the
+# operator, a param or an inherited source, and from app config only when the
+# environment names them in unsafe_allow_env.
+DANGEROUS_VARS = frozenset({
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "LD_DEBUG", "LD_PROFILE",
+    "PYTHONPATH", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME", "PYTHONUSERBASE",
+    "PYTHONEXECUTABLE", "PYTHONBREAKPOINT", "PYTHONWARNINGS", "PYTHONPLATLIBDIR",
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "IFS", "CDPATH",
+    "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB", "RUBYOPT", "NODE_OPTIONS", "NODE_PATH",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "MALLOC_CHECK_",
+    "GIT_EXEC_PATH", "GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "EDITOR_OPTIONS",
+})  # fmt: skip
+DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def is_dangerous(name: str) -> bool:
+    return name in DANGEROUS_VARS or name.startswith(DANGEROUS_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """A process environment, where each value came from, and which keys are secret."""
+
+    values: Mapping[str, str]
+    origin: Mapping[str, str]
+    secret_keys: frozenset[str]
+
+    def secret_values(self) -> dict[str, str]:
+        """Every secret that must never be shown: secret keys' values, URL passwords."""
+        secrets = {k: v for k, v in self.values.items() if k in self.secret_keys and v}
+        for key, value in self.values.items():
+            password = url_password(value)
+            if password:
+                secrets[f"{key}:password"] = password
+        return secrets
+
+    def masked(self) -> dict[str, str]:
+        """The values as they may be shown: secrets replaced, URL passwords blanked."""
+        shown = {}
+        for key, value in self.values.items():
+            if key in self.secret_keys:
+                shown[key] = "********"
+            else:
+                shown[key] = mask_url(value)
+        return shown
+
+
+def url_password(value: str) -> str | None:
+    """The password inside a ``scheme://user:password@host`` value, if any."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def mask_url(value: str) -> str:
+    if url_password(value) is None:
+        return value
+    parts = urlsplit(value)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:****@{host}").geturl()
+
+
+def is_secret_key(env: Environment, key: str) -> bool:
+    if key in env.secrets:
+        return True
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in env.secret_patterns)
+
+
+def default_path(project: Project) -> str:
+    """PATH for tasks: the app's own bin dirs, its interpreter's dir, then the system's."""
+    dirs = [str((project.root / p).resolve()) for p in project.path]
+    python = app_python(project)
+    dirs.append(str(Path(python).parent))
+    dirs.append(SYSTEM_PATH)
+    return ":".join(dict.fromkeys(dirs))
+
+
+def app_python(project: Project) -> str:
+    if project.python:
+        return str((project.root / project.python).absolute())
+    return sys.executable
+
+
+def materialize(
+    project: Project,
+    env: Environment,
+    *,
+    run_vars: Mapping[str, str],
+    operator_env: Mapping[str, str] | None = None,
+) -> Materialized:
+    """The complete environment of a one-off or long-running process of ``env``.
+
+    Built from (in order, later wins): a fixed base (PATH, HOME of the OS user, the
+    terminal allow-list), the environment's config sources, and ``run_vars`` (only
+    ``ONEOFF_*``). Nothing else of ``operator_env`` gets in.
+    """
+    shell = os.environ if operator_env is None else operator_env
+    values: dict[str, str] = {}
+    origin: dict[str, str] = {}
+
+    def put(key: str, value: str, where: str) -> None:
+        values[key] = value
+        origin[key] = where
+
+    put("PATH", default_path(project), "oneoff default")
+    put("HOME", pwd.getpwuid(os.getuid()).pw_dir, "OS user")
+    for key, value in shell.items():
+        if key in TERMINAL_VARS or key.startswith(TERMINAL_PREFIXES):
+            put(key, value, "terminal")
+    for source in env.sources:
+        for key, value in read_source(project, source, shell).items():
+            where = source.describe()
+            if not is_env_name(key):
+                raise ConfigError(f"{where}: {key!r} is not a valid variable name")
+            if key.startswith("ONEOFF_"):
+                raise ConfigError(f"{where}: sets {key}; ONEOFF_* variables are reserved")
+            if is_dangerous(key) and (source.kind == "inherit" or key not in env.unsafe_allow_env):
+                raise ConfigError(
+                    f"{where}: sets {key}, which makes the process load code from elsewhere",
+                    hint=f"if the app really needs it, list it in [environments.{env.name}] "
+                    "unsafe_allow_env (dotenv and command sources only)",
+                )
+            put(key, value, where)
+    for key, value in run_vars.items():
+        if not key.startswith("ONEOFF_"):
+            raise ValueError(f"run variable {key} must start with ONEOFF_")
+        put(key, value, "oneoff run")
+    secret_keys = frozenset(k for k in values if is_secret_key(env, k))
+    return Materialized(values=values, origin=origin, secret_keys=secret_keys)
+
+
+def read_source(project: Project, source: ConfigSource, shell: Mapping[str, str]) -> dict[str, str]:
+    """The variables one config source provides."""
+    if source.kind == "dotenv":
+        path = (project.root / source.path).resolve()
+        if project.root.resolve() not in path.parents:
+            raise ConfigError(f"dotenv {source.path}: must be inside the app")
+        try:
+            text = path.read_text("utf-8")
+        except FileNotFoundError:
+            if source.optional:
+                return {}
+            raise ConfigError(f"dotenv {source.path}: file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"dotenv {source.path}: cannot read: {exc}") from None
+        return parse_dotenv(text, source.path)
+    if source.kind == "inherit":
+        picked = {}
+        for key, value in shell.items():
+            if any(fnmatch.fnmatchcase(key, name) for name in source.names):
+                picked[key] = value
+        return picked
+    return _run_command_source(project, source, shell)
+
+
+def _run_command_source(
+    project: Project, source: ConfigSource, shell: Mapping[str, str]
+) -> dict[str, str]:
+    # The secrets tool gets a minimal environment too: only what the app named for it.
+    env = {"PATH": default_path(project), "HOME": pwd.getpwuid(os.getuid()).pw_dir}
+    env.update({k: shell[k] for k in source.pass_env if k in shell})
+    where = source.describe()
+    try:
+        done = subprocess.run(
+            list(source.argv),
+            cwd=project.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            timeout=source.timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{where}: timed out after {source.timeout:g}s") from None
+    if done.returncode != 0:
+        raise ConfigError(f"{where}: exited with {done.returncode}")
+    try:
+        text = done.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: printed non-UTF-8 output") from None
+    return parse_dotenv(text, where)

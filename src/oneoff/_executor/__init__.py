@@ -1,0 +1,1 @@
+"""Where a one-off process runs: local subprocess today; sandbox and Kubernetes Job next."""

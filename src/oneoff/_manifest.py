@@ -1,0 +1,441 @@
+"""The app's declaration (oneoff.toml or [tool.oneoff]): process types, environments, tasks."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from oneoff._params import NAME_RE, ParamSpec, parse_param_spec
+from oneoff.errors import ManifestError, UsageError
+
+__all__ = [
+    "ConfigSource",
+    "Environment",
+    "Project",
+    "Task",
+    "find_app_root",
+    "load_project",
+]
+
+MANIFEST = "oneoff.toml"
+RISKS = ("low", "high", "critical")
+DEFAULT_SECRET_PATTERNS = (
+    "*_PASSWORD", "*_PASSWD", "*_TOKEN", "*_SECRET", "*_KEY", "SECRET_*", "*_CREDENTIALS",
+    "*_PRIVATE_KEY", "*_API_KEY",
+)  # fmt: skip
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where an environment's variables come from; applied in order, later wins."""
+
+    kind: Literal["dotenv", "inherit", "command"]
+    path: str = ""
+    optional: bool = False
+    names: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()
+    timeout: float = 30.0
+    pass_env: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "dotenv":
+            return f"dotenv {self.path}" + (" (optional)" if self.optional else "")
+        if self.kind == "inherit":
+            return "inherit " + ", ".join(self.names)
+        return "command " + " ".join(self.argv)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A deploy target with its config sources, secrets and protection."""
+
+    name: str
+    sources: tuple[ConfigSource, ...]
+    secrets: tuple[str, ...] = ()
+    secret_patterns: tuple[str, ...] = DEFAULT_SECRET_PATTERNS
+    protected: bool = False
+    allow_os_user: bool = True
+    unsafe_allow_env: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """An admin process the app declares."""
+
+    name: str
+    argv: tuple[str, ...]
+    params: Mapping[str, ParamSpec]
+    description: str = ""
+    timeout: int = 3600
+    grace: int = 10
+    risk: Literal["low", "high", "critical"] = "low"
+    locks: tuple[str, ...] = ()
+    environments: tuple[str, ...] | None = None
+    interactive: bool = False
+    cwd: str = "."
+
+    def allowed_in(self, environment: str) -> bool:
+        return self.environments is None or environment in self.environments
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded, validated app declaration."""
+
+    root: Path
+    manifest_path: Path
+    name: str
+    processes: Mapping[str, tuple[str, ...]]
+    environments: Mapping[str, Environment]
+    tasks: Mapping[str, Task]
+    python: str | None = None
+    path: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none declared"
+            raise UsageError(f"unknown task {name!r} (tasks: {known})") from None
+
+    def environment(self, name: str | None) -> Environment:
+        """The target environment; never guessed when there is a choice or a risk."""
+        if name is None:
+            if len(self.environments) == 1:
+                only = next(iter(self.environments.values()))
+                if not only.protected:
+                    return only
+                raise UsageError(f"environment {only.name!r} is protected: pass --env {only.name}")
+            known = ", ".join(sorted(self.environments))
+            raise UsageError(f"--env is required (environments: {known})")
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none declared"
+            raise UsageError(f"unknown environment {name!r} (environments: {known})") from None
+
+
+def find_app_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding oneoff.toml or [tool.oneoff]."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / MANIFEST).is_file():
+            return directory
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file() and b"[tool.oneoff" in pyproject.read_bytes():
+            return directory
+    raise UsageError(
+        f"no {MANIFEST} found in {start} or its parents",
+        hint="run `oneoff init` in your app's root, or pass --app DIR",
+    )
+
+
+def load_project(root: Path) -> Project:
+    """Read and validate the declaration at ``root``; every error names file and place."""
+    root = root.resolve()
+    path = root / MANIFEST
+    if path.is_file():
+        data = _read_toml(path)
+    else:
+        path = root / "pyproject.toml"
+        if not path.is_file():
+            raise UsageError(f"no {MANIFEST} in {root}")
+        table = _read_toml(path).get("tool", {}).get("oneoff")
+        if not isinstance(table, dict):
+            raise ManifestError(f"{path}: has no [tool.oneoff] table")
+        data = table
+    return _build(root, path, data)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already says "(at line N, column M)".
+        raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _line_of(path: Path, needle: str) -> str:
+    try:
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+            if needle in line:
+                return f"{path}:{number}"
+    except (OSError, UnicodeDecodeError):
+        pass
+    return str(path)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: must be a table")
+    return value
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: must be a list of strings")
+    return tuple(value)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
+    _check_keys(data, {"app", "processes", "environments", "tasks"}, str(path))
+    app = _table(data.get("app"), f"{path}: [app]")
+    _check_keys(app, {"name", "python", "path"}, f"{path}: [app]")
+    name = app.get("name", root.name)
+    python = app.get("python")
+    if python is not None and not isinstance(python, str):
+        raise ManifestError(f"{path}: [app] python must be a string")
+    app_path = _str_list(app.get("path", []), f"{path}: [app] path")
+    processes = _processes(root, path, _table(data.get("processes"), f"{path}: [processes]"))
+    envs_raw = _table(data.get("environments"), f"{path}: [environments]")
+    if not envs_raw:
+        raise ManifestError(f"{path}: declares no [environments.<name>]")
+    environments = {n: _environment(path, n, e) for n, e in envs_raw.items()}
+    tasks_raw = _table(data.get("tasks"), f"{path}: [tasks]")
+    tasks = {n: _task(path, n, t, environments) for n, t in tasks_raw.items()}
+    return Project(
+        root=root,
+        manifest_path=path,
+        name=str(name),
+        processes=processes,
+        environments=environments,
+        tasks=tasks,
+        python=python,
+        path=app_path,
+        raw=data,
+    )
+
+
+def _processes(root: Path, path: Path, table: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    processes: dict[str, tuple[str, ...]] = {}
+    for pname, argv in table.items():
+        where = _line_of(path, pname) + f": process {pname!r}"
+        if isinstance(argv, str):
+            raise ManifestError(f"{where}: argv must be a list, not a shell string")
+        processes[pname] = _argv(argv, where)
+    procfile = root / "Procfile"
+    if not processes and procfile.is_file():
+        from oneoff._procfile import parse_procfile
+
+        processes = parse_procfile(procfile)
+    return processes
+
+
+def _argv(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ManifestError(f"{where}: argv must be a list, not a shell string")
+    argv = _str_list(value, f"{where}: argv")
+    if not argv or not argv[0]:
+        raise ManifestError(f"{where}: argv must not be empty")
+    if any("\x00" in a for a in argv):
+        raise ManifestError(f"{where}: argv contains a NUL byte")
+    return argv
+
+
+def _environment(path: Path, name: str, raw: Any) -> Environment:
+    where = _line_of(path, f"[environments.{name}") + f": environment {name!r}"
+    if not NAME_RE.match(name):
+        raise ManifestError(f"{where}: name must match {NAME_RE.pattern}")
+    table = _table(raw, where)
+    _check_keys(
+        table,
+        {"config", "secrets", "secret_patterns", "protected", "allow_os_user",
+         "unsafe_allow_env", "description"},
+        where,
+    )  # fmt: skip
+    protected = table.get("protected", False)
+    if not isinstance(protected, bool):
+        raise ManifestError(f"{where}: protected must be true or false")
+    sources = tuple(_source(where, i, s) for i, s in enumerate(table.get("config", [])))
+    secrets = _str_list(table.get("secrets", []), f"{where}: secrets")
+    extra_patterns = _str_list(table.get("secret_patterns", []), f"{where}: secret_patterns")
+    allow_os_user = table.get("allow_os_user", not protected)
+    if protected and allow_os_user:
+        raise ManifestError(f"{where}: a protected environment cannot accept the bare OS user")
+    unsafe = _str_list(table.get("unsafe_allow_env", []), f"{where}: unsafe_allow_env")
+    return Environment(
+        name=name,
+        sources=sources,
+        secrets=secrets,
+        secret_patterns=DEFAULT_SECRET_PATTERNS + extra_patterns,
+        protected=protected,
+        allow_os_user=bool(allow_os_user),
+        unsafe_allow_env=unsafe,
+        description=str(table.get("description", "")),
+    )
+
+
+def _source(where: str, index: int, raw: Any) -> ConfigSource:
+    ctx = f"{where}: config[{index}]"
+    if not isinstance(raw, dict):
+        raise ManifestError(f'{ctx}: must be a table like {{ dotenv = ".env" }}')
+    kinds = [k for k in ("dotenv", "inherit", "command") if k in raw]
+    if len(kinds) != 1:
+        raise ManifestError(f"{ctx}: needs exactly one of dotenv, inherit, command")
+    kind = kinds[0]
+    if kind == "dotenv":
+        _check_keys(raw, {"dotenv", "optional"}, ctx)
+        file = raw["dotenv"]
+        if not isinstance(file, str) or not file:
+            raise ManifestError(f"{ctx}: dotenv must be a file path")
+        return ConfigSource("dotenv", path=file, optional=bool(raw.get("optional", False)))
+    if kind == "inherit":
+        _check_keys(raw, {"inherit"}, ctx)
+        names = _str_list(raw["inherit"], f"{ctx}: inherit")
+        for n in names:
+            if n.strip("*") == "":
+                raise ManifestError(
+                    f'{ctx}: inherit must name variables or prefixes like "APP_*"; '
+                    'a bare "*" would let the operator\'s shell leak into the task'
+                )
+        return ConfigSource("inherit", names=names)
+    _check_keys(raw, {"command", "timeout", "pass_env"}, ctx)
+    timeout = raw.get("timeout", 30)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise ManifestError(f"{ctx}: timeout must be a positive number of seconds")
+    return ConfigSource(
+        "command",
+        argv=_argv(raw["command"], ctx),
+        timeout=float(timeout),
+        pass_env=_str_list(raw.get("pass_env", []), f"{ctx}: pass_env"),
+    )
+
+
+_DURATION = re.compile(r"^([0-9]+)(s|m|h)?$")
+
+
+def _duration(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    raise ManifestError(f'{where}: must be a positive duration like 90, "30s", "10m", "2h"')
+
+
+def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environment]) -> Task:
+    where = _line_of(path, f"[tasks.{name}") + f": task {name!r}"
+    if not NAME_RE.match(name):
+        raise ManifestError(f"{where}: name must match {NAME_RE.pattern}")
+    table = _table(raw, where)
+    _check_keys(
+        table,
+        {"argv", "params", "description", "timeout", "grace", "risk", "locks",
+         "environments", "interactive", "cwd"},
+        where,
+    )  # fmt: skip
+    if "argv" not in table:
+        raise ManifestError(f'{where}: needs argv = ["program", "arg", ...]')
+    argv = _argv(table["argv"], where)
+    params_raw = _table(table.get("params"), f"{where}: params")
+    params = {p: parse_param_spec(name, p, spec, str(path)) for p, spec in params_raw.items()}
+    used: set[str] = set()
+    for index, arg in enumerate(argv):
+        for placeholder in placeholders(arg, f"{where}: argv[{index}]"):
+            if placeholder not in params:
+                raise ManifestError(
+                    f"{where}: argv uses {{{placeholder}}} but declares no such param"
+                )
+            if params[placeholder].secret:
+                raise ManifestError(
+                    f"{where}: secret param {placeholder!r} cannot appear in argv "
+                    f"(visible in ps); the task reads it from ${params[placeholder].env_var}"
+                )
+            if index == 0:
+                raise ManifestError(f"{where}: the program (argv[0]) cannot be a param")
+            spec = params[placeholder]
+            if not spec.required and spec.default is None:
+                raise ManifestError(
+                    f"{where}: param {placeholder!r} is used in argv, so it needs a default "
+                    "or required = true"
+                )
+            used.add(placeholder)
+    unused = [p for p, s in params.items() if p not in used and not s.secret]
+    if unused:
+        raise ManifestError(f"{where}: param {unused[0]!r} is declared but not used in argv")
+    risk = table.get("risk", "low")
+    if risk not in RISKS:
+        raise ManifestError(f"{where}: risk must be one of {', '.join(RISKS)}")
+    envs = table.get("environments")
+    allowed = None
+    if envs is not None:
+        allowed = _str_list(envs, f"{where}: environments")
+        for env in allowed:
+            if env not in environments:
+                raise ManifestError(f"{where}: environments names unknown environment {env!r}")
+    locks = _str_list(table.get("locks", []), f"{where}: locks")
+    for lock in locks:
+        if not NAME_RE.match(lock):
+            raise ManifestError(f"{where}: lock name {lock!r} must match {NAME_RE.pattern}")
+    interactive = table.get("interactive", False)
+    if not isinstance(interactive, bool):
+        raise ManifestError(f"{where}: interactive must be true or false")
+    cwd = table.get("cwd", ".")
+    if not isinstance(cwd, str) or cwd.startswith("/") or ".." in Path(cwd).parts:
+        raise ManifestError(f"{where}: cwd must be a relative path inside the app")
+    return Task(
+        name=name,
+        argv=argv,
+        params=params,
+        description=str(table.get("description", "")),
+        timeout=_duration(
+            table.get("timeout", 14400 if interactive else 3600), f"{where}: timeout"
+        ),
+        grace=_duration(table.get("grace", 10), f"{where}: grace"),
+        risk=risk,
+        locks=locks,
+        environments=allowed,
+        interactive=interactive,
+        cwd=cwd,
+    )
+
+
+def placeholders(arg: str, where: str) -> list[str]:
+    """The ``{name}`` placeholders in one argv element (``{{``/``}}`` are literal braces)."""
+    found = []
+    for match in _PLACEHOLDER.finditer(arg):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        if match.group(1) is None or not NAME_RE.match(match.group(1)):
+            raise ManifestError(f"{where}: malformed placeholder {token!r} (use {{{{ for a brace)")
+        found.append(match.group(1))
+    return found
+
+
+def render_arg(arg: str, values: Mapping[str, str]) -> str:
+    """Substitute placeholders in one argv element; the result stays one element."""
+
+    def _sub(match: re.Match[str]) -> str:
+        brace = match.group(0)
+        if brace == "{{":
+            return "{"
+        if brace == "}}":
+            return "}"
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(_sub, arg)
+
+
+def is_env_name(name: str) -> bool:
+    return bool(_ENV_NAME.match(name))

@@ -1,0 +1,165 @@
+"""A plan: everything a run would do, fully resolved, and the canonical hash approvals sign."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oneoff._canonical import canonical_hash
+from oneoff._environ import Materialized, materialize
+from oneoff._manifest import Environment, Project, Task, render_arg
+from oneoff._params import resolve_params
+from oneoff.errors import ParamError, UsageError
+
+__all__ = ["Plan", "build_plan"]
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A fully resolved run. Secret values live only in memory, never in ``document()``."""
+
+    project: Project
+    task: Task
+    environment: Environment
+    argv: tuple[str, ...]
+    cwd: Path
+    params: Mapping[str, str]
+    env: Materialized
+    release_id: str | None
+    fingerprint_key: bytes
+    hash: str
+
+    @property
+    def public_params(self) -> dict[str, str]:
+        """Params as they may be stored and shown: secret ones masked."""
+        return {
+            name: ("[secret]" if self.task.params[name].secret else value)
+            for name, value in sorted(self.params.items())
+        }
+
+    def secret_param_values(self) -> dict[str, str]:
+        return {n: v for n, v in self.params.items() if self.task.params[n].secret}
+
+    def stdin_data(self) -> bytes | None:
+        chunks = [
+            v for n, v in sorted(self.params.items())
+            if self.task.params[n].secret and self.task.params[n].deliver == "stdin"
+        ]  # fmt: skip
+        return ("\n".join(chunks) + "\n").encode() if chunks else None
+
+    def document(self) -> dict[str, Any]:
+        return plan_document(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `oneoff plan --json` prints: the hashed document plus readable values."""
+        return {
+            "hash": self.hash,
+            "document": self.document(),
+            "cwd": str(self.cwd),
+            "env": {
+                k: {"value": v, "source": self.env.origin[k], "secret": k in self.env.secret_keys}
+                for k, v in sorted(self.env.masked().items())
+            },
+            "params": self.public_params,
+        }
+
+
+def fingerprint(key: bytes, name: str, value: str) -> str:
+    """Keyed fingerprint of a value: equal values compare equal, values cannot be guessed."""
+    return hmac.new(key, name.encode() + b"\x00" + value.encode(), hashlib.sha256).hexdigest()
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    task = plan.task
+    hashed_env = {
+        key: fingerprint(plan.fingerprint_key, key, value)
+        for key, value in plan.env.values.items()
+        # The operator's terminal settings and per-run ids do not change what runs.
+        if plan.env.origin[key] not in ("terminal", "oneoff run")
+    }
+    params: dict[str, Any] = {}
+    for name, value in plan.params.items():
+        if task.params[name].secret:
+            params[name] = {"secret": fingerprint(plan.fingerprint_key, "param:" + name, value)}
+        else:
+            params[name] = value
+    return {
+        "oneoff_plan": PLAN_VERSION,
+        "app": plan.project.name,
+        "task": task.name,
+        "environment": plan.environment.name,
+        "protected": plan.environment.protected,
+        "argv": list(plan.argv),
+        "cwd": task.cwd,
+        "params": params,
+        "env": hashed_env,
+        "timeout": task.timeout,
+        "grace": task.grace,
+        "risk": task.risk,
+        "locks": sorted(task.locks),
+        "interactive": task.interactive,
+        "release": plan.release_id,
+    }
+
+
+def build_plan(
+    project: Project,
+    task_name: str,
+    env_name: str | None,
+    given: Mapping[str, str],
+    *,
+    fingerprint_key: bytes,
+    release_id: str | None = None,
+    operator_env: Mapping[str, str] | None = None,
+) -> Plan:
+    """Resolve a task, its environment and its params into a ``Plan``, or refuse."""
+    task = project.task(task_name)
+    environment = project.environment(env_name)
+    if not task.allowed_in(environment.name):
+        allowed = ", ".join(task.environments or ())
+        raise UsageError(
+            f"task {task.name!r} may not run in {environment.name!r} (only: {allowed})"
+        )
+    params = resolve_params(task.params, given, task=task.name, app_root=project.root)
+    argv = [task.argv[0]]
+    for template in task.argv[1:]:
+        value = render_arg(template, params)
+        # A whole-argument param that starts with '-' would be read as an option.
+        if value.startswith("-") and template.startswith("{") and not template.startswith("{{"):
+            name = template[1 : template.index("}")]
+            raise ParamError(
+                f"param {name!r} starts with '-' and would be read as an option (got {value!r})"
+            )
+        argv.append(value)
+    env = materialize(project, environment, run_vars={}, operator_env=operator_env)
+    for name, value in params.items():
+        spec = task.params[name]
+        if spec.secret and spec.deliver == "env":
+            env = _with_secret_param(env, spec.env_var, value)
+    cwd = (project.root / task.cwd).resolve()
+    partial = Plan(
+        project=project,
+        task=task,
+        environment=environment,
+        argv=tuple(argv),
+        cwd=cwd,
+        params=params,
+        env=env,
+        release_id=release_id,
+        fingerprint_key=fingerprint_key,
+        hash="",
+    )
+    digest = "sha256:" + canonical_hash(plan_document(partial))
+    return Plan(**{**partial.__dict__, "hash": digest})
+
+
+def _with_secret_param(env: Materialized, name: str, value: str) -> Materialized:
+    values = {**env.values, name: value}
+    origin = {**env.origin, name: "secret param"}
+    return Materialized(values=values, origin=origin, secret_keys=env.secret_keys | {name})

@@ -1,0 +1,709 @@
+"""Own the task's child process: spawn it, stream its output, forward signals, time out, reap.
+
+Design (Linux first, POSIX elsewhere):
+
+* The child is exec'd directly from an argv list, never through a shell, with exactly the
+  given environment; ``argv[0]`` is resolved against that environment's ``PATH``.
+* It runs in its own process group (a new session with the pty as controlling terminal in
+  interactive mode), so one ``killpg`` reaches it and every descendant that stayed in the
+  group.
+* On Linux the child gets ``PR_SET_PDEATHSIG(SIGKILL)`` in a ``preexec_fn`` (ctypes
+  ``prctl``), then checks ``getppid()`` for a parent that died before the ``prctl``.
+* While a task runs the runner is a child subreaper (``PR_SET_CHILD_SUBREAPER``, scoped to
+  the run and reset afterwards), so double-forked descendants re-parent to us instead of
+  init. When the task has to be stopped, or once it has exited, everything still alive in
+  its process group, its process tree (``/proc/<pid>/task/*/children``) and those adopted
+  orphans is killed and reaped: a one-off process leaves nothing behind.
+* Output is read from non-blocking pipes (or the pty master) with a selector, in chunks of
+  at most 64 KiB handed straight to ``on_output``; nothing is accumulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from oneoff.errors import CommandNotFound, ExecError
+
+if TYPE_CHECKING:
+    import selectors
+    import subprocess
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
+    from types import FrameType
+    from typing import Any, Literal
+
+__all__ = ["OutputSink", "ProcessResult", "resolve_command", "run_process"]
+
+OutputSink = Callable[[int, bytes], None]
+"""Receives ``(fd, chunk)`` with fd 1 (stdout, or the pty) or 2 (stderr), in order per fd."""
+
+_CHUNK = 64 * 1024
+# After the task exits, how long descendants may keep its output open before being killed,
+# and how long we then wait for the pipes to reach EOF before giving up on them.
+_DRAIN_SECONDS = 1.0
+_REAP_SECONDS = 2.0
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_LINUX = sys.platform.startswith("linux")
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a task's process ended."""
+
+    exit_code: int
+    """The child's exit code, or 128+N if signal N killed it (shell convention)."""
+    status: Literal["succeeded", "failed", "timed_out", "cancelled"]
+    signal: int | None
+    """The signal that ended the child, if one did."""
+    duration: float
+    """Seconds from spawn until the child exited."""
+
+
+def resolve_command(command: str, env: Mapping[str, str], cwd: str) -> str:
+    """Return the absolute path of the executable ``command`` names, searched on env's PATH."""
+    if not command:
+        raise CommandNotFound("command not found: ''")
+    if "/" in command:
+        candidate = os.path.join(cwd, command)
+        if not os.path.exists(candidate):
+            raise CommandNotFound(f"command not found: {command}")
+        _check_executable(command, candidate)
+        return os.path.abspath(candidate)
+    denied: str | None = None
+    # Like execvp, fall back to the default search path; but skip empty and relative entries,
+    # which would let the task's working directory shadow real commands.
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(directory):
+            continue
+        candidate = os.path.join(directory, command)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = denied or candidate
+    if denied is not None:
+        raise ExecError(f"cannot execute {command}: permission denied ({denied})")
+    raise CommandNotFound(
+        f"command not found: {command}", hint="it is looked up on the task environment's PATH"
+    )
+
+
+def _check_executable(command: str, path: str) -> None:
+    if os.path.isdir(path):
+        raise ExecError(f"cannot execute {command}: is a directory")
+    if not os.access(path, os.X_OK):
+        raise ExecError(f"cannot execute {command}: permission denied")
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float | None,
+    grace: float = 5.0,
+    on_output: OutputSink,
+    stdin_data: bytes | None = None,
+    interactive: bool = False,
+) -> ProcessResult:
+    """Run ``argv`` to completion and say how it ended; every output byte goes to on_output.
+
+    ``env`` is the complete environment of the child. Without ``stdin_data`` a
+    non-interactive child reads ``/dev/null``; with it, the data then EOF. ``interactive``
+    runs the child on a pseudo-terminal and relays the operator's stdin to it.
+    On timeout the process group gets SIGTERM, then SIGKILL ``grace`` seconds later.
+    SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the runner are forwarded to the group; a
+    forwarded SIGTERM is also escalated to SIGKILL after ``grace`` seconds.
+    """
+    if not argv:
+        raise ExecError("empty command")
+    if interactive and stdin_data is not None:
+        raise ValueError("stdin_data cannot be combined with interactive (the pty would echo it)")
+    workdir = os.fspath(cwd)
+    if not os.path.isdir(workdir):
+        raise ExecError(f"working directory does not exist: {workdir}")
+    executable = resolve_command(argv[0], env, workdir)
+    run = _Run(grace, on_output)
+    try:
+        return run.execute(
+            list(argv), executable, dict(env), workdir, timeout, stdin_data, interactive
+        )
+    finally:
+        run.close()
+
+
+class _Run:
+    """The state of one run_process call; always ``close()``d."""
+
+    def __init__(self, grace: float, on_output: OutputSink) -> None:
+        self.grace = grace
+        self.on_output = on_output
+        self.fds: list[int] = []  # every fd we own, closed in close()
+        self.outputs: dict[int, int] = {}  # open read fd -> fd number reported to on_output
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exited_at: float | None = None
+        self.received: list[int] = []
+        self.forwarded = 0
+        self.old_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
+        self.wake_r = -1
+        self.wake_w = -1
+        self.libc: _Libc | None = None
+        self.subreaper_was: int | None = None
+        self.children_before: set[int] = set()
+        self.tracked: dict[int, int] = {}  # pid -> pidfd of descendants seen so far
+        self.tty_saved: list[Any] | None = None
+        self.master = -1
+        self.winch = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def execute(
+        self,
+        argv: list[str],
+        executable: str,
+        env: dict[str, str],
+        cwd: str,
+        timeout: float | None,
+        stdin_data: bytes | None,
+        interactive: bool,
+    ) -> ProcessResult:
+        import selectors
+        import subprocess
+
+        self.wake_r, self.wake_w = self._pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self._install_handlers()
+        if _LINUX:
+            self.libc = _Libc()
+            self.children_before = _children(os.getpid())
+            self.subreaper_was = self.libc.prctl(_PR_GET_CHILD_SUBREAPER, None)
+            if self.subreaper_was == 0:
+                self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+        stdin_w = -1
+        child_fds: list[int] = []
+        if interactive:
+            import pty
+
+            self.master, slave = pty.openpty()
+            self.fds += [self.master, slave]
+            child_fds.append(slave)
+            _copy_winsize(slave)
+            stdin = stdout = stderr = slave
+            self.outputs[self.master] = 1
+        else:
+            out_r, out_w = self._pipe()
+            err_r, err_w = self._pipe()
+            child_fds += [out_w, err_w]
+            self.outputs = {out_r: 1, err_r: 2}
+            stdin, stdout, stderr = subprocess.DEVNULL, out_w, err_w
+            if stdin_data is not None:
+                in_r, stdin_w = self._pipe()
+                child_fds.append(in_r)
+                stdin = in_r
+
+        start = time.monotonic()
+        try:
+            # argv list and a resolved executable: no shell is ever involved.
+            self.proc = subprocess.Popen(
+                argv,
+                executable=executable,
+                env=env,
+                cwd=cwd,
+                close_fds=True,
+                preexec_fn=_child_setup(os.getpid(), self.libc, interactive),
+                start_new_session=interactive,
+                process_group=None if interactive else 0,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ExecError(f"cannot execute {argv[0]}: {detail}") from exc
+        finally:
+            for fd in child_fds:
+                self._close(fd)
+        pid = self.proc.pid
+
+        sel = selectors.PollSelector()  # unlike epoll, poll accepts a regular file as stdin
+        try:
+            for fd in self.outputs:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ)
+            sel.register(self.wake_r, selectors.EVENT_READ)
+            pidfd = self._pidfd(pid)
+            if pidfd >= 0:
+                sel.register(pidfd, selectors.EVENT_READ)
+            pending = memoryview(stdin_data or b"")
+            if stdin_w >= 0:
+                os.set_blocking(stdin_w, False)
+                sel.register(stdin_w, selectors.EVENT_WRITE)
+            relay: _Relay | None = None
+            if interactive:
+                self._enter_raw_mode()
+                relay = _Relay(self.master)
+                relay.update(sel)
+
+            deadline = None if timeout is None else start + timeout
+            kill_at: float | None = None
+            killed = timed_out = False
+            drain_until = 0.0
+            while True:
+                now = time.monotonic()
+                self._forward_signals()
+                if self.exited_at is None and self._child_exited():
+                    self.exited_at = now
+                    drain_until = now + _DRAIN_SECONDS
+                if self.exited_at is not None:
+                    if not self.outputs or now >= drain_until:
+                        break
+                    wait: float | None = drain_until - now
+                else:
+                    if deadline is not None and now >= deadline and not timed_out:
+                        timed_out = True
+                        self._signal_all(signal.SIGTERM)
+                        kill_at = now + self.grace
+                    if kill_at is None and signal.SIGTERM in self.received:
+                        kill_at = now + self.grace  # like `docker stop`: SIGTERM, then SIGKILL
+                    if kill_at is not None and now >= kill_at and not killed:
+                        killed = True
+                        self._signal_all(signal.SIGKILL)
+                    wakeups = [t for t in (deadline, None if killed else kill_at) if t is not None]
+                    wakeups = [t for t in wakeups if t > now]
+                    wait = max(0.0, min(wakeups) - now) if wakeups else None
+                    if pidfd < 0:
+                        wait = 0.05 if wait is None else min(wait, 0.05)  # poll the child
+                for key, events in sel.select(wait):
+                    fd = int(key.fd)
+                    if fd == self.wake_r:
+                        _read_all(fd)
+                    elif fd == pidfd:
+                        sel.unregister(fd)  # stays readable once the child exited
+                    elif fd == stdin_w:
+                        pending = self._feed_stdin(stdin_w, pending)
+                        if not pending:
+                            sel.unregister(stdin_w)
+                            self._close(stdin_w)
+                            stdin_w = -1
+                    else:
+                        readable = events & selectors.EVENT_READ
+                        if fd in self.outputs and readable and not self._read_output(fd):
+                            sel.unregister(fd)
+                        if relay is not None and fd in (0, self.master):
+                            relay.handle(sel, fd, events)
+
+            # The task is over: nothing it started may outlive it, nor hold its output open.
+            self._kill_leftovers(pid)
+            for key in list(sel.get_map().values()):
+                if key.fd not in self.outputs:
+                    sel.unregister(key.fd)
+            settle = time.monotonic() + _DRAIN_SECONDS
+            while self.outputs and time.monotonic() < settle:
+                for key, _ in sel.select(max(0.0, settle - time.monotonic())):
+                    fd = int(key.fd)
+                    if fd in self.outputs and not self._read_output(fd):
+                        sel.unregister(fd)
+        finally:
+            sel.close()
+            self._stop(pid)
+        assert self.exited_at is not None
+        returncode = self.proc.returncode
+        if returncode is None:  # still unreapable after SIGKILL (uninterruptible sleep)
+            returncode = -signal.SIGKILL
+        sig = -returncode if returncode < 0 else None
+        exit_code = 128 + sig if sig is not None else returncode
+        status: Literal["succeeded", "failed", "timed_out", "cancelled"]
+        if timed_out:
+            status = "timed_out"
+        elif exit_code == 0:
+            status = "succeeded"
+        elif self.received:
+            status = "cancelled"
+        else:
+            status = "failed"
+        return ProcessResult(exit_code, status, sig, self.exited_at - start)
+
+    def _stop(self, pid: int) -> None:
+        """Make sure the child and its leftovers are dead and reaped, even on an exception."""
+        proc = self.proc
+        if proc is None:
+            return
+        if self.exited_at is None and not self._child_exited():
+            self._signal_all(signal.SIGKILL)
+        self._kill_leftovers(pid)
+        # A child stuck in uninterruptible sleep must not hide the original error; subprocess
+        # reaps it later.
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=_REAP_SECONDS)
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
+        self._reap_adopted()
+
+    def close(self) -> None:
+        try:
+            self._leave_raw_mode()
+        finally:
+            self._restore_handlers()
+            if self.libc is not None and self.subreaper_was == 0:
+                self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 0)
+            for pidfd in self.tracked.values():
+                os.close(pidfd)
+            self.tracked.clear()
+            for fd in list(self.fds):
+                self._close(fd)
+
+    # -- fds -------------------------------------------------------------------------------
+
+    def _pipe(self) -> tuple[int, int]:
+        r, w = os.pipe()
+        self.fds += [r, w]
+        return r, w
+
+    def _close(self, fd: int) -> None:
+        if fd in self.fds:
+            self.fds.remove(fd)
+            os.close(fd)
+
+    def _pidfd(self, pid: int) -> int:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return -1
+        self.fds.append(fd)
+        return fd
+
+    def _read_output(self, fd: int) -> bool:
+        """Pass one chunk to on_output; False once the fd reached EOF (and is closed)."""
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return True
+        except OSError:  # EIO: a pty master whose slave side is gone everywhere
+            chunk = b""
+        if not chunk:
+            del self.outputs[fd]
+            self._close(fd)
+            return False
+        self.on_output(self.outputs[fd], chunk)
+        return True
+
+    @staticmethod
+    def _feed_stdin(fd: int, pending: memoryview) -> memoryview:
+        try:
+            written = os.write(fd, pending[:_CHUNK])
+        except BlockingIOError:
+            return pending
+        except OSError:  # EPIPE: the child does not want (the rest of) its input
+            return pending[:0]
+        return pending[written:]
+
+    # -- the child -------------------------------------------------------------------------
+
+    def _child_exited(self) -> bool:
+        """True once the child has exited, without reaping it: its pgid stays ours to kill."""
+        assert self.proc is not None
+        try:
+            info = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def _signal_all(self, signum: int) -> None:
+        """Signal the child's process group and every descendant we can find."""
+        assert self.proc is not None
+        self._track(self.proc.pid)
+        _killpg(self.proc.pid, signum)
+        self._signal_tracked(signum)
+        if signum == signal.SIGTERM:
+            # A stopped process (e.g. SIGTTOU from touching the terminal) only sees SIGTERM
+            # once continued.
+            _killpg(self.proc.pid, signal.SIGCONT)
+            self._signal_tracked(signal.SIGCONT)
+
+    def _kill_leftovers(self, pid: int) -> None:
+        # Descendants outside the group may fork faster than one pass sees them: repeat while
+        # new ones keep appearing (bounded, a fork bomb must not keep us here).
+        for _ in range(5):
+            known = len(self.tracked)
+            self._track(pid)
+            _killpg(pid, signal.SIGKILL)
+            self._signal_tracked(signal.SIGKILL)
+            if len(self.tracked) == known:
+                break
+
+    def _track(self, pid: int) -> None:
+        """Remember (by pidfd, immune to pid reuse) the task's tree and orphans adopted by us."""
+        if not _LINUX:
+            return
+        roots = [pid, *(_children(os.getpid()) - self.children_before - {pid})]
+        for p in roots + sorted(_descendants(roots)):
+            if p != pid and p not in self.tracked:
+                pidfd = self._pidfd(p)
+                if pidfd >= 0:
+                    self.fds.remove(pidfd)  # owned by self.tracked from now on
+                    self.tracked[p] = pidfd
+
+    def _signal_tracked(self, signum: int) -> None:
+        for pidfd in self.tracked.values():
+            with contextlib.suppress(OSError):  # already gone
+                signal.pidfd_send_signal(pidfd, signum)
+
+    def _reap_adopted(self) -> None:
+        """Wait for the orphans that re-parented to us (our children now), so none is a zombie."""
+        if not self.tracked:
+            return
+        import select
+
+        mine = _children(os.getpid())
+        until = time.monotonic() + _REAP_SECONDS
+        for p, pidfd in self.tracked.items():
+            if p not in mine:
+                continue
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            poller.poll(max(0.0, until - time.monotonic()) * 1000)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p, os.WNOHANG)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _install_handlers(self) -> None:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.received.append(signum)
+            with contextlib.suppress(OSError):  # wake pipe full: the loop wakes up anyway
+                os.write(self.wake_w, b"s")
+
+        for signum in _FORWARDED:
+            try:
+                previous = signal.getsignal(signum)
+                # An ignored signal (nohup, background jobs) stays ignored, for us and the child.
+                if previous == signal.SIG_IGN:
+                    continue
+                signal.signal(signum, on_signal)
+            except ValueError:  # not the main thread: Python cannot catch signals here
+                return
+            self.old_handlers[signum] = previous
+
+    def _restore_handlers(self) -> None:
+        for signum, previous in self.old_handlers.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self.old_handlers.clear()
+
+    def _forward_signals(self) -> None:
+        while self.forwarded < len(self.received):
+            signum = self.received[self.forwarded]
+            self.forwarded += 1
+            if self.proc is not None and self.exited_at is None:
+                _killpg(self.proc.pid, signum)
+        if self.winch:
+            self.winch = False
+            _copy_winsize(self.master)
+
+    # -- the operator's terminal -----------------------------------------------------------
+
+    def _enter_raw_mode(self) -> None:
+        if not _is_tty(0):
+            return
+        import termios
+        import tty
+
+        self.tty_saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        try:
+            signal.signal(signal.SIGWINCH, lambda signum, frame: self._on_winch())
+            self.old_handlers.setdefault(signal.SIGWINCH, signal.SIG_DFL)
+        except ValueError:
+            pass
+
+    def _on_winch(self) -> None:
+        self.winch = True
+        with contextlib.suppress(OSError):
+            os.write(self.wake_w, b"w")
+
+    def _leave_raw_mode(self) -> None:
+        if self.tty_saved is None:
+            return
+        import termios
+
+        termios.tcsetattr(0, termios.TCSADRAIN, self.tty_saved)
+        self.tty_saved = None
+
+
+class _Relay:
+    """Copies the operator's stdin to the pty master, never blocking and never buffering much."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.pending = b""
+        self.stdin_open = _is_open(0)
+        self.reading = False
+        self.writing = False
+
+    def handle(self, sel: selectors.BaseSelector, fd: int, events: int) -> None:
+        import selectors
+
+        if fd == 0:
+            try:
+                data = os.read(0, _CHUNK)
+            except OSError:
+                data = b""
+            if data:
+                self.pending += data
+            else:
+                self.stdin_open = False
+                # EOF on a non-tty stdin: tell the child through the line discipline (a second
+                # ^D is needed when the last line is unterminated).
+                if not _is_tty(0):
+                    self.pending += b"\x04" if self.pending.endswith(b"\n") else b"\x04\x04"
+        elif events & selectors.EVENT_WRITE and self.pending:
+            try:
+                written = os.write(self.master, self.pending)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                written = len(self.pending)
+            self.pending = self.pending[written:]
+        self.update(sel)
+
+    def update(self, sel: selectors.BaseSelector) -> None:
+        """Watch stdin only while nothing is pending, the master for writing only while it is."""
+        import selectors
+
+        want_read = self.stdin_open and not self.pending
+        if want_read != self.reading:
+            if want_read:
+                sel.register(0, selectors.EVENT_READ)
+            else:
+                sel.unregister(0)
+            self.reading = want_read
+        want_write = bool(self.pending)
+        if want_write != self.writing:
+            if self.master not in sel.get_map():  # output at EOF: the child is gone
+                self.pending = b""
+                return
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            sel.modify(self.master, events)
+            self.writing = want_write
+
+
+class _Libc:
+    """``prctl`` through ctypes, loaded only when a process is actually spawned."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._prctl = libc.prctl
+        self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        self._prctl.restype = ctypes.c_int
+        self._out = ctypes.c_int(0)
+        self._addressof = ctypes.addressof
+
+    def prctl(self, option: int, value: int | None) -> int:
+        """Set an option to ``value``, or (``value`` None) read an int-valued option."""
+        if value is None:
+            self._prctl(option, self._addressof(self._out), 0, 0)
+            return self._out.value
+        return int(self._prctl(option, value, 0, 0))
+
+
+def _child_setup(parent: int, libc: _Libc | None, interactive: bool) -> Callable[[], None] | None:
+    """The code run in the child between fork and exec."""
+    if libc is None and not interactive:
+        return None
+    if interactive:
+        import fcntl
+        import termios
+
+    def setup() -> None:
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            # The runner may have died before the prctl: then nobody would ever kill us.
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if interactive:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    return setup
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    # ESRCH: the group is empty; EPERM: a member changed credentials.
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signum)
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(roots: list[int]) -> set[int]:
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        for child in _children(stack.pop()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def _read_all(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _is_tty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _copy_winsize(to_fd: int) -> None:
+    """Give the pty (to_fd: master or slave) the operator terminal's size."""
+    import fcntl
+    import termios
+
+    for source in (0, 1, 2):
+        if _is_tty(source):
+            try:
+                size = fcntl.ioctl(source, termios.TIOCGWINSZ, b"\0" * 8)
+                fcntl.ioctl(to_fd, termios.TIOCSWINSZ, size)
+            except OSError:
+                continue
+            return

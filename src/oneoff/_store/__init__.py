@@ -1,0 +1,1 @@
+"""Where oneoff keeps runs, releases, approvals, locks and the audit log."""

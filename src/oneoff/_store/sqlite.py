@@ -1,0 +1,82 @@
+"""The embedded SQLite store (WAL, versioned schema, forward migrations)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from oneoff._store._schema import MIGRATIONS
+from oneoff._store.sqlite_runs import RunsMixin
+from oneoff.errors import StoreError
+
+__all__ = ["SQLiteStore"]
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class SQLiteStore(RunsMixin):
+    """A store in one SQLite file, safe for several runners on one machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fresh = not path.exists()
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
+            # writer takes the write lock up front and never fails half-way on upgrade.
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            if fresh:
+                os.chmod(path, 0o600)
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(f"{path}: could not enable WAL journaling")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: store unreadable ({exc}); is it corrupt?") from None
+
+    def _migrate(self) -> None:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: store schema v{version} is newer than this oneoff "
+                f"(knows v{len(MIGRATIONS)}); upgrade oneoff"
+            )
+        if version == len(MIGRATIONS):
+            return
+        with self.tx():
+            # Re-read under the write lock: another runner may have migrated meanwhile.
+            version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+            for number in range(version, len(MIGRATIONS)):
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it lands, or none of it."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot lock the store: {exc}") from None
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split on ';' (the schema has no
+    # semicolons inside literals or triggers).
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,38 @@
+"""The thin command line over the oneoff library: parse, call, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from oneoff.errors import OneoffError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process and return the exit code; nothing below raises SystemExit."""
+    from oneoff.cli._parser import build_parser, dispatch
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    verbose = bool(getattr(args, "verbose", False))
+    try:
+        return dispatch(args)
+    except OneoffError as exc:
+        if verbose:
+            raise
+        print(f"oneoff: error: {exc.diagnostics()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if verbose:
+            raise
+        print("oneoff: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `oneoff runs | head`: the reader left; that is not our failure.
+        return 0

@@ -1,0 +1,75 @@
+"""What every command shares: opening the app, reading params, printing safely."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from oneoff._app import App, open_app
+from oneoff._manifest import Task
+from oneoff.errors import ParamError, UsageError
+
+__all__ = ["app_from", "emit_json", "read_params", "terminal_safe"]
+
+
+def app_from(args: argparse.Namespace) -> App:
+    return open_app(args.app)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def terminal_safe(text: str) -> str:
+    """Escape control characters so values cannot rewrite the operator's terminal."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text
+    )
+
+
+def read_params(task: Task, pairs: list[str], *, interactive: bool) -> dict[str, str]:
+    """Turn ``NAME=VALUE`` pairs into values; secrets never come from the command line."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param wants NAME=VALUE, got {pair!r}")
+        if name in values:
+            raise UsageError(f"param {name!r} given twice")
+        spec = task.params.get(name)
+        if spec is not None and spec.secret:
+            value = _secret_value(name, value)
+        values[name] = value
+    for name, spec in task.params.items():
+        if spec.secret and name not in values and spec.required and interactive:
+            import getpass
+
+            values[name] = getpass.getpass(f"{name} (secret, not echoed): ")
+    return values
+
+
+def _secret_value(name: str, value: str) -> str:
+    if value == "@-":
+        data = sys.stdin.read()
+    elif value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise ParamError(
+                f"secret param {name!r}: cannot read {value[1:]}: {exc.strerror}"
+            ) from None
+    else:
+        raise ParamError(
+            f"secret param {name!r} cannot be given on the command line "
+            "(visible in ps and shell history)",
+            hint=f"use --param {name}=@FILE, --param {name}=@- (stdin), or let oneoff ask",
+        )
+    return data.removesuffix("\n").removesuffix("\r")
+
+
+def on_terminal() -> bool:
+    return sys.stdin.isatty() and os.environ.get("CI") is None

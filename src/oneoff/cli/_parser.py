@@ -1,0 +1,120 @@
+"""The argument parser; each command's code is imported only when that command runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from oneoff._version import __version__
+
+__all__ = ["build_parser", "dispatch"]
+
+DESCRIPTION = (
+    "Run a twelve-factor app's one-off admin processes (migrations, consoles, scripts) "
+    "against its release, with its config and nothing else, recorded."
+)
+EPILOG = "Exit codes: 0 ok, 2 bad input, 3 not permitted, 4 approval, 5 lock busy, 6 release, " \
+    "7 store, 8 audit, 9 secret, 124 timed out, 125 could not start, 127 not found; " \
+    "otherwise the task's own exit code."  # fmt: skip
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app", type=Path, metavar="DIR", help="the app's root (default: search upward from .)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
+
+
+def _env(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    parser.add_argument(
+        "-e", "--env", metavar="ENV", required=required,
+        help="target environment (required when there are several, always for protected ones)",
+    )  # fmt: skip
+
+
+def _params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="a task param; secret params take @FILE or @- (stdin), or are asked for",
+    )  # fmt: skip
+
+
+def _json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oneoff", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"oneoff {__version__}")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        _common(cmd)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    cmd = command("init", "oneoff.cli._init:cmd_init", "scaffold oneoff.toml for this app")
+    cmd.add_argument("--force", action="store_true", help="overwrite an existing oneoff.toml")
+
+    cmd = command("tasks", "oneoff.cli._init:cmd_tasks", "list the app's tasks")
+    _json(cmd)
+
+    cmd = command("plan", "oneoff.cli._run:cmd_plan", "show exactly what a run would do")
+    cmd.add_argument("task")
+    _env(cmd)
+    _params(cmd)
+    _json(cmd)
+
+    cmd = command("run", "oneoff.cli._run:cmd_run", "run a task as a one-off process")
+    cmd.add_argument("task")
+    _env(cmd)
+    _params(cmd)
+    cmd.add_argument(
+        "--confirm", metavar="ENV", help="the environment's name, for critical tasks on "
+        "protected environments when not on a terminal",
+    )  # fmt: skip
+    cmd.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+
+    cmd = command(
+        "exec", "oneoff.cli._run:cmd_exec",
+        "replace oneoff with a long-running process type (container entrypoint, systemd)",
+    )  # fmt: skip
+    cmd.add_argument("process")
+    _env(cmd)
+
+    cmd = command("env", "oneoff.cli._run:cmd_env", "show an environment's variables (masked)")
+    _env(cmd)
+    cmd.add_argument(
+        "--diff", metavar="PROCESS",
+        help="compare a one-off process's environment with this process type's",
+    )  # fmt: skip
+    _json(cmd)
+
+    cmd = command("runs", "oneoff.cli._runs:cmd_runs", "list recorded runs, newest first")
+    cmd.add_argument("--task")
+    _env(cmd)
+    cmd.add_argument("--status")
+    cmd.add_argument("-n", "--limit", type=int, default=20)
+    _json(cmd)
+
+    cmd = command("show", "oneoff.cli._runs:cmd_show", "show one run")
+    cmd.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
+    _json(cmd)
+
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        build_parser().print_help()
+        return 2
+    module_name, func_name = handler.split(":")
+    module = importlib.import_module(module_name)
+    func = cast(Callable[[argparse.Namespace], int], getattr(module, func_name))
+    return func(args)

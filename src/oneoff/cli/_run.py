@@ -1,0 +1,173 @@
+"""`oneoff plan`, `run`, `exec` and `env`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+
+from oneoff._environ import materialize
+from oneoff._pipeline import RunRequest, make_plan, run_task
+from oneoff._plan import Plan
+from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
+from oneoff.errors import CommandNotFound, UsageError
+
+__all__ = ["cmd_env", "cmd_exec", "cmd_plan", "cmd_run"]
+
+
+def _request(args: argparse.Namespace, task_params: dict[str, str]) -> RunRequest:
+    return RunRequest(
+        task=args.task,
+        environment=args.env,
+        params=task_params,
+        confirm=getattr(args, "confirm", None),
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    task = app.project.task(args.task)
+    params = read_params(task, args.param, interactive=on_terminal())
+    plan = make_plan(app, _request(args, params))
+    if args.json:
+        emit_json(plan.to_json())
+    else:
+        sys.stdout.write(render_plan(plan))
+    return 0
+
+
+def render_plan(plan: Plan) -> str:
+    task = plan.task
+    env = plan.environment
+    lines = [
+        f"task       {task.name}" + (f"  ({task.description})" if task.description else ""),
+        f"env        {env.name}" + ("  [protected]" if env.protected else ""),
+        f"risk       {task.risk}",
+        f"argv       {terminal_safe(_quote_argv(plan.argv))}",
+        f"cwd        {plan.cwd}",
+        f"timeout    {task.timeout}s (then SIGTERM, {task.grace}s grace, SIGKILL)",
+        f"locks      {', '.join(task.locks) or 'none'}",
+        f"release    {plan.release_id or 'none'}",
+    ]
+    if plan.params:
+        lines.append("params     " + ", ".join(f"{k}={v}" for k, v in plan.public_params.items()))
+    masked = plan.env.masked()
+    width = max((len(k) for k in masked), default=0)
+    lines.append("environment")
+    for key in sorted(masked):
+        value = terminal_safe(masked[key])
+        lines.append(f"  {key.ljust(width)} = {value}   # {plan.env.origin[key]}")
+    lines.append(f"plan hash  {plan.hash}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote_argv(argv: tuple[str, ...]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    task = app.project.task(args.task)
+    interactive = on_terminal()
+    params = read_params(task, args.param, interactive=interactive)
+
+    def ask(prompt: str) -> str:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return sys.stdin.readline()
+
+    try:
+        outcome = run_task(
+            app,
+            _request(args, params),
+            stdout=sys.stdout.buffer,
+            stderr=sys.stderr.buffer,
+            ask=ask if interactive else None,
+        )
+    finally:
+        app.close()
+    if not args.quiet:
+        run = outcome.run
+        code = "" if run.exit_code is None else f", exit {run.exit_code}"
+        print(
+            f"oneoff: run {run.id} {run.task} on {run.environment}: {run.status}{code}",
+            file=sys.stderr,
+        )
+    return outcome.exit_code
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    project = app.project
+    if args.process not in project.processes:
+        known = ", ".join(sorted(project.processes)) or "none declared"
+        raise UsageError(f"unknown process type {args.process!r} (process types: {known})")
+    environment = project.environment(args.env)
+    env = dict(materialize(project, environment, run_vars={}).values)
+    from oneoff._procfile import expand_vars
+
+    where = f"process {args.process!r}"
+    argv = [expand_vars(a, env, where) for a in project.processes[args.process]]
+    program = shutil.which(argv[0], path=env.get("PATH", "")) if "/" not in argv[0] else argv[0]
+    if program is None:
+        raise CommandNotFound(f"{argv[0]!r} not found on the process's PATH")
+    app.close()
+    os.chdir(project.root)
+    # Replace ourselves: the process manager's signals reach the process directly.
+    os.execve(program, argv, env)  # noqa: S606 - argv list, no shell: the point of exec
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    project = app.project
+    environment = project.environment(args.env)
+    admin = materialize(
+        project,
+        environment,
+        run_vars={
+            "ONEOFF_RUN_ID": "<run id>",
+            "ONEOFF_TASK": "<task>",
+            "ONEOFF_ENVIRONMENT": environment.name,
+        },
+    )
+    if args.diff:
+        if args.diff not in project.processes:
+            known = ", ".join(sorted(project.processes)) or "none declared"
+            raise UsageError(f"unknown process type {args.diff!r} (process types: {known})")
+        process = materialize(project, environment, run_vars={})
+        diff = env_diff(admin.values, process.values)
+        if args.json:
+            emit_json(diff)
+        else:
+            for key, what in sorted(diff.items()):
+                print(f"{what:<28} {key}")
+            if not diff:
+                print("identical")
+        return 0
+    masked = admin.masked()
+    if args.json:
+        emit_json(
+            {k: {"value": v, "source": admin.origin[k], "secret": k in admin.secret_keys}
+             for k, v in masked.items()}
+        )  # fmt: skip
+    else:
+        for key in sorted(masked):
+            print(f"{key}={terminal_safe(masked[key])}  # {admin.origin[key]}")
+    return 0
+
+
+def env_diff(admin: Mapping[str, str], process: Mapping[str, str]) -> dict[str, str]:
+    """Which variables differ between a one-off process and a process type."""
+    diff: dict[str, str] = {}
+    for key in admin.keys() | process.keys():
+        if key not in process:
+            diff[key] = "only in one-off processes"
+        elif key not in admin:
+            diff[key] = "only in the process type"
+        elif admin[key] != process[key]:
+            diff[key] = "differs"
+    return diff

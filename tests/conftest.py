@@ -1,0 +1,69 @@
+"""Shared fixtures: temporary apps built with oneoff.testing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from oneoff.testing import make_app
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "notes"
+
+BASIC = """
+[environments.development]
+config = [{ dotenv = ".env" }]
+
+[environments.production]
+protected = true
+config = [{ dotenv = ".env.production" }]
+
+[tasks.hello]
+argv = ["python", "-c", "import sys; print('hello', *sys.argv[1:])", "{name}"]
+params.name = { type = "string", default = "world" }
+
+[tasks.printenv]
+argv = ["python", "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+
+[tasks.fail]
+argv = ["python", "-c", "import sys; sys.exit(int(sys.argv[1]))", "{code}"]
+params.code = { type = "int", min = 0, max = 255 }
+
+[tasks.wipe]
+argv = ["python", "-c", "print('wiped')"]
+risk = "critical"
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small app with development and protected production, as the working directory."""
+    root = make_app(
+        tmp_path / "app",
+        BASIC,
+        {
+            ".env": "DATABASE_URL=postgres://app:s3cr3t-pass@db/app\nSECRET_KEY=dev-secret-value-123\nGREETING=hi\n",
+            ".env.production": "DATABASE_URL=postgres://app:prod-pass-999@db/app\nSECRET_KEY=prod-secret-value-456\n",
+        },
+    )
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def example_app(tmp_path: Path) -> Path:
+    """A private copy of examples/notes (its state and database stay in tmp_path)."""
+    target = tmp_path / "notes"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("var", ".oneoff", "__pycache__"))
+    return target
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """The environment a test operator's shell has: this interpreter first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
