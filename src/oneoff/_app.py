@@ -10,6 +10,7 @@ from oneoff._manifest import Project, find_app_root, load_project
 from oneoff.errors import StoreError
 
 if TYPE_CHECKING:
+    from oneoff._audit.log import AuditLog
     from oneoff._store.sqlite import SQLiteStore
 
 __all__ = ["App", "open_app"]
@@ -34,6 +35,12 @@ class App:
             self._ensure_state_dir()
             self._store = SQLiteStore(self.state_dir / "state.db")
         return self._store
+
+    @property
+    def audit(self) -> AuditLog:
+        from oneoff._audit.log import AuditLog
+
+        return AuditLog(self.store)
 
     def close(self) -> None:
         if self._store is not None:

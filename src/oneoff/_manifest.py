@@ -63,6 +63,8 @@ class Environment:
     allow_os_user: bool = True
     unsafe_allow_env: tuple[str, ...] = ()
     description: str = ""
+    approvals: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Task:
     environments: tuple[str, ...] | None = None
     interactive: bool = False
     cwd: str = "."
+    approvals: Mapping[str, Any] | None = None
 
     def allowed_in(self, environment: str) -> bool:
         return self.environments is None or environment in self.environments
@@ -98,6 +101,13 @@ class Project:
     python: str | None = None
     path: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """A raw top-level table ([release], [audit], [access]) for its owning module."""
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ManifestError(f"{self.manifest_path}: [{name}] must be a table")
+        return value
 
     def task(self, name: str) -> Task:
         try:
@@ -197,7 +207,11 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
 
 
 def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
-    _check_keys(data, {"app", "processes", "environments", "tasks"}, str(path))
+    # [release], [audit] and [access] are parsed and validated by the modules that own them
+    # (oneoff._release, oneoff._audit, oneoff._auth); they are kept raw here.
+    _check_keys(
+        data, {"app", "processes", "environments", "tasks", "release", "audit", "access"}, str(path)
+    )
     app = _table(data.get("app"), f"{path}: [app]")
     _check_keys(app, {"name", "python", "path"}, f"{path}: [app]")
     name = app.get("name", root.name)
@@ -259,7 +273,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     _check_keys(
         table,
         {"config", "secrets", "secret_patterns", "protected", "allow_os_user",
-         "unsafe_allow_env", "description"},
+         "unsafe_allow_env", "description", "approvals", "break_glass", "release"},
         where,
     )  # fmt: skip
     protected = table.get("protected", False)
@@ -281,6 +295,8 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         allow_os_user=bool(allow_os_user),
         unsafe_allow_env=unsafe,
         description=str(table.get("description", "")),
+        approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
+        extra={k: table[k] for k in ("break_glass", "release") if k in table},
     )
 
 
@@ -341,7 +357,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     _check_keys(
         table,
         {"argv", "params", "description", "timeout", "grace", "risk", "locks",
-         "environments", "interactive", "cwd"},
+         "environments", "interactive", "cwd", "approvals"},
         where,
     )  # fmt: skip
     if "argv" not in table:
@@ -407,6 +423,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
         environments=allowed,
         interactive=interactive,
         cwd=cwd,
+        approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
     )
 
 

@@ -91,8 +91,19 @@ def reap_lost_runs(app: App) -> list[str]:
     for run in store.running_runs():
         if runner_alive(run.runner_host, run.runner_pid, run.runner_token) is False:
             with store.tx():
-                if store.mark_lost(run.id, ended_at=now()):
-                    lost.append(run.id)
+                marked = store.mark_lost(run.id, ended_at=now())
+            if marked:
+                lost.append(run.id)
+                app.audit.append(
+                    "run.lost",
+                    actor=os_user(),
+                    environment=run.environment,
+                    task=run.task,
+                    run_id=run.id,
+                    release_id=run.release_id,
+                    plan_hash=run.plan_hash,
+                    payload={"runner_pid": run.runner_pid, "started_at": run.started_at},
+                )
     return lost
 
 
@@ -112,9 +123,18 @@ def run_task(
     executor: Executor | None = None,
     operator_env: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Run one task to completion; every refusal happens before anything is recorded."""
+    """Run one task to completion; every refusal happens before anything is recorded.
+
+    The stages, in order (each may refuse with its own error and exit code):
+    load → verify release → plan → confirm → decide → approve → lock → execute → record.
+    """
+    # [stage: identity] who is asking; never taken from a flag or a variable.
+    principal = os_user()
+    # [stage: verify release + plan]
     plan = make_plan(app, request, operator_env=operator_env)
     require_confirmation(plan, request.confirm, ask)
+    # [stage: decide] policy decision for (principal, "run", task, environment).
+    # [stage: approve] quorum of approvals over plan.hash.
     program = plan.argv[0]
     resolved = shutil.which(program, path=plan.env.values.get("PATH", ""))
     if "/" not in program and resolved is None:
@@ -126,13 +146,14 @@ def run_task(
 
     store = app.store
     reap_lost_runs(app)
+    # [stage: lock] named resource leases, held until the run is recorded as ended.
     pid = os.getpid()
     run = RunRecord(
         id=new_run_id(),
         task=plan.task.name,
         environment=plan.environment.name,
         params=plan.public_params,
-        principal=os_user(),
+        principal=principal,
         plan_hash=plan.hash,
         status="running",
         started_at=now(),
@@ -143,6 +164,16 @@ def run_task(
     )
     with store.tx():
         store.create_run(run)
+    app.audit.append(
+        "run.started",
+        actor=principal,
+        environment=run.environment,
+        task=run.task,
+        run_id=run.id,
+        release_id=run.release_id,
+        plan_hash=run.plan_hash,
+        payload={"argv": list(plan.argv), "params": run.params, "executor": executor.name},
+    )
 
     env = dict(plan.env.values)
     env.update(
@@ -154,6 +185,7 @@ def run_task(
     )
     if plan.release_id:
         env["ONEOFF_RELEASE"] = plan.release_id
+    # [stage: output] redaction, terminal and stored output.
     sinks = {1: stdout, 2: stderr}
     total = 0
 
@@ -173,9 +205,21 @@ def run_task(
     finally:
         # Whatever happened (even an exception in the executor), the run does not stay
         # "running": it ends as recorded here.
+        ended = now()
         with store.tx():
             store.finish_run(
-                run.id, status=status, exit_code=exit_code, ended_at=now(), output_bytes=total
+                run.id, status=status, exit_code=exit_code, ended_at=ended, output_bytes=total
             )
+        app.audit.append(
+            "run.finished",
+            actor=principal,
+            environment=run.environment,
+            task=run.task,
+            run_id=run.id,
+            release_id=run.release_id,
+            plan_hash=run.plan_hash,
+            payload={"status": status, "exit_code": exit_code, "output_bytes": total},
+        )
+        # [stage: record] checkpoint the audit log; release locks.
     run = store.get_run(run.id)
     return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))

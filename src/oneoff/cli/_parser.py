@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
     _json(cmd)
 
+    # [commands: release] oneoff release ..., oneoff keys ...
+    # [commands: audit] oneoff audit ..., oneoff logs ...
+    # [commands: access] oneoff request/approve/deny/requests/policy/locks ...
     return parser
 
 

@@ -1,0 +1,51 @@
+"""Tamper-evident audit log core: RFC 6962 Merkle trees and signed checkpoints."""
+
+from oneoff._audit.checkpoint import (
+    Checkpoint,
+    ConsistencyProofDoc,
+    InclusionProofDoc,
+    ProofDoc,
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_proof_doc,
+    load_public_key,
+    sign_checkpoint,
+    verify_checkpoint,
+    verify_proof_doc,
+)
+from oneoff._audit.merkle import (
+    EMPTY_ROOT,
+    TreeBuilder,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "Checkpoint",
+    "ConsistencyProofDoc",
+    "InclusionProofDoc",
+    "ProofDoc",
+    "TreeBuilder",
+    "consistency_proof",
+    "generate_keypair",
+    "inclusion_proof",
+    "key_id",
+    "leaf_hash",
+    "load_private_key",
+    "load_proof_doc",
+    "load_public_key",
+    "node_hash",
+    "root",
+    "sign_checkpoint",
+    "verify_checkpoint",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_proof_doc",
+]
