@@ -17,7 +17,8 @@ def main() -> int:
     total = 0
     while True:
         rows = db.execute(
-            "SELECT id, body FROM notes WHERE word_count IS NULL AND created_at >= ? ORDER BY id LIMIT ?",
+            "SELECT id, body FROM notes WHERE word_count IS NULL AND created_at >= ?"
+            " ORDER BY id LIMIT ?",
             (args.since, args.batch_size),
         ).fetchall()
         if not rows:
@@ -26,7 +27,10 @@ def main() -> int:
             total += len(rows)
             break
         with db:
-            db.executemany("UPDATE notes SET word_count = ? WHERE id = ?", [(len(b.split()), i) for i, b in rows])
+            db.executemany(
+                "UPDATE notes SET word_count = ? WHERE id = ?",
+                [(len(b.split()), i) for i, b in rows],
+            )
         total += len(rows)
         print(f"backfilled {total} notes so far", flush=True)
     print(("would backfill" if args.dry_run == "true" else "backfilled") + f" {total} notes")

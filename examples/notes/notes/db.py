@@ -14,8 +14,14 @@ def connect() -> sqlite3.Connection:
         raise SystemExit("DATABASE_URL is not set")
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
-        raise SystemExit(f"unsupported database scheme {parts.scheme!r} (this example speaks sqlite)")
-    path = Path(parts.path.lstrip("/")) if parts.netloc == "" and url.startswith("sqlite:///") else Path(parts.path)
+        raise SystemExit(
+            f"unsupported database scheme {parts.scheme!r} (this example speaks sqlite)"
+        )
+    path = (
+        Path(parts.path.lstrip("/"))
+        if parts.netloc == "" and url.startswith("sqlite:///")
+        else Path(parts.path)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys = ON")

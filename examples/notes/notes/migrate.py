@@ -23,7 +23,10 @@ def main() -> int:
         db.commit()
         print(f"dropped {len(tables)} tables")
         return 0
-    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (datetime('now')))"
+    )
     done = {r[0] for r in db.execute("SELECT id FROM schema_migrations")}
     applied = 0
     for path in sorted(MIGRATIONS.glob("*.sql")):
@@ -33,7 +36,11 @@ def main() -> int:
         if number in done:
             continue
         with db:
-            db.executescript("BEGIN;" + path.read_text() + f"; INSERT INTO schema_migrations (id) VALUES ('{number}'); COMMIT;")
+            db.executescript(
+                "BEGIN;"
+                + path.read_text()
+                + f"; INSERT INTO schema_migrations (id) VALUES ('{number}'); COMMIT;"
+            )
         print(f"applied {path.name}")
         applied += 1
     current = db.execute("SELECT max(id) FROM schema_migrations").fetchone()[0]
