@@ -56,7 +56,8 @@ def test_tasks_lists_declared_tasks(app: Path) -> None:
     """`oneoff tasks` lists tasks, and --json gives their declarations."""
     text = invoke(["tasks"])
     assert text.exit_code == 0
-    assert "hello" in text.stdout and "wipe" in text.stdout
+    assert "hello" in text.stdout
+    assert "wipe" in text.stdout
     data = json.loads(invoke(["tasks", "--json"]).stdout)
     assert data["fail"]["params"]["code"]["type"] == "int"
     assert data["wipe"]["risk"] == "critical"
@@ -70,7 +71,8 @@ def test_plan_json_masks_secrets(app: Path) -> None:
     assert data["document"]["argv"][-1] == "bob"
     assert data["env"]["SECRET_KEY"]["value"] == "********"
     assert data["env"]["DATABASE_URL"]["value"] == "postgres://app:****@db/app"
-    assert "s3cr3t-pass" not in first.stdout and "dev-secret-value-123" not in first.stdout
+    assert "s3cr3t-pass" not in first.stdout
+    assert "dev-secret-value-123" not in first.stdout
     second = json.loads(
         invoke(["plan", "hello", "--env", "development", "--json", "-p", "name=bob"]).stdout
     )
@@ -107,7 +109,8 @@ def test_exec_and_run_share_one_environment(tmp_path: Path, cli_env: dict[str, s
     )
     web = run_cli(["exec", "web", "--env", "development"], cwd=root, env=cli_env)
     task = run_cli(["run", "dump", "--env", "development", "-q"], cwd=root, env=cli_env)
-    assert web.exit_code == 0 and task.exit_code == 0, web.stderr + task.stderr
+    assert web.exit_code == 0, web.stderr
+    assert task.exit_code == 0, task.stderr
     web_env, task_env = json.loads(web.stdout), json.loads(task.stdout)
     only_task = set(task_env) - set(web_env)
     assert only_task == {"ONEOFF_RUN_ID", "ONEOFF_TASK", "ONEOFF_ENVIRONMENT"}
