@@ -1,0 +1,109 @@
+"""The SQLite store: versioned schema, fail-closed on corruption, safe under concurrency."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oneoff._store._schema import MIGRATIONS
+from oneoff._store.interface import RunRecord
+from oneoff._store.sqlite import SQLiteStore
+from oneoff.errors import StoreError, UsageError
+from oneoff.testing import run_cli
+
+
+def record(run_id: str, **kw: object) -> RunRecord:
+    base: dict[str, object] = {
+        "id": run_id, "task": "t", "environment": "dev", "params": {"a": "1"},
+        "principal": "os:me", "plan_hash": "sha256:x", "status": "running",
+        "started_at": "2026-01-01T00:00:00.000Z", "runner_host": "h", "runner_pid": 1,
+        "runner_token": "1",
+    }  # fmt: skip
+    base.update(kw)
+    return RunRecord(**base)  # type: ignore[arg-type]
+
+
+def test_fresh_store_is_migrated_private_and_wal(tmp_path: Path) -> None:
+    """A new store has the latest schema, WAL journaling and owner-only permissions."""
+    path = tmp_path / "s" / "state.db"
+    store = SQLiteStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert path.stat().st_mode & 0o077 == 0
+    store.close()
+
+
+def test_run_roundtrip_and_finish_only_once(tmp_path: Path) -> None:
+    """A run is stored, found by prefix, finished once; a second finish changes nothing."""
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("rabc123"))
+        store.create_run(record("rabd456"))
+    assert store.get_run("rabc").id == "rabc123"
+    with pytest.raises(UsageError, match="ambiguous"):
+        store.get_run("rab")
+    with pytest.raises(UsageError, match="invalid run id"):
+        store.get_run("r%")
+    with store.tx():
+        store.finish_run("rabc123", status="succeeded", exit_code=0, ended_at="t1")
+        store.finish_run("rabc123", status="failed", exit_code=1, ended_at="t2")
+    run = store.get_run("rabc123")
+    assert (run.status, run.exit_code, run.ended_at) == ("succeeded", 0, "t1")
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    """An error inside a transaction rolls all of it back."""
+    store = SQLiteStore(tmp_path / "state.db")
+    with pytest.raises(RuntimeError), store.tx():
+        store.create_run(record("r1"))
+        raise RuntimeError("boom")
+    assert store.list_runs() == []
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A store written by a newer oneoff is refused rather than misread."""
+    path = tmp_path / "state.db"
+    SQLiteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this oneoff"):
+        SQLiteStore(path)
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path: Path, app: Path, cli_env: dict[str, str]) -> None:
+    """A store file full of garbage gives exit 7 and a message, not a traceback."""
+    state = app / ".oneoff"
+    state.mkdir()
+    (state / "state.db").write_bytes(b"this is not a database" * 100)
+    result = run_cli(["runs"], cwd=app, env=cli_env)
+    assert result.exit_code == 7
+    assert "corrupt" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_run_row_is_a_store_error(tmp_path: Path) -> None:
+    """A run row whose params are not JSON is reported, not trusted."""
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("r1"))
+    store.db.execute("UPDATE runs SET params = '{oops' WHERE id = 'r1'")
+    with pytest.raises(StoreError, match="corrupt run row"):
+        store.get_run("r1")
+
+
+def test_concurrent_first_use_migrates_once(tmp_path: Path) -> None:
+    """Several processes opening a new store at once all succeed on one schema."""
+    path = tmp_path / "state.db"
+    code = (
+        "import sys; from pathlib import Path; from oneoff._store.sqlite import SQLiteStore;"
+        f"SQLiteStore(Path({str(path)!r})).close()"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(6)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
