@@ -58,9 +58,14 @@ def test_run_roundtrip_and_finish_only_once(tmp_path: Path) -> None:
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     """An error inside a transaction rolls all of it back."""
     store = SQLiteStore(tmp_path / "state.db")
-    with pytest.raises(RuntimeError), store.tx():
-        store.create_run(record("r1"))
-        raise RuntimeError("boom")
+
+    def fail_half_way() -> None:
+        with store.tx():
+            store.create_run(record("r1"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_half_way()
     assert store.list_runs() == []
 
 
