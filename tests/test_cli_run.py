@@ -173,6 +173,35 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def start_waiting_task(
+    tmp_path: Path, script: str, env: dict[str, str]
+) -> tuple[Path, subprocess.Popen[bytes]]:
+    """Start `oneoff run wait` for a task running ``script``, as a real background process."""
+    root = make_app(
+        tmp_path / "app",
+        f"""
+        [environments.development]
+        [tasks.wait]
+        argv = ["python", "-c", {json.dumps(script)}]
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oneoff", "run", "wait"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    return root, proc
+
+
+def wait_for_file(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} never appeared"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signals_are_forwarded(tmp_path: Path, cli_env: dict[str, str], signum: int) -> None:
     """SIGINT/SIGTERM sent to oneoff reach the task, which can clean up; the run is cancelled."""
@@ -185,24 +214,8 @@ def test_signals_are_forwarded(tmp_path: Path, cli_env: dict[str, str], signum: 
         f"pathlib.Path({str(ready)!r}).write_text('1')\n"
         "time.sleep(60)\n"
     )
-    root = make_app(
-        tmp_path / "app",
-        f"""
-        [environments.development]
-        [tasks.wait]
-        argv = ["python", "-c", {json.dumps(script)}]
-        """,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oneoff", "run", "wait"],
-        cwd=root,
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    root, proc = start_waiting_task(tmp_path, script, cli_env)
+    wait_for_file(ready)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert marker.read_text() == str(int(signum))
@@ -219,26 +232,10 @@ def test_killed_runner_leaves_a_lost_run_not_a_running_one(
     script = (
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     )
-    root = make_app(
-        tmp_path / "app",
-        f"""
-        [environments.development]
-        [tasks.wait]
-        argv = ["python", "-c", {json.dumps(script)}]
-        """,
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oneoff", "run", "wait"],
-        cwd=root,
-        env=cli_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    root, proc = start_waiting_task(tmp_path, script, cli_env)
+    wait_for_file(pid_file)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    proc.communicate(timeout=30)
     task_pid = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while _alive(task_pid) and time.monotonic() < deadline:
