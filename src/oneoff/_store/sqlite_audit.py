@@ -1,22 +1,26 @@
-"""Audit events and checkpoints in SQLite."""
+"""Audit events and checkpoints in SQLite.
+
+Only ``seq``, ``prev_hash``, ``body`` and ``hash`` of an event are stored; the filtering
+columns are VIRTUAL, computed from ``body`` on read, so they cannot disagree with it.
+"""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from oneoff.errors import AuditError
+
 if TYPE_CHECKING:
+    from oneoff._audit.checkpoint import Checkpoint
     from oneoff._audit.log import AuditEvent
 
 __all__ = ["AuditMixin"]
 
-_EVENT_COLUMNS = (
-    "seq, ts, kind, actor, environment, task, run_id, release_id, plan_hash, payload,"
-    " prev_hash, hash"
-)
+_FETCH = 4096
+_HASH = 32
 
 
 class AuditMixin:
@@ -24,12 +28,11 @@ class AuditMixin:
     tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     def audit_head(self) -> tuple[int, bytes]:
-        from oneoff._audit.log import GENESIS
-
+        """``(seq, hash)`` of the newest event, ``(0, GENESIS)`` for an empty log."""
         row = self.db.execute(
             "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
         ).fetchone()
-        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+        return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
         # BEGIN IMMEDIATE takes the write lock before reading the head, so two runners
@@ -38,27 +41,96 @@ class AuditMixin:
             seq, head = self.audit_head()
             event = build(seq, head)
             self.db.execute(
-                f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
-                _event_row(event),
+                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (?, ?, ?, ?)",
+                (event.seq, event.prev_hash, event.body, event.hash),
             )
         return event
 
-    def audit_events(self, *, since: int = 0) -> Iterator[AuditEvent]:
-        from oneoff._audit.log import event_from_row
+    def audit_rows(
+        self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """Raw ``(seq, prev_hash, body, hash)`` rows after ``since``, in order."""
+        sql = "SELECT seq, prev_hash, body, hash FROM audit_events WHERE seq > ?"
+        args: list[Any] = [since]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            args.append(run_id)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        cursor = self.db.execute(sql + " ORDER BY seq", args)
+        while rows := cursor.fetchmany(_FETCH):
+            yield from rows
 
-        cursor = self.db.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE seq > ? ORDER BY seq",  # noqa: S608
-            (since,),
+    def audit_chain_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
+        return iter(self.db.execute("SELECT prev_hash, body, hash FROM audit_events ORDER BY seq"))
+
+    def audit_first_gap(self) -> int | None:
+        """The first missing event number, or None when events are numbered 1..n."""
+        count, low, high = self.db.execute(
+            "SELECT count(*), min(seq), max(seq) FROM audit_events"
+        ).fetchone()
+        if count == 0 or (low == 1 and high == count):
+            return None  # n distinct integers from 1 to n: exactly 1..n
+        expected = 1
+        for (seq,) in self.db.execute("SELECT seq FROM audit_events ORDER BY seq"):
+            if seq != expected:
+                return expected
+            expected += 1
+        return expected
+
+    def audit_hash_at(self, seq: int) -> bytes:
+        if seq == 0:
+            return b"\x00" * _HASH
+        row = self.db.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise AuditError(f"audit event {seq} is missing")
+        return bytes(row[0])
+
+    def audit_leaf_hashes(self, size: int) -> list[bytes]:
+        """The hashes (Merkle leaves) of events 1..size; AuditError if any is missing."""
+        rows = self.db.execute(
+            "SELECT seq, hash FROM audit_events WHERE seq <= ? ORDER BY seq", (size,)
+        ).fetchall()
+        if len(rows) != size or (rows and rows[-1][0] != size):
+            raise AuditError(f"the audit log does not hold events 1..{size}; run `audit verify`")
+        return [r[1] if type(r[1]) is bytes else b"" for r in rows]
+
+    def audit_put_checkpoint(self, cp: Checkpoint, frontier: tuple[bytes, ...]) -> None:
+        self.db.execute(
+            "INSERT INTO audit_checkpoints (size, root, timestamp, key_id, signature, frontier)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (cp.size, cp.root, cp.timestamp, cp.key_id, cp.signature, b"".join(frontier)),
         )
-        while rows := cursor.fetchmany(4096):
-            for row in rows:
-                yield event_from_row(tuple(row))
+
+    def audit_checkpoint_rows(self, *, size: int | None = None) -> list[tuple[Any, ...]]:
+        """Raw checkpoint rows ``(size, root, timestamp, key_id, signature, frontier)``."""
+        sql = "SELECT size, root, timestamp, key_id, signature, frontier FROM audit_checkpoints"
+        if size is None:
+            return self.db.execute(sql + " ORDER BY size").fetchall()
+        return self.db.execute(sql + " WHERE size = ?", (size,)).fetchall()
+
+    def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
+        row = self.db.execute(
+            "SELECT size, root, timestamp, key_id, signature, frontier FROM audit_checkpoints"
+            " ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else checkpoint_from_row(row)
 
 
-def _event_row(event: AuditEvent) -> tuple[Any, ...]:
-    return (
-        event.seq, event.ts, event.kind, event.actor, event.environment, event.task,
-        event.run_id, event.release_id, event.plan_hash,
-        json.dumps(dict(event.payload), sort_keys=True, separators=(",", ":")),
-        event.prev_hash, event.hash,
-    )  # fmt: skip
+def checkpoint_from_row(row: tuple[Any, ...]) -> tuple[Checkpoint, tuple[bytes, ...]]:
+    """A stored checkpoint and its saved frontier; AuditError for a malformed row."""
+    from oneoff._audit.checkpoint import Checkpoint
+
+    size, root, timestamp, kid, signature, frontier = row
+    cp = Checkpoint(
+        size=size,
+        root=root if type(root) is bytes else b"",
+        timestamp=timestamp,
+        key_id=kid,
+        signature=signature if type(signature) is bytes else b"",
+    )  # Checkpoint validates every field and raises AuditError
+    if type(frontier) is not bytes or len(frontier) != _HASH * size.bit_count():
+        raise AuditError(f"checkpoint {size}: stored tree state is malformed")
+    return cp, tuple(frontier[i : i + _HASH] for i in range(0, len(frontier), _HASH))

@@ -1,0 +1,210 @@
+"""A run's output: redacted as it streams, shown to the operator, stored compressed and capped.
+
+Stored format: ``output_chunks`` rows ``(run_id, seq, stream, size, data)``, ``data`` being
+the zlib-compressed redacted bytes of one stream (1 stdout, 2 stderr), in arrival order. The
+run's ``output_digest`` is SHA-256 over, for each row, ``stream (1 byte) || size (8 bytes,
+big-endian) || bytes``, so a replay can check the stored output against the digest that the
+run's ``run.finished`` audit event carries. Past the cap (``[audit] output_cap``, default
+16 MiB of redacted bytes) output is still redacted and shown, not stored, and the run is
+marked ``output_truncated``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from oneoff.errors import ManifestError, StoreError
+
+if TYPE_CHECKING:
+    from oneoff._plan import Plan
+    from oneoff._redact import Redactor
+    from oneoff._store.sqlite import SQLiteStore
+
+__all__ = ["DEFAULT_CAP", "OutputRecorder", "OutputSummary", "build_redactors", "replay"]
+
+DEFAULT_CAP = 16 * 1024 * 1024
+_SEGMENT = 256 * 1024  # rows of at most this many raw bytes
+_FLUSH_SECONDS = 1.0  # a slow task's output still reaches the store about every second
+_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    bytes: int  # redacted bytes shown (stored or not)
+    stored: int  # redacted bytes stored
+    digest: str  # sha256:<hex> of the stored framing
+    truncated: bool
+
+
+def output_cap(settings: Mapping[str, Any]) -> int:
+    """``[audit] output_cap``: bytes, or a string like ``"16MiB"``; 0 stores nothing."""
+    value = settings.get("output_cap", DEFAULT_CAP)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,15})\s*(B|KiB|MiB|GiB)?\s*", value)
+        value = int(match[1]) * _UNITS[match[2] or "B"] if match else -1
+    if type(value) is not int or value < 0:
+        raise ManifestError(f"[audit] output_cap must be a size like 16777216 or '16MiB': {value}")
+    return value
+
+
+def build_redactors(plan: Plan) -> dict[int, Redactor]:
+    """One redactor per stream over every secret of the run; SecretError before anything runs."""
+    from oneoff._redact import Redactor
+
+    secrets = {**plan.env.secret_values(), **plan.secret_param_values()}
+    return {1: Redactor(secrets), 2: Redactor(secrets)}
+
+
+class OutputRecorder:
+    """The ``on_output`` sink of a run: redact, show, store. Memory stays bounded."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        run_id: str,
+        redactors: Mapping[int, Redactor],
+        sinks: Mapping[int, IO[bytes]],
+        *,
+        cap: int = DEFAULT_CAP,
+        quiet_release: float | None = None,
+    ) -> None:
+        self.store, self.run_id, self.cap = store, run_id, cap
+        self.redactors, self.sinks = redactors, dict(sinks)
+        self.shown = self.stored = 0
+        self.truncated = False
+        self._pending: list[tuple[int, bytearray]] = []
+        self._pending_bytes = 0
+        self._seq = 0
+        self._digest = hashlib.sha256()
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._fed = False
+        self._stop = threading.Event()
+        self._releaser: threading.Thread | None = None
+        if quiet_release is not None:
+            self._releaser = threading.Thread(
+                target=self._release_when_quiet, args=(quiet_release,), daemon=True
+            )
+            self._releaser.start()
+
+    def __call__(self, fd: int, chunk: bytes) -> None:
+        stream = 1 if fd == 1 else 2
+        with self._lock:
+            self._fed = True
+            self._emit(stream, self.redactors[stream].feed(chunk))
+
+    def _release_when_quiet(self, quiet: float) -> None:
+        # An interactive task's prompt must not sit in the redactor's look-behind until the
+        # next output that only comes after the operator answers it. After ``quiet`` seconds
+        # without output, what is held back is shown (redacted as far as it goes). The cost:
+        # a secret split across a pause that long may show its first part; a task that
+        # wants to leak can always do so, redaction protects against accidents.
+        while not self._stop.wait(quiet):
+            with self._lock:
+                if self._fed:
+                    self._fed = False
+                    continue
+                for stream in (1, 2):
+                    if self.redactors[stream].held_back:
+                        self._emit(stream, self.redactors[stream].flush(), store_now=False)
+
+    def close(self) -> OutputSummary:
+        """End of the run: release what the redactors held back and store the rest."""
+        self._stop.set()
+        if self._releaser is not None:
+            self._releaser.join()
+        for stream in (1, 2):
+            self._emit(stream, self.redactors[stream].flush())
+        self._write_pending()
+        return OutputSummary(
+            self.shown, self.stored, "sha256:" + self._digest.hexdigest(), self.truncated
+        )
+
+    def _emit(self, stream: int, data: bytes, *, store_now: bool = True) -> None:
+        if not data:
+            return
+        self.shown += len(data)
+        sink = self.sinks.get(stream)
+        if sink is not None:
+            try:
+                sink.write(data)
+                sink.flush()
+            except (OSError, ValueError):
+                # The operator's terminal went away (closed pipe): keep recording the run.
+                del self.sinks[stream]
+        room = self.cap - self.stored
+        if room < len(data):
+            self.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            if self._pending and self._pending[-1][0] == stream:
+                self._pending[-1][1].extend(data)
+            else:
+                self._pending.append((stream, bytearray(data)))
+            self.stored += len(data)
+            self._pending_bytes += len(data)
+        due = self._pending_bytes >= _SEGMENT or (
+            self._pending and time.monotonic() - self._last_flush >= _FLUSH_SECONDS
+        )
+        if store_now and due:
+            self._write_pending()  # only ever from the runner's thread: it owns the store
+
+    def _write_pending(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        rows = []
+        for stream, buf in self._pending:
+            for start in range(0, len(buf), _SEGMENT):
+                piece = bytes(buf[start : start + _SEGMENT])
+                self._seq += 1
+                self._digest.update(_frame(stream, piece))
+                rows.append((self.run_id, self._seq, stream, len(piece), zlib.compress(piece)))
+        self._pending, self._pending_bytes = [], 0
+        with self.store.tx() as db:
+            db.executemany(
+                "INSERT INTO output_chunks (run_id, seq, stream, size, data) VALUES (?,?,?,?,?)",
+                rows,
+            )
+
+
+def _frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream]) + len(data).to_bytes(8, "big") + data
+
+
+def replay(store: SQLiteStore, run_id: str) -> Iterator[tuple[int, bytes]]:
+    """The stored ``(stream, bytes)`` pieces of a run, in order; StoreError if one is damaged."""
+    cursor = store.db.execute(
+        "SELECT seq, stream, size, data FROM output_chunks WHERE run_id = ? ORDER BY seq",
+        (run_id,),
+    )
+    expected = 1
+    while rows := cursor.fetchmany(16):
+        for seq, stream, size, data in rows:
+            if seq != expected or stream not in (1, 2):
+                raise StoreError(f"run {run_id}: output chunk {expected} is missing or damaged")
+            try:
+                # Never inflate more than the row says: a forged row cannot exhaust memory.
+                inflater = zlib.decompressobj()
+                piece = inflater.decompress(data, size + 1)
+            except (zlib.error, TypeError):
+                raise StoreError(f"run {run_id}: output chunk {seq} is corrupt") from None
+            if len(piece) != size:
+                raise StoreError(f"run {run_id}: output chunk {seq} has the wrong size")
+            expected += 1
+            yield stream, piece
+
+
+def stored_digest(store: SQLiteStore, run_id: str) -> str:
+    """Recompute the digest of a run's stored output (compare with the run's record)."""
+    digest = hashlib.sha256()
+    for stream, piece in replay(store, run_id):
+        digest.update(_frame(stream, piece))
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,202 @@
+"""`oneoff audit verify|checkpoint|key|prove|consistency|verify-proof|export|tail`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oneoff._log import escape, log
+from oneoff.cli._common import app_from, emit_json
+from oneoff.errors import AuditError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from oneoff._app import App
+    from oneoff._audit.checkpoint import Checkpoint
+    from oneoff._audit.log import AuditEvent
+
+__all__ = [
+    "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_key", "cmd_prove", "cmd_tail",
+    "cmd_verify", "cmd_verify_proof",
+]  # fmt: skip
+
+_POLL_SECONDS = 0.5
+
+
+def _trusted_key(app: App, given: Path | None) -> Ed25519PublicKey | None:
+    from oneoff._audit.keys import public_key_from
+
+    if given is not None:
+        return public_key_from(given)
+    key = app.audit.key
+    if key is None or not (key.exists() or key.public_path.exists()):
+        return None
+    return key.public()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from oneoff._audit.verify import verify_log
+
+    app = app_from(args)
+    report = verify_log(app.store, _trusted_key(app, args.key))
+    if args.json:
+        emit_json(
+            {"ok": True, "events": report.events, "checkpoints": report.checkpoints,
+             "checkpointed": report.checkpointed, "uncovered": report.uncovered,
+             "head": report.head.hex()}
+        )  # fmt: skip
+    else:
+        print(
+            f"OK: {report.events} events, hash chain intact; {report.checkpoints} signed "
+            f"checkpoints verify (the newest covers {report.checkpointed} events)"
+        )
+    if report.uncovered:
+        message = f"{report.uncovered} newest events are not yet covered by a signed checkpoint"
+        if args.strict:
+            raise AuditError(message, hint="run `oneoff audit checkpoint`")
+        log("audit.uncovered", message, level="warning", uncovered=report.uncovered)
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    sys.stdout.write(app.audit.checkpoint().to_json())
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from oneoff._audit.checkpoint import key_id
+
+    key = app_from(args).audit.key
+    assert key is not None  # App always attaches its key
+    key.ensure()
+    sys.stdout.write(key.public_pem())
+    kid = key_id(key.public())
+    log("audit.key", f"audit key id {kid}; keep this public key outside the app", key_id=kid)
+    return 0
+
+
+def cmd_prove(args: argparse.Namespace) -> int:
+    from oneoff._audit.verify import prove_inclusion
+
+    app = app_from(args)
+    key = _trusted_key(app, None)
+    if key is None:
+        raise AuditError("no audit key yet: nothing was checkpointed")
+    doc, _entry = prove_inclusion(app.store, key, args.event)
+    sys.stdout.write(doc.to_json())
+    return 0
+
+
+def _checkpoint_arg(app: App, value: str) -> Checkpoint:
+    from oneoff._audit.checkpoint import Checkpoint
+    from oneoff._audit.verify import stored_checkpoint
+
+    if value.isdigit():
+        return stored_checkpoint(app.store, int(value))
+    try:
+        text = Path(value).read_bytes()
+    except OSError as exc:
+        raise UsageError(
+            f"{value!r} is neither a checkpoint size nor a readable file: {exc.strerror}"
+        ) from None
+    return Checkpoint.from_json(text)
+
+
+def cmd_consistency(args: argparse.Namespace) -> int:
+    from oneoff._audit.verify import prove_consistency
+
+    app = app_from(args)
+    key = _trusted_key(app, None)
+    if key is None:
+        raise AuditError("no audit key yet: nothing was checkpointed")
+    old = _checkpoint_arg(app, args.old)
+    new_size = None
+    if args.new is not None:
+        if not args.new.isdigit():
+            raise UsageError(f"NEW must be a checkpoint size, not {args.new!r}")
+        new_size = int(args.new)
+    sys.stdout.write(prove_consistency(app.store, key, old, new_size).to_json())
+    return 0
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    from oneoff._audit.checkpoint import load_proof_doc, verify_proof_doc
+    from oneoff._audit.keys import public_key_from
+
+    text = sys.stdin.buffer.read() if str(args.proof) == "-" else _read(args.proof)
+    doc = load_proof_doc(text)
+    leaf_data = None
+    if args.event is not None:
+        try:
+            line = json.loads(_read(args.event))
+            leaf_data = bytes.fromhex(line["prev_hash"]) + line["body"].encode("utf-8")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AuditError(f"{args.event}: not an exported audit event line: {exc}") from None
+    print(verify_proof_doc(doc, public_key_from(args.key), leaf_data=leaf_data))
+    return 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from oneoff._identity import os_user
+
+    app = app_from(args)
+    out = sys.stdout
+    count, last = 0, args.since
+    for event in app.audit.events(since=args.since, run_id=args.run, kind=args.kind):
+        # ensure_ascii: one line per event whatever the event holds; `body` stays exact.
+        out.write(json.dumps(event.to_json(), sort_keys=True, ensure_ascii=True) + "\n")
+        count, last = count + 1, event.seq
+    out.flush()
+    app.audit.append(
+        "audit.exported",
+        actor=os_user(),
+        run_id=args.run,
+        payload={"format": args.format, "events": count, "since": args.since, "through": last,
+                 "kind": args.kind},
+    )  # fmt: skip
+    app.audit.checkpoint_or_warn()
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise UsageError("--lines must be at least 0")
+    app = app_from(args)
+    audit = app.audit
+    since = max(0, audit.head() - args.lines)
+    try:
+        while True:
+            for event in audit.events(since=since):
+                print(json.dumps(event.to_json(), sort_keys=True) if args.json else _line(event))
+                since = event.seq
+            sys.stdout.flush()
+            if not args.follow:
+                return 0
+            time.sleep(_POLL_SECONDS)
+    except KeyboardInterrupt:  # the normal way to stop following
+        return 0
+
+
+def _line(event: AuditEvent) -> str:
+    where = " ".join(
+        f"{name}={escape(str(value))}"
+        for name, value in (("env", event.environment), ("task", event.task),
+                            ("run", event.run_id), ("release", event.release_id))
+        if value
+    )  # fmt: skip
+    payload = escape(json.dumps(dict(event.payload), sort_keys=True, ensure_ascii=False))
+    head = f"{event.seq:>6}  {event.ts}  {escape(event.kind):<16} {escape(event.actor)}"
+    return f"{head}  {where}  {payload}"

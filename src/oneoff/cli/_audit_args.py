@@ -1,0 +1,81 @@
+"""Arguments of `oneoff audit ...` and `oneoff logs` (handlers: cli/_audit.py, cli/_logs.py)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_audit_commands"]
+
+_Adder = Callable[[argparse.ArgumentParser], None]
+_H = "oneoff.cli._audit:"
+
+
+def _key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key", type=Path, metavar="PUB",
+        help="the audit public key to trust (default .oneoff/audit.pub); "
+        "give the copy you kept elsewhere",
+    )  # fmt: skip
+
+
+def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
+    """Add `audit` with its sub-commands, and `logs`, to the top-level subparsers."""
+    group_parser = sub.add_parser(
+        "audit", help="the tamper-evident audit log", description="the tamper-evident audit log"
+    )
+    common(group_parser)
+    group = group_parser.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    def action(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(
+            name, help=help_text, description=help_text
+        )
+        common(parser)
+        parser.set_defaults(handler=_H + handler)
+        return parser
+
+    cmd = action("verify", "cmd_verify", "recompute the hash chain and every signed checkpoint")
+    _key(cmd)
+    cmd.add_argument(
+        "--strict", action="store_true", help="fail when events are not yet in a checkpoint"
+    )
+    json(cmd)
+    cmd = action("checkpoint", "cmd_checkpoint", "sign a checkpoint now and print it (keep it)")
+    cmd = action("key", "cmd_key", "print the audit public key and its key id")
+    cmd = action("prove", "cmd_prove", "inclusion proof of EVENT against the newest checkpoint")
+    cmd.add_argument("event", type=int, metavar="EVENT", help="the event's number (seq)")
+    cmd = action(
+        "consistency", "cmd_consistency", "prove checkpoint NEW extends the older checkpoint OLD"
+    )
+    cmd.add_argument("old", metavar="OLD", help="a checkpoint size, or a checkpoint JSON file")
+    cmd.add_argument("new", metavar="NEW", nargs="?", help="a checkpoint size (default newest)")
+    cmd = action("verify-proof", "cmd_verify_proof", "check a proof offline against a public key")
+    cmd.add_argument("proof", type=Path, metavar="PROOF", help="a proof file, or - for stdin")
+    cmd.add_argument("--key", type=Path, metavar="PUB", required=True, help="audit public key")
+    cmd.add_argument(
+        "--event", type=Path, metavar="FILE",
+        help="the event's exported JSON line: also check it is the proven event",
+    )  # fmt: skip
+    cmd = action("export", "cmd_export", "write the events, with their hashes, one a line")
+    cmd.add_argument("--format", choices=["jsonl"], default="jsonl")
+    cmd.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
+    cmd.add_argument("--run", metavar="RUN", help="only this run's events")
+    cmd.add_argument("--kind", metavar="KIND", help="only events of this kind")
+    cmd = action("tail", "cmd_tail", "show the newest events; -f keeps following")
+    cmd.add_argument("-n", "--lines", type=int, default=10, metavar="N")
+    cmd.add_argument("-f", "--follow", action="store_true", help="wait for new events")
+    json(cmd)
+
+    logs = sub.add_parser(
+        "logs", help="replay a run's stored output", description="replay a run's stored output"
+    )
+    common(logs)
+    logs.set_defaults(handler="oneoff.cli._logs:cmd_logs")
+    logs.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
+    logs.add_argument(
+        "--stream", choices=["all", "stdout", "stderr"], default="all", help="which stream"
+    )
+    json(logs)

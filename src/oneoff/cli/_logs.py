@@ -1,0 +1,51 @@
+"""`oneoff logs RUN`: replay a run's stored, redacted output, checked against its digest."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+
+from oneoff._log import log
+from oneoff._output import replay, stored_digest
+from oneoff.cli._common import app_from
+from oneoff.errors import StoreError
+
+__all__ = ["cmd_logs"]
+
+_NAMES = {1: "stdout", 2: "stderr"}
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    store = app.store
+    run = store.get_run(args.run)
+    if run.output_digest is not None and stored_digest(store, run.id) != run.output_digest:
+        raise StoreError(
+            f"run {run.id}: stored output does not match its recorded digest (altered)",
+            hint="compare with the run.finished event: `oneoff audit export --run RUN`",
+        )
+    wanted = {"all": (1, 2), "stdout": (1,), "stderr": (2,)}[args.stream]
+    sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    for stream, piece in replay(store, run.id):
+        if stream not in wanted:
+            continue
+        if args.json:
+            # Output is bytes, not text: base64 keeps binary and invalid UTF-8 exact.
+            record = {"stream": _NAMES[stream], "data": base64.b64encode(piece).decode()}
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+        else:
+            sinks[stream].write(piece)
+            sinks[stream].flush()
+    if run.status == "running":
+        log("logs.running", f"run {run.id} is still running; output so far", run_id=run.id)
+    if run.output_truncated:
+        log(
+            "logs.truncated",
+            f"output truncated: run {run.id} wrote {run.output_bytes} bytes, only the first "
+            "part was stored ([audit] output_cap)",
+            level="warning", run_id=run.id, output_bytes=run.output_bytes,
+        )  # fmt: skip
+    return 0
