@@ -1,19 +1,13 @@
-"""Release snapshots: the code tree, the installed dependencies and keyed config digests."""
+"""Release snapshots: the code tree, the installed dependencies and keyed config digests.
 
-from oneoff._release.configdigest import ConfigSnapshot, config_digest, diff_config
-from oneoff._release.deps import DepsSnapshot, Distribution, diff_deps, snapshot_deps
-from oneoff._release.tree import (
-    DEFAULT_IGNORE,
-    Change,
-    Entry,
-    StatCache,
-    TreeSnapshot,
-    describe,
-    diff,
-    ensure_unchanged,
-    snapshot,
-    verify,
-)
+Names are loaded on first use (PEP 562): the manifest loader imports
+``oneoff._release.settings`` on every CLI call and must not pay for hashing machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "DEFAULT_IGNORE",
@@ -34,3 +28,20 @@ __all__ = [
     "snapshot_deps",
     "verify",
 ]
+
+_HOME = {
+    "ConfigSnapshot": "configdigest",
+    "config_digest": "configdigest",
+    "diff_config": "configdigest",
+    "DepsSnapshot": "deps",
+    "Distribution": "deps",
+    "diff_deps": "deps",
+    "snapshot_deps": "deps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f"oneoff._release.{_HOME.get(name, 'tree')}")
+    return getattr(module, name)

@@ -59,6 +59,7 @@ __all__ = [
     "diff",
     "ensure_unchanged",
     "snapshot",
+    "unchanged",
     "verify",
 ]
 
@@ -693,24 +694,73 @@ class StatCache:
             tracked = _git_files(root)
             if tracked is None:
                 return False
+            if _same_tracked(tracked, recs, ignore):
+                # The ignore filter is path-only and unchanged: the listing is the cached
+                # paths again if their ancestors are still real directories (no symlink
+                # leads outside) and each path still has its cached stat.
+                return _real_dirs(root, recs) and _stats_match(root, recs)
             listing = _git_listing(root, tracked, ignore)
             if len(listing) != len(recs):
                 return False
             return all(recs.get(rel, b"").startswith(_stat_key(st)) for rel, st in listing)
         if _inside_git_dir(root):
             return False
-        # The hot loop of a warm verify: one lstat per path, nothing else.
-        lstat, pack, prefix = os.lstat, _KEY.pack, root.rstrip(b"/") + b"/"
-        try:
-            for rel, rec in recs.items():
-                st = lstat(prefix + rel) if rel else lstat(root)
-                if not rec.startswith(
-                    pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
-                ):
-                    return False
-        except OSError:
-            return False
+        return _stats_match(root, recs)
+
+
+def _same_tracked(tracked: list[bytes], recs: Mapping[bytes, bytes], ignore: _Ignore) -> bool:
+    """True when ``tracked`` is the cached paths plus only paths the ignore rules drop."""
+    if len(tracked) < len(recs):
+        return False
+    seen = 0
+    for rel in tracked:
+        if rel in recs:
+            seen += 1
+        elif not _ignored(rel, ignore):
+            return False  # e.g. absent when cached: whether it exists now needs the listing
+    return seen == len(recs)
+
+
+def _ignored(rel: bytes, ignore: _Ignore) -> bool:
+    parent, _, name = rel.rpartition(b"/")
+    if ignore.file(_dec(rel), _dec(name)):
         return True
+    while parent:
+        directory = parent
+        parent, _, name = directory.rpartition(b"/")
+        if ignore.dir(_dec(directory), _dec(name)):
+            return True
+    return False
+
+
+def _real_dirs(root: bytes, rels: Iterable[bytes]) -> bool:
+    """True when every ancestor directory of ``rels`` is a real directory (not a link)."""
+    dirs: set[bytes] = set()
+    for rel in rels:
+        parent = rel.rpartition(b"/")[0]
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = parent.rpartition(b"/")[0]
+    prefix = root.rstrip(b"/") + b"/"
+    try:
+        return all(stat.S_ISDIR(os.lstat(prefix + d).st_mode) for d in dirs)
+    except OSError:
+        return False
+
+
+def _stats_match(root: bytes, recs: Mapping[bytes, bytes]) -> bool:
+    # The hot loop of a warm verify: one lstat per path, nothing else.
+    lstat, pack, prefix = os.lstat, _KEY.pack, root.rstrip(b"/") + b"/"
+    try:
+        for rel, rec in recs.items():
+            st = lstat(prefix + rel) if rel else lstat(root)
+            if not rec.startswith(
+                pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+            ):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _unlink_quietly(path: str) -> None:
@@ -848,6 +898,20 @@ def verify(
         return []
     _source, entries = _scan(root, matcher, cache)
     return _diff_entries(expected.entries, {e.path: e for e in entries})
+
+
+def unchanged(
+    root: str | os.PathLike[str],
+    digest: str,
+    *,
+    ignore: Iterable[str] = (),
+    cache: StatCache,
+) -> bool:
+    """True when ``cache`` proves from stat calls alone that the tree still has ``digest``.
+
+    False means "not proven", not "changed": call ``verify`` for the actual changes.
+    """
+    return cache._unchanged(_root_bytes(root), _Ignore(ignore), digest)
 
 
 def ensure_unchanged(

@@ -1,0 +1,247 @@
+"""Creating, promoting and rolling back releases; each step is one transaction and one audit event.
+
+Promotion re-creates the release for the target environment: config is per environment
+(factor III), so a staging release cannot vouch for production's config. ``promote R
+--env E`` therefore checks R (signature, no tampering), checks that this machine's code
+and dependencies are still R's, and records a new release in E with R's code and
+dependency snapshots, E's config snapshot, ``promoted_from = R`` and the next version of
+E, signed by a key E trusts. The build is the same; the release is E's own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oneoff._canonical import canonical_json
+from oneoff._environ import materialize
+from oneoff._identity import os_user
+from oneoff._release.check import (
+    check_signature,
+    from_record,
+    load_release,
+    local_code,
+    local_config,
+    local_deps,
+    manifest_digest,
+    now,
+)
+from oneoff._release.configdigest import ConfigSnapshot, diff_config
+from oneoff._release.deps import DepsSnapshot, diff_deps
+from oneoff._release.document import (
+    Release,
+    build_document,
+    code_entries,
+    content_id,
+    sign_release,
+)
+from oneoff._release.settings import env_settings, load_signing_key
+from oneoff._release.tree import TreeSnapshot, describe, diff
+from oneoff._store.interface import ReleaseRecord
+from oneoff.errors import DriftError, ReleaseError, UsageError
+
+if TYPE_CHECKING:
+    from oneoff._app import App
+    from oneoff._manifest import Environment
+
+__all__ = ["ReleaseDiff", "create_release", "diff_releases", "promote_release", "rollback"]
+
+
+def _git_commit(root: Path) -> str | None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"],
+            capture_output=True, env=env, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.decode("ascii", "replace").strip()
+    return commit if done.returncode == 0 and commit else None
+
+
+def _record(
+    app: App,
+    environment: Environment,
+    *,
+    code: TreeSnapshot,
+    deps: DepsSnapshot,
+    config: ConfigSnapshot,
+    key_file: str | None,
+    environ: Mapping[str, str] | None,
+    promoted_from: Release | None = None,
+) -> Release:
+    settings = env_settings(app.project, environment)
+    signing = load_signing_key(app.project, key_file, environ)
+    name = environment.name
+    if signing is None and settings.require_signed:
+        raise ReleaseError(
+            f"environment {name!r} requires a signed release: pass --key FILE "
+            "or set ONEOFF_RELEASE_KEY_FILE",
+            hint="create a key pair with `oneoff keys generate --out DIR`",
+        )
+    if signing is not None:
+        _key, kid = signing
+        from oneoff._audit.checkpoint import key_id
+
+        if not any(key_id(t.load()) == kid for t in settings.trusted_keys):
+            raise ReleaseError(
+                f"signing key {kid} is not trusted by {name!r}; its releases would be refused",
+                hint="add its public key to [release] trusted_keys in oneoff.toml",
+            )
+    principal = os_user()
+    store = app.store
+    with store.tx():
+        version = store.next_release_version(name)
+        document = build_document(
+            app=app.project.name,
+            environment=name,
+            version=version,
+            code=code,
+            deps=deps,
+            config=config,
+            manifest=manifest_digest(app.project),
+            git_commit=_git_commit(app.root) if code.source == "git" else None,
+            created_by=principal,
+            created_at=now(),
+            promoted_from=None if promoted_from is None else promoted_from.id,
+        )
+        try:
+            raw = canonical_json(document)
+        except ValueError as exc:  # e.g. a variable name that is not valid Unicode
+            raise ReleaseError(f"cannot record the release: {exc}") from None
+        rid = content_id(raw)
+        signature = None if signing is None else sign_release(rid, signing[0])
+        record = ReleaseRecord(
+            id=rid,
+            environment=name,
+            version=version,
+            document=raw.decode("utf-8"),
+            signature=signature,
+            key_id=None if signing is None else signing[1],
+            created_at=document["created_at"],
+            created_by=principal,
+            code_entries=code_entries(code),
+        )
+        store.add_release(record)
+        store.set_current_release(name, rid, updated_at=document["created_at"])
+    release = from_record(app, record)
+    kind = "release.created" if promoted_from is None else "release.promoted"
+    app.audit.append(
+        kind,
+        actor=principal,
+        environment=name,
+        release_id=rid,
+        payload={
+            "version": version,
+            "key_id": release.key_id,
+            "code": code.digest,
+            "deps": deps.digest,
+            "config": config.digest,
+            "git_commit": document["git_commit"],
+            "promoted_from": document["promoted_from"],
+        },
+    )
+    return release
+
+
+def create_release(
+    app: App, env_name: str | None, *, key_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Release:  # fmt: skip
+    """Snapshot this machine's code, dependencies and config as the next release of an env."""
+    environment = app.project.environment(env_name)
+    materialized = materialize(app.project, environment, run_vars={}, operator_env=environ)
+    return _record(
+        app,
+        environment,
+        code=local_code(app),
+        deps=local_deps(app),
+        config=local_config(app, materialized),
+        key_file=key_file,
+        environ=environ,
+    )
+
+
+def promote_release(
+    app: App, ref: str, env_name: str, *, key_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Release:  # fmt: skip
+    """Re-create release ``ref`` (same build) for ``env_name`` with that environment's config."""
+    source = load_release(app, ref)
+    project = app.project
+    check_signature(app, source, project.environment(source.environment))
+    environment = project.environment(env_name)
+    if environment.name == source.environment:
+        raise UsageError(f"release {source.label} is already a release of {env_name!r}")
+    code_changes = diff(source.code, local_code(app))
+    deps_changes = diff_deps(source.deps, local_deps(app))
+    if code_changes or deps_changes or manifest_digest(project) != source.manifest:
+        parts = ([describe(code_changes)] if code_changes else []) + deps_changes
+        raise DriftError(
+            f"this machine no longer has the build of {source.label}: "
+            + ("; ".join(parts) or "oneoff.toml differs"),
+            hint="promote from a machine with that release's code and dependencies",
+        )
+    materialized = materialize(project, environment, run_vars={}, operator_env=environ)
+    return _record(
+        app,
+        environment,
+        code=source.code,
+        deps=source.deps,
+        config=local_config(app, materialized),
+        key_file=key_file,
+        environ=environ,
+        promoted_from=source,
+    )
+
+
+def rollback(app: App, env_name: str | None) -> tuple[Release, Release]:
+    """Make the release before the current one current again; returns (from, to)."""
+    environment = app.project.environment(env_name)
+    name = environment.name
+    store = app.store
+    with store.tx():
+        current_id = store.current_release_id(name)
+        if current_id is None:
+            raise ReleaseError(f"environment {name!r} has no current release to roll back")
+        current = from_record(app, store.get_release(current_id))
+        older = [r for r in store.list_releases(name) if r.version < current.version]
+        if not older:
+            raise ReleaseError(
+                f"{current.label} is the first release of {name!r}; nothing before it"
+            )
+        target = from_record(app, older[0])
+        # The release rolled back to must still be acceptable here (keys may have changed).
+        check_signature(app, target, environment)
+        store.set_current_release(name, target.id, updated_at=now())
+    app.audit.append(
+        "release.rolled_back",
+        actor=os_user(),
+        environment=name,
+        release_id=target.id,
+        payload={"from": current.id, "from_version": current.version, "to_version": target.version},
+    )
+    return current, target
+
+
+@dataclass(frozen=True)
+class ReleaseDiff:
+    files: list[str]
+    deps: list[str]
+    config: list[str]
+    manifest_changed: bool
+
+
+def diff_releases(old: Release, new: Release) -> ReleaseDiff:
+    """Files, dependencies and config keys that differ from ``old`` to ``new``."""
+    return ReleaseDiff(
+        files=[str(c) for c in diff(old.code, new.code)],
+        deps=diff_deps(old.deps, new.deps),
+        config=diff_config(old.config, new.config),
+        manifest_changed=old.manifest != new.manifest,
+    )
