@@ -1,12 +1,117 @@
-"""Who is acting: for now the OS user (never $USER, which anyone can set)."""
+"""Who is acting: a person proven by their SSH key's signature, or (where allowed) the OS user.
+
+The caller never says who it is. It holds a key and signs a *statement* (what it asks for,
+when, a fresh nonce); oneoff verifies the signature against the app's allowed signers and
+the key's entry names the person. ``$USER`` and flags claim nothing.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-__all__ = ["os_user"]
+__all__ = [
+    "NAMESPACE_APPROVE",
+    "NAMESPACE_REQUEST",
+    "Principal",
+    "Signer",
+    "os_user",
+    "request_statement",
+    "signer_from",
+    "utc_now",
+]
+
+NAMESPACE_REQUEST = "oneoff"
+NAMESPACE_APPROVE = "oneoff-approve"
+STATEMENT_VERSION = 1
 
 
 def os_user() -> str:
     return "os:" + pwd.getpwuid(os.getuid()).pw_name
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def iso(when: _dt.datetime) -> str:
+    return when.astimezone(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated person (``key`` is their key's fingerprint) or the bare OS user."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    key: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key is not None
+
+    def describe(self) -> str:
+        return f"{self.name} (key {self.key})" if self.key else f"{self.name} (OS user, no key)"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key the operator holds: a key file, or an identity in ssh-agent.
+
+    Possession is the proof: naming a key claims nothing unless the signature checks out.
+    """
+
+    key_path: Path | None
+    agent: bool
+
+    def sign(self, data: bytes, namespace: str) -> bytes:
+        from oneoff._auth.sshsig import sign
+
+        return sign(data, namespace=namespace, key_path=self.key_path, agent=self.agent)
+
+
+def signer_from(key: str | Path | None, environ: Mapping[str, str] | None = None) -> Signer | None:
+    """The operator's signer from ``--key`` or ``$ONEOFF_SIGNING_KEY``; None when neither.
+
+    A ``.pub`` file (or any key while only ssh-agent holds the private half) means "sign
+    with ssh-agent using this identity"; a private key file signs directly.
+    """
+    env = os.environ if environ is None else environ
+    chosen = key if key is not None else env.get("ONEOFF_SIGNING_KEY") or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if path.suffix == ".pub":
+        return Signer(path, agent=True)
+    return Signer(path, agent=False)
+
+
+def request_statement(
+    action: str,
+    *,
+    app: str,
+    task: str,
+    environment: str,
+    plan_hash: str,
+    request_id: str | None = None,
+    now: _dt.datetime | None = None,
+) -> dict[str, Any]:
+    """What a person signs to ask for one action on one plan, now, once (the nonce)."""
+    import secrets
+
+    return {
+        "oneoff_statement": STATEMENT_VERSION,
+        "action": action,
+        "app": app,
+        "task": task,
+        "environment": environment,
+        "plan_hash": plan_hash,
+        "request": request_id,
+        "time": iso(now or utc_now()),
+        "nonce": secrets.token_hex(16),
+    }

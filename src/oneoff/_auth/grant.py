@@ -1,0 +1,140 @@
+"""The access stages of a run: who, may they, with whose approval, holding which locks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
+
+from oneoff._access import access_config, approval_rule
+from oneoff._identity import Principal, Signer, os_user
+from oneoff.errors import ApprovalError, NotPermitted, UsageError
+
+if TYPE_CHECKING:
+    from oneoff._app import App
+    from oneoff._auth.gate import Gate
+    from oneoff._locks import Lease
+    from oneoff._plan import Plan
+    from oneoff._store.interface import RequestRecord
+
+__all__ = ["Grant", "authorize_run", "open_gate"]
+
+SETUP_HINT = (
+    "add an [access] section to oneoff.toml with people/allowed_signers (name, SSH key, "
+    "groups=...) and policies/*.cedar; see the README's Access section"
+)
+
+
+def open_gate(app: App) -> Gate | None:
+    """The app's access gate, or None for an app without ``[access]`` (zero setup)."""
+    config = access_config(app.project)
+    if config is None:
+        return None
+    from oneoff._auth.gate import Gate
+
+    return Gate(app, config)
+
+
+@dataclass
+class Grant:
+    """Permission to run one plan: the principal and what the run will spend or hold."""
+
+    principal: Principal
+    gate: Gate | None = None
+    request: RequestRecord | None = None
+    approvers: Sequence[str] = ()
+    break_glass: bool = False
+    reason: str | None = None
+    lease: Lease | None = field(default=None, repr=False)
+
+    def begin(
+        self, app: App, plan: Plan, run_id: str, *, wait: float | None, stderr: IO[bytes]
+    ) -> None:
+        """Take the task's locks, then spend the approvals (so a busy lock burns nothing)."""
+        from oneoff._locks import acquire
+
+        self.lease = acquire(
+            app, plan.task.locks, run_id=run_id, holder=self.principal.name, wait=wait
+        )
+        try:
+            if self.request is not None and self.gate is not None:
+                from oneoff._auth.approvals import spend
+
+                spend(self.gate, self.request, run_id, self.approvers)
+        except BaseException:
+            self.end()
+            raise
+        if self.break_glass and self.gate is not None:
+            from oneoff._breakglass import announce
+
+            announce(self.gate, plan, self.principal, run_id, self.reason or "", stderr)
+
+    def end(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+
+def authorize_run(
+    app: App,
+    plan: Plan,
+    signer: Signer | None,
+    *,
+    request_id: str | None = None,
+    break_glass: bool = False,
+    reason: str | None = None,
+) -> Grant:
+    """Identity, policy and quorum for running ``plan``; refusals are audited and raised."""
+    env, task = plan.environment, plan.task
+    gate = open_gate(app)
+    if gate is None:
+        if env.protected:
+            raise NotPermitted(
+                f"environment {env.name!r} is protected, and the app declares no [access]: "
+                "nobody can be verified to run there",
+                hint=SETUP_HINT,
+            )
+        if request_id or break_glass:
+            raise UsageError(
+                "--request and --break-glass need an [access] section", hint=SETUP_HINT
+            )
+        return Grant(Principal(os_user()))
+    principal = gate.identify(signer, "run", task=task.name, environment=env, plan_hash=plan.hash)
+    if break_glass:
+        if request_id:
+            raise UsageError("--break-glass and --request exclude each other")
+        if not (reason or "").strip():
+            raise UsageError('--break-glass needs --reason "why this cannot wait"')
+        if env.extra.get("break_glass") is False:
+            gate.refuse(
+                NotPermitted(f"break-glass is disabled in {env.name!r}"),
+                "auth.refused",
+                actor=principal.name,
+                environment=env.name,
+                task=task.name,
+            )
+        gate.decide(principal, "run", task, env, break_glass=True, plan_hash=plan.hash)
+        return Grant(principal, gate, break_glass=True, reason=reason)
+    gate.decide(principal, "run", task, env, plan_hash=plan.hash)
+    if request_id is not None:
+        from oneoff._auth.approvals import check_approvals
+
+        request = app.store.get_request(request_id)
+        approvers = check_approvals(gate, request, plan, principal)
+        return Grant(principal, gate, request, approvers)
+    rule = approval_rule(task, env)
+    if rule is not None:
+        error = ApprovalError(
+            f"{task.name} in {env.name} needs {rule.describe()}",
+            hint=f"ask for them: oneoff request {task.name} --env {env.name} [--param ...]; "
+            "then oneoff run --request ID",
+        )
+        gate.refuse(
+            error,
+            "approval.refused",
+            actor=principal.name,
+            environment=env.name,
+            task=task.name,
+            plan_hash=plan.hash,
+        )
+    return Grant(principal, gate)

@@ -1,0 +1,217 @@
+"""`oneoff request`, `approve`, `deny`, `requests`, `locks` and `break-glass list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from oneoff._app import App
+from oneoff._auth.gate import Gate
+from oneoff._auth.grant import SETUP_HINT, open_gate
+from oneoff._identity import signer_from
+from oneoff._store.interface import RequestRecord
+from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
+from oneoff.errors import UsageError
+
+__all__ = [
+    "apply_request",
+    "cmd_approve",
+    "cmd_break_glass_list",
+    "cmd_deny",
+    "cmd_locks",
+    "cmd_request",
+    "cmd_requests",
+    "render_request",
+]
+
+
+def _gate(app: App) -> Gate:
+    gate = open_gate(app)
+    if gate is None:
+        raise UsageError("this app declares no [access] section", hint=SETUP_HINT)
+    return gate
+
+
+def _signer(args: argparse.Namespace) -> Any:
+    signer = signer_from(args.key)
+    if signer is None:
+        raise UsageError(
+            "this needs your signature: pass --key ~/.ssh/id_ed25519 (or a .pub with "
+            "ssh-agent), or set ONEOFF_SIGNING_KEY"
+        )
+    return signer
+
+
+def apply_request(app: App, args: argparse.Namespace) -> None:
+    """Fill `run --request ID`'s task, env and public params from the stored request.
+
+    Secret params are not stored: give them again (their fingerprint is in the plan hash,
+    so a different value is a different plan and the approvals do not cover it).
+    """
+    request = app.store.get_request(args.request)
+    if args.task not in (None, request.task):
+        raise UsageError(f"request {request.id} is for task {request.task!r}, not {args.task!r}")
+    args.task = request.task
+    args.env = args.env or request.environment
+    given = {pair.partition("=")[0] for pair in args.param}
+    stored = request.plan.get("params", {})
+    args.param = [
+        *args.param,
+        *(f"{k}={v}" for k, v in sorted(stored.items()) if k not in given and v != "[secret]"),
+    ]
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from oneoff._auth.approvals import create_request
+    from oneoff._pipeline import RunRequest, make_plan
+
+    app = app_from(args)
+    gate = _gate(app)
+    task = app.project.task(args.task)
+    params = read_params(task, args.param, interactive=on_terminal())
+    plan = make_plan(app, RunRequest(task=args.task, environment=args.env, params=params))
+    record = create_request(gate, plan, _signer(args))
+    if args.json:
+        emit_json({"id": record.id, "plan_hash": record.plan_hash, "status": record.status})
+    else:
+        print(record.id)
+        print(
+            f"oneoff: request {record.id}: {record.task} on {record.environment} by "
+            f"{record.requester}, waiting for approval (oneoff approve {record.id})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def render_request(request: RequestRecord) -> str:
+    """The plan an approver reviews, exactly as it was requested."""
+    plan = request.plan
+    document = plan.get("document", {})
+    lines = [
+        f"request    {request.id}  ({request.status})",
+        f"requester  {request.requester}  at {request.created_at}",
+        f"task       {request.task}",
+        f"env        {request.environment}"
+        + ("  [protected]" if document.get("protected") else ""),
+        f"risk       {document.get('risk')}",
+        f"argv       {terminal_safe(' '.join(map(str, plan.get('argv', []))))}",
+        f"locks      {', '.join(document.get('locks', [])) or 'none'}",
+        f"release    {plan.get('release') or 'none'}",
+        "params     " + ", ".join(f"{k}={v}" for k, v in sorted(plan.get("params", {}).items())),
+        "environment",
+    ]
+    for key, info in sorted(plan.get("env", {}).items()):
+        lines.append(f"  {key} = {terminal_safe(str(info.get('value')))}   # {info.get('source')}")
+    lines.append(f"plan hash  {request.plan_hash}")
+    lines.append(f"policy     {request.policy_version}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from oneoff._auth.approvals import approve
+
+    app = app_from(args)
+    gate = _gate(app)
+    signer = _signer(args)
+    request = app.store.get_request(args.request)
+    sys.stdout.write(render_request(request))
+    if not args.yes:
+        if not on_terminal():
+            raise UsageError("approving needs a terminal to confirm on, or --yes")
+        sys.stderr.write(f"Approve this exact plan ({request.plan_hash[:19]}…)? Type yes: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != "yes":
+            raise UsageError("not approved")
+    record = approve(gate, request.id, signer)
+    if args.json:
+        emit_json(
+            {
+                "request": record.request_id,
+                "approver": record.approver,
+                "expires_at": record.expires_at,
+            }
+        )
+    else:
+        print(
+            f"oneoff: {record.approver} approved {record.request_id} (until {record.expires_at})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    from oneoff._auth.approvals import deny
+
+    app = app_from(args)
+    request = deny(_gate(app), args.request, _signer(args), args.reason)
+    print(f"oneoff: request {request.id} denied", file=sys.stderr)
+    return 0
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    app = app_from(args)
+    requests = app.store.list_requests(status=None if args.all else "pending")
+    rows = []
+    for request in requests:
+        approvers = [a.approver for a in app.store.approvals_for(request.id)]
+        rows.append(
+            {
+                "id": request.id,
+                "task": request.task,
+                "env": request.environment,
+                "requester": request.requester,
+                "created_at": request.created_at,
+                "status": request.status,
+                "approvals": approvers,
+                "plan_hash": request.plan_hash,
+            }
+        )
+    if args.json:
+        emit_json(rows)
+        return 0
+    for row in rows:
+        print(
+            f"{row['id']}  {row['status']:<8} {row['task']} on {row['env']} by "
+            f"{row['requester']}  approvals: {', '.join(row['approvals']) or 'none'}"
+        )
+    if not rows:
+        print("no pending requests" if not args.all else "no requests")
+    return 0
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from oneoff._pipeline import reap_lost_runs
+
+    app = app_from(args)
+    reap_lost_runs(app)
+    held = app.store.lock_holders()
+    if args.json:
+        emit_json([lock.__dict__ for lock in held])
+        return 0
+    for lock in held:
+        print(
+            f"{lock.name:<16} run {lock.run_id} by {lock.holder} (pid {lock.runner_pid}) "
+            f"since {lock.acquired_at}, lease until {lock.expires_at}"
+        )
+    if not held:
+        print("no locks held")
+    return 0
+
+
+def cmd_break_glass_list(args: argparse.Namespace) -> int:
+    from oneoff._breakglass import break_glass_runs
+
+    app = app_from(args)
+    runs = break_glass_runs(app)
+    if args.json:
+        emit_json([run.__dict__ for run in runs])
+        return 0
+    for run in runs:
+        print(
+            f"{run.at}  {run.run_id}  {run.actor}  {run.task} on {run.environment}  "
+            f"{run.status}  reason: {terminal_safe(run.reason)}"
+        )
+    if not runs:
+        print("no break-glass runs")
+    return 0

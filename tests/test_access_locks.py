@@ -1,0 +1,148 @@
+"""Resource locks with real runner processes: one holder at a time, and SIGKILL loses the lease."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _access_kit import events, make_access_app, make_keys
+from oneoff._app import open_app
+from oneoff._locks import acquire
+from oneoff._store.interface import LockRecord
+from oneoff.errors import LockBusy
+from oneoff.testing import run_cli
+
+Keys = dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def root(tmp_path: Path, keys: Keys) -> Path:
+    return make_access_app(tmp_path / "app", keys)
+
+
+def start_hold(
+    root: Path, env: dict[str, str], pidfile: Path, *extra: str
+) -> subprocess.Popen[bytes]:
+    """A real `oneoff run hold` runner; its stderr goes to PIDFILE.err."""
+    args = ["run", "hold", "--env", "development", "-p", f"pidfile={pidfile}", *extra]
+    with open(f"{pidfile}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "oneoff", *args], cwd=root, env=env,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+
+
+def wait_for(path: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
+    for _ in range(600):
+        if path.exists() or (proc is not None and proc.poll() is not None):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_two_processes_racing_admit_exactly_one(
+    root: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Two real runners start together: one holds the lock, the other fails naming the holder."""
+    a, b = tmp_path / "a.pid", tmp_path / "b.pid"
+    procs = [start_hold(root, cli_env, a), start_hold(root, cli_env, b)]
+    for _ in range(600):  # the loser fails fast; then let the winner finish
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.05)
+    for pidfile in (a, b):
+        Path(f"{pidfile}.stop").write_text("")
+    results = [
+        (p.wait(timeout=60), Path(f"{f}.err").read_text())
+        for p, f in zip(procs, (a, b), strict=True)
+    ]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 5], results
+    loser = next(err for code, err in results if code == 5)
+    assert "lock 'database' is held by run r" in loser
+    assert "--wait" in loser
+    assert a.exists() != b.exists()
+
+
+def test_wait_takes_the_lock_once_it_is_free(
+    root: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With --wait, a second runner waits for the holder to finish, then runs."""
+    first, second = tmp_path / "first.pid", tmp_path / "second.pid"
+    holder = start_hold(root, cli_env, first)
+    wait_for(first, holder)
+    waiter = start_hold(root, cli_env, second, "--wait", "60")
+    Path(f"{first}.stop").write_text("")
+    Path(f"{second}.stop").write_text("")
+    assert holder.wait(timeout=60) == 0
+    assert waiter.wait(timeout=60) == 0, Path(f"{second}.err").read_text()
+    assert second.exists()
+
+
+def test_sigkilled_holder_loses_its_lease(
+    root: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A runner killed with SIGKILL: the next command marks its run lost and frees the lock."""
+    pidfile = tmp_path / "held.pid"
+    holder = start_hold(root, cli_env, pidfile)
+    wait_for(pidfile, holder)
+    listed = run_cli(["locks"], cwd=root, env=cli_env)
+    assert "database" in listed.stdout
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)  # the orphaned task, not the test's target
+    listed = run_cli(["locks"], cwd=root, env=cli_env)
+    assert listed.exit_code == 0, listed.stderr
+    assert "no locks held" in listed.stdout
+    runs = json.loads(run_cli(["runs", "--json"], cwd=root, env=cli_env).stdout)
+    assert runs[0]["status"] == "lost"
+    assert events(root, "lock.reaped")
+    again = run_cli(["run", "hold", "--env", "development", "-p", f"pidfile={tmp_path}/x.pid",
+                     "-p", "seconds=0"], cwd=root, env=cli_env)  # fmt: skip
+    assert again.exit_code == 0, again.stderr
+
+
+def plant_lock(root: Path, host: str, expires: str) -> None:
+    app = open_app(root)
+    try:
+        with app.store.tx():
+            app.store.take_locks([LockRecord("database", "r-elsewhere", "bob", host, 4242,
+                                             "2024-01-01T00:00:00.000Z", expires)])  # fmt: skip
+    finally:
+        app.close()
+
+
+def test_lock_held_on_another_host_is_busy_until_its_lease_expires(root: Path) -> None:
+    """A live lease from another machine blocks; an expired one is reaped and audited."""
+    plant_lock(root, "otherhost/boot", "2999-01-01T00:00:00.000Z")
+    app = open_app(root)
+    try:
+        with pytest.raises(LockBusy, match="held by run r-elsewhere \\(bob, pid 4242\\)"):
+            acquire(app, ["database"], run_id="r-mine", holder="alice")
+        with app.store.tx():
+            app.store.drop_locks("r-elsewhere")
+    finally:
+        app.close()
+    plant_lock(root, "otherhost/boot", "2000-01-01T00:00:00.000Z")
+    app = open_app(root)
+    try:
+        lease = acquire(app, ["database"], run_id="r-mine", holder="alice")
+        assert lease is not None
+        assert [x.run_id for x in app.store.lock_holders()] == ["r-mine"]
+        lease.release()
+        assert app.store.lock_holders() == []
+    finally:
+        app.close()
+    assert events(root, "lock.reaped")[-1].payload["expired"] is True
