@@ -38,12 +38,26 @@ risk = "critical"
 """
 
 
+@pytest.fixture(scope="session")
+def release_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A release signing key kept outside every app, and the trusted_keys entry for it."""
+    from oneoff._audit.checkpoint import generate_keypair
+    from oneoff._release.settings import public_key_line
+
+    out = tmp_path_factory.mktemp("release-keys")
+    generate_keypair(out / "release.key", out / "release.pub")
+    return out / "release.key", public_key_line(out / "release.pub")
+
+
 @pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A small app with development and protected production, as the working directory."""
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, release_key: tuple[Path, str]) -> Path:
+    """A small app with development and protected production, as the working directory.
+
+    Its manifest trusts ``release_key``; add ``production_release`` to run on production.
+    """
     root = make_app(
         tmp_path / "app",
-        BASIC,
+        f'[release]\ntrusted_keys = ["{release_key[1]}"]\n' + BASIC,
         {
             ".env": "DATABASE_URL=postgres://app:s3cr3t-pass@db/app\nSECRET_KEY=dev-secret-value-123\nGREETING=hi\n",
             ".env.production": "DATABASE_URL=postgres://app:prod-pass-999@db/app\nSECRET_KEY=prod-secret-value-456\n",
@@ -51,6 +65,19 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     monkeypatch.chdir(root)
     return root
+
+
+@pytest.fixture
+def production_release(app: Path, release_key: tuple[Path, str]) -> str:
+    """A current signed release of the ``app`` fixture's production (protected environments
+    refuse to run without one); returns its id."""
+    from oneoff._app import open_app
+    from oneoff._release.lifecycle import create_release
+
+    opened = open_app(app)
+    release = create_release(opened, "production", key_file=str(release_key[0]))
+    opened.close()
+    return release.id
 
 
 @pytest.fixture
@@ -66,4 +93,7 @@ def cli_env() -> dict[str, str]:
     """The environment a test operator's shell has: this interpreter first on PATH."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # Captured stderr is not a terminal, so oneoff would log JSON; tests read the text form
+    # (tests/test_logs.py covers JSON).
+    env["ONEOFF_LOG_FORMAT"] = "text"
     return env

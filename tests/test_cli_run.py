@@ -125,14 +125,29 @@ def test_injection_is_inert_when_pattern_allows_it(tmp_path: Path, cli_env: dict
 
 
 def test_critical_task_on_protected_env_with_confirmation(
-    app: Path, cli_env: dict[str, str]
+    tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    """Typing the environment's name lets a critical task run on a protected environment."""
-    result = run_cli(
-        ["run", "wipe", "--env", "production", "--confirm", "production"], cwd=app, env=cli_env
+    """Typing the environment's name lets a permitted person run a critical task there."""
+    from _access_kit import make_access_app, make_keys, release
+
+    keys = make_keys(tmp_path / "keys")
+    root = make_access_app(tmp_path / "app", keys)
+    with (root / "oneoff.toml").open("a") as fh:
+        fh.write('\n[tasks.wipe]\nargv = ["python", "-c", "print(\'wiped\')"]\nrisk = "critical"\n')
+    (root / "policies" / "wipe.cedar").write_text(
+        'permit (principal in Oneoff::Group::"oncall", action == Oneoff::Action::"run",'
+        ' resource == Oneoff::Task::"wipe");\n'
     )
-    assert result.exit_code == 0, result.stderr
-    assert "wiped" in result.stdout
+    release(root, "production", keys["alice"].parent / "release.key")
+    base = ["run", "wipe", "--env", "production", "--key", str(keys["dave"])]
+    unconfirmed = run_cli(base, cwd=root, env=cli_env)
+    assert unconfirmed.exit_code == 2
+    assert "--confirm production" in unconfirmed.stderr
+    wrong = run_cli([*base, "--confirm", "staging"], cwd=root, env=cli_env)
+    assert wrong.exit_code == 2
+    confirmed = run_cli([*base, "--confirm", "production"], cwd=root, env=cli_env)
+    assert confirmed.exit_code == 0, confirmed.stderr
+    assert "wiped" in confirmed.stdout
 
 
 def test_timeout_kills_task_and_grandchildren(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -38,9 +38,11 @@ class App:
 
     @property
     def audit(self) -> AuditLog:
+        from oneoff._audit.keys import AuditKey
         from oneoff._audit.log import AuditLog
 
-        return AuditLog(self.store)
+        store = self.store  # creates the state directory the key lives in
+        return AuditLog(store, AuditKey(self.state_dir))
 
     def close(self) -> None:
         if self._store is not None:
@@ -60,16 +62,7 @@ class App:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            data = os.urandom(size)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                data = path.read_bytes()  # another runner won the race: use its key
-            else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            data = _create_key_file(path, size)
         if len(data) != size:
             raise StoreError(f"{path}: key file has the wrong size; refusing to use it")
         return data
@@ -77,6 +70,25 @@ class App:
     @property
     def fingerprint_key(self) -> bytes:
         return self.secret_file("fingerprint.key")
+
+
+def _create_key_file(path: Path, size: int) -> bytes:
+    """Write a new random key so that readers only ever see it whole (link, never rename)."""
+    data = os.urandom(size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if another runner got there first: use its key
+        except FileExistsError:
+            data = path.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return data
 
 
 def open_app(app_dir: Path | None = None) -> App:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import pwd
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -192,6 +191,8 @@ def _run_command_source(
     env = {"PATH": default_path(project), "HOME": pwd.getpwuid(os.getuid()).pw_dir}
     env.update({k: shell[k] for k in source.pass_env if k in shell})
     where = source.describe()
+    import subprocess  # only secrets-manager sources need it; keep it off the common path
+
     try:
         done = subprocess.run(
             list(source.argv),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from functools import cache
 
 __all__ = ["host_id", "process_token", "runner_alive"]
@@ -17,7 +16,7 @@ def host_id() -> str:
             boot = fh.read().strip()
     except OSError:
         boot = "unknown-boot"
-    return f"{socket.gethostname()}/{boot}"
+    return f"{os.uname().nodename}/{boot}"
 
 
 def process_token(pid: int) -> str:

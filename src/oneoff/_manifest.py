@@ -212,6 +212,9 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     _check_keys(
         data, {"app", "processes", "environments", "tasks", "release", "audit", "access"}, str(path)
     )
+    from oneoff._release.settings import validate_release_tables
+
+    validate_release_tables(path, data)
     app = _table(data.get("app"), f"{path}: [app]")
     _check_keys(app, {"name", "python", "path"}, f"{path}: [app]")
     name = app.get("name", root.name)
@@ -226,6 +229,9 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     environments = {n: _environment(path, n, e) for n, e in envs_raw.items()}
     tasks_raw = _table(data.get("tasks"), f"{path}: [tasks]")
     tasks = {n: _task(path, n, t, environments) for n, t in tasks_raw.items()}
+    from oneoff._access import validate_access  # [access] and approval rules (issue #5)
+
+    validate_access(path, data, environments, tasks)
     return Project(
         root=root,
         manifest_path=path,

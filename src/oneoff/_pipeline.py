@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
@@ -15,11 +13,13 @@ from oneoff._identity import os_user
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._plan import Plan, build_plan
 from oneoff._store.interface import RunRecord, RunStatus
-from oneoff.errors import CommandNotFound, UsageError
+from oneoff.errors import UsageError
 
 if TYPE_CHECKING:
     from oneoff._executor.interface import Executor
+    from oneoff._identity import Signer
     from oneoff._proc import ProcessResult
+    from oneoff._release.check import Checked
 
 __all__ = ["RunOutcome", "RunRequest", "exit_code_for", "make_plan", "new_run_id", "run_task"]
 
@@ -35,6 +35,15 @@ class RunRequest:
     params: Mapping[str, str] = field(default_factory=dict)
     confirm: str | None = None
     release: str | None = None
+    # Run although code, dependencies or config drifted from the release (unprotected
+    # environments only); recorded on the run and in the audit log.
+    allow_drift: bool = False
+    # [stage: identity] the operator's key (possession is the proof); never a name.
+    signer: Signer | None = None
+    request_id: str | None = None  # run a request once its quorum of approvals stands
+    break_glass: bool = False  # run without quorum where policy allows; audited, announced
+    reason: str | None = None
+    wait: float | None = None  # seconds to wait for busy locks (default: fail at once)
 
 
 @dataclass
@@ -51,21 +60,47 @@ def now() -> str:
 def new_run_id() -> str:
     # Sortable by time (to the second) and unguessable; short prefixes are unique in practice.
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d%H%M%S")
-    return f"r{stamp}{secrets.token_hex(4)}"
+    return f"r{stamp}{os.urandom(4).hex()}"
 
 
 def make_plan(
     app: App, request: RunRequest, *, operator_env: Mapping[str, str] | None = None
 ) -> Plan:
-    return build_plan(
+    return plan_with_release(app, request, operator_env=operator_env)[0]
+
+
+def plan_with_release(
+    app: App,
+    request: RunRequest,
+    *,
+    operator_env: Mapping[str, str] | None = None,
+    before_verify: Callable[[Plan], None] | None = None,
+) -> tuple[Plan, Checked]:
+    """Plan the run, then verify its release against this machine and bind the plan to it."""
+    from dataclasses import replace
+
+    from oneoff._canonical import canonical_hash
+    from oneoff._plan import plan_document
+    from oneoff._release.check import verify_for_run
+
+    plan = build_plan(
         app.project,
         request.task,
         request.environment,
         request.params,
         fingerprint_key=app.fingerprint_key,
-        release_id=request.release,
         operator_env=operator_env,
     )
+    if before_verify is not None:
+        before_verify(plan)
+    # The config check needs the materialized environment, so it runs after planning
+    # rather than materializing (and running command sources) twice.
+    checked = verify_for_run(app, plan.environment, request.release, plan.env, request.allow_drift)
+    if checked.release_id is not None:
+        # The hash covers the release: a plan for v41 is another plan on v42.
+        partial = replace(plan, release_id=checked.release_id, hash="")
+        plan = replace(partial, hash="sha256:" + canonical_hash(plan_document(partial)))
+    return plan, checked
 
 
 def require_confirmation(plan: Plan, confirm: str | None, ask: Callable[[str], str] | None) -> None:
@@ -104,6 +139,9 @@ def reap_lost_runs(app: App) -> list[str]:
                     plan_hash=run.plan_hash,
                     payload={"runner_pid": run.runner_pid, "started_at": run.started_at},
                 )
+    from oneoff._locks import reap_locks
+
+    reap_locks(app)  # [stage: lock] leases of dead runners, and expired ones elsewhere
     return lost
 
 
@@ -128,28 +166,45 @@ def run_task(
     The stages, in order (each may refuse with its own error and exit code):
     load → verify release → plan → confirm → decide → approve → lock → execute → record.
     """
-    # [stage: identity] who is asking; never taken from a flag or a variable.
-    principal = os_user()
+    # [stage: identity] who is asking; never taken from a flag or a variable. Resolved
+    # with the decision below: the signed statement covers the plan's hash.
     # [stage: verify release + plan]
-    plan = make_plan(app, request, operator_env=operator_env)
-    require_confirmation(plan, request.confirm, ask)
+    plan, checked = plan_with_release(
+        app, request, operator_env=operator_env,
+        # Bad input (a wrong --confirm) is refused before the release is checked.
+        before_verify=lambda p: require_confirmation(p, request.confirm, ask),
+    )  # fmt: skip
     # [stage: decide] policy decision for (principal, "run", task, environment).
     # [stage: approve] quorum of approvals over plan.hash.
-    program = plan.argv[0]
-    resolved = shutil.which(program, path=plan.env.values.get("PATH", ""))
-    if "/" not in program and resolved is None:
-        raise CommandNotFound(f"{program!r} not found on the task's PATH")
+    from oneoff._auth.grant import authorize_run
+
+    grant = authorize_run(
+        app, plan, request.signer, request_id=request.request_id,
+        break_glass=request.break_glass, reason=request.reason,
+    )  # fmt: skip
+    principal = grant.principal.name
+    from oneoff._proc import resolve_command
+
+    # Before anything is recorded: a task whose program is missing is bad input (exit 127).
+    resolve_command(plan.argv[0], plan.env.values, str(plan.cwd))
     if executor is None:
         from oneoff._executor.local import LocalExecutor
 
         executor = LocalExecutor()
 
+    # [stage: output] redactors first: a secret too short to redact refuses the run here.
+    from oneoff._output import OutputRecorder, build_redactors, output_cap
+
+    redactors = build_redactors(plan)
+    cap = output_cap(app.project.section("audit"))
     store = app.store
     reap_lost_runs(app)
     # [stage: lock] named resource leases, held until the run is recorded as ended.
+    run_id = new_run_id()
+    grant.begin(app, plan, run_id, wait=request.wait, stderr=stderr)
     pid = os.getpid()
     run = RunRecord(
-        id=new_run_id(),
+        id=run_id,
         task=plan.task.name,
         environment=plan.environment.name,
         params=plan.public_params,
@@ -161,9 +216,21 @@ def run_task(
         runner_pid=pid,
         runner_token=process_token(pid),
         release_id=plan.release_id,
+        allow_drift=checked.allow_drift,
+        request_id=grant.request.id if grant.request else None,
+        break_glass=grant.break_glass,
+        reason=grant.reason,
     )
     with store.tx():
         store.create_run(run)
+    drift = {"allow_drift": True, "drift": list(checked.drift)} if checked.allow_drift else {}
+    started_payload = {
+        # Secrets never reach argv by construction; redacting it anyway costs nothing.
+        "argv": [redactors[1].redact_text(a) for a in plan.argv],
+        "params": run.params,
+        "executor": executor.name,
+        **drift,
+    }
     app.audit.append(
         "run.started",
         actor=principal,
@@ -172,7 +239,7 @@ def run_task(
         run_id=run.id,
         release_id=run.release_id,
         plan_hash=run.plan_hash,
-        payload={"argv": list(plan.argv), "params": run.params, "executor": executor.name},
+        payload=started_payload,
     )
 
     env = dict(plan.env.values)
@@ -186,15 +253,10 @@ def run_task(
     if plan.release_id:
         env["ONEOFF_RELEASE"] = plan.release_id
     # [stage: output] redaction, terminal and stored output.
-    sinks = {1: stdout, 2: stderr}
-    total = 0
-
-    def on_output(fd: int, chunk: bytes) -> None:
-        nonlocal total
-        total += len(chunk)
-        sink = sinks.get(fd, stderr)
-        sink.write(chunk)
-        sink.flush()
+    on_output = OutputRecorder(
+        store, run.id, redactors, {1: stdout, 2: stderr}, cap=cap,
+        quiet_release=0.1 if plan.task.interactive else None,  # prompts must show
+    )  # fmt: skip
 
     status: RunStatus = "failed"
     exit_code: int | None = None
@@ -205,11 +267,14 @@ def run_task(
     finally:
         # Whatever happened (even an exception in the executor), the run does not stay
         # "running": it ends as recorded here.
+        output = on_output.close()
         ended = now()
         with store.tx():
             store.finish_run(
-                run.id, status=status, exit_code=exit_code, ended_at=ended, output_bytes=total
-            )
+                run.id, status=status, exit_code=exit_code, ended_at=ended,
+                output_bytes=output.bytes, output_digest=output.digest,
+                output_truncated=output.truncated,
+            )  # fmt: skip
         app.audit.append(
             "run.finished",
             actor=principal,
@@ -218,8 +283,17 @@ def run_task(
             run_id=run.id,
             release_id=run.release_id,
             plan_hash=run.plan_hash,
-            payload={"status": status, "exit_code": exit_code, "output_bytes": total},
+            payload={
+                "status": status,
+                "exit_code": exit_code,
+                "output_bytes": output.bytes,
+                "output_stored": output.stored,
+                "output_digest": output.digest,
+                "output_truncated": output.truncated,
+            },
         )
         # [stage: record] checkpoint the audit log; release locks.
+        grant.end()
+        app.audit.checkpoint_or_warn()
     run = store.get_run(run.id)
     return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))

@@ -7,6 +7,10 @@ __all__ = ["MIGRATIONS"]
 # Append only: a released migration is never edited, a new one is added after it.
 MIGRATIONS: list[str] = [
     # v1: runs and their output, the audit log, releases, approvals, locks.
+    # audit_events: ``body`` (canonical JSON bytes) is the source of truth that the chain hashes;
+    # the other columns are computed from it (VIRTUAL: never stored, so never tampered with
+    # apart from it; NULL for a body that is not JSON) and serve only for filtering.
+    # See oneoff._audit.log.
     """
     CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -38,29 +42,42 @@ MIGRATIONS: list[str] = [
         run_id TEXT NOT NULL REFERENCES runs (id),
         seq INTEGER NOT NULL,
         stream INTEGER NOT NULL,
+        size INTEGER NOT NULL,
         data BLOB NOT NULL,
         PRIMARY KEY (run_id, seq)
     );
     CREATE TABLE audit_events (
         seq INTEGER PRIMARY KEY,
-        ts TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        environment TEXT,
-        task TEXT,
-        run_id TEXT,
-        release_id TEXT,
-        plan_hash TEXT,
-        payload TEXT NOT NULL,
         prev_hash BLOB NOT NULL,
-        hash BLOB NOT NULL
+        body BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        ts TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.ts')) VIRTUAL,
+        kind TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.kind')) VIRTUAL,
+        actor TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.actor')) VIRTUAL,
+        environment TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.environment'))
+            VIRTUAL,
+        task TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.task')) VIRTUAL,
+        run_id TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.run_id')) VIRTUAL,
+        release_id TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.release_id')) VIRTUAL,
+        plan_hash TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.plan_hash')) VIRTUAL,
+        payload TEXT GENERATED ALWAYS AS (json_extract(
+            iif(json_valid(CAST(body AS TEXT)), CAST(body AS TEXT), NULL), '$.payload')) VIRTUAL
     );
     CREATE TABLE audit_checkpoints (
         size INTEGER PRIMARY KEY,
         root BLOB NOT NULL,
-        ts TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
         key_id TEXT NOT NULL,
-        signature BLOB NOT NULL
+        signature BLOB NOT NULL,
+        frontier BLOB NOT NULL
     );
     CREATE TABLE releases (
         id TEXT PRIMARY KEY,
@@ -114,5 +131,11 @@ MIGRATIONS: list[str] = [
         acquired_at TEXT NOT NULL,
         expires_at TEXT NOT NULL
     );
+    """,
+    # v2 (releases, #3): a release's code entries (path, mode, size, sha256 of each file)
+    # beside its signed document, which holds their Merkle digest: every run reads the
+    # small document, only a diff or a drift report reads (and re-checks) the entries.
+    """
+    ALTER TABLE releases ADD COLUMN code_entries TEXT
     """,
 ]

@@ -6,7 +6,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["RUN_STATUSES", "RunRecord", "RunStatus", "RunStore", "Store"]
+__all__ = [
+    "RUN_STATUSES",
+    "AccessStore",
+    "ApprovalRecord",
+    "LockRecord",
+    "LockStore",
+    "ReleaseRecord",
+    "ReleaseStore",
+    "RequestRecord",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "Store",
+]  # fmt: skip
 
 RunStatus = Literal["running", "succeeded", "failed", "timed_out", "cancelled", "lost"]
 RUN_STATUSES: tuple[str, ...] = (
@@ -81,3 +94,123 @@ class Store(RunStore, Protocol):
     """The whole store; grows by one protocol per area (audit, releases, approvals, locks)."""
 
     def close(self) -> None: ...
+
+
+# [releases] appended by issue #3.
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """One stored release row, as stored; ``oneoff._release.document`` checks it."""
+
+    id: str
+    environment: str
+    version: int
+    document: str
+    signature: bytes | None
+    key_id: str | None
+    created_at: str
+    created_by: str
+    # Only written, never read back with the row: see ``release_code_entries``.
+    code_entries: str | None = None
+
+
+class ReleaseStore(Protocol):
+    def next_release_version(self, environment: str) -> int:
+        """1 + the highest version in ``environment``; call inside ``tx()``."""
+        ...
+
+    def add_release(self, record: ReleaseRecord) -> None: ...
+
+    def release_code_entries(self, release_id: str) -> str | None:
+        """The stored code entries (JSON) of a release; large, so fetched only on demand."""
+        ...
+
+    def get_release(self, ref: str) -> ReleaseRecord:
+        """The release with this id or unique id prefix; UsageError otherwise."""
+        ...
+
+    def release_by_version(self, environment: str, version: int) -> ReleaseRecord | None: ...
+
+    def list_releases(self, environment: str | None = None) -> Sequence[ReleaseRecord]:
+        """Newest first within each environment."""
+        ...
+
+    def current_release_id(self, environment: str) -> str | None: ...
+
+    def set_current_release(
+        self, environment: str, release_id: str, *, updated_at: str
+    ) -> None: ...
+
+
+# [access] requests, approvals, nonces and locks (issue #5).
+
+
+@dataclass
+class RequestRecord:
+    """A pending (or spent) request to run one exact plan; ``plan`` is what approvers see."""
+
+    id: str
+    task: str
+    environment: str
+    plan_hash: str
+    plan: dict[str, Any]
+    requester: str
+    created_at: str
+    status: str  # pending, used, denied
+    policy_version: str | None = None
+    used_by_run: str | None = None
+
+
+@dataclass
+class ApprovalRecord:
+    """One person's signed approval of one request's plan (``signature`` is SSHSIG armor)."""
+
+    request_id: str
+    approver: str
+    plan_hash: str
+    signature: str
+    created_at: str
+    expires_at: str
+    used: bool = False
+
+
+@dataclass
+class LockRecord:
+    """A held lease on a named resource."""
+
+    name: str
+    run_id: str
+    holder: str
+    runner_host: str
+    runner_pid: int
+    acquired_at: str
+    expires_at: str
+
+
+class AccessStore(Protocol):
+    def create_request(self, request: RequestRecord) -> None: ...
+
+    def get_request(self, request_id: str) -> RequestRecord: ...
+
+    def list_requests(self, *, status: str | None = "pending") -> Sequence[RequestRecord]: ...
+
+    def set_request_status(self, request_id: str, status: str, *, expect: str) -> bool: ...
+
+    def use_request(self, request_id: str, run_id: str, approvers: Sequence[str]) -> bool: ...
+
+    def add_approval(self, approval: ApprovalRecord) -> bool: ...
+
+    def approvals_for(self, request_id: str) -> Sequence[ApprovalRecord]: ...
+
+    def remember_nonce(self, nonce: str, principal: str, seen_at: str) -> bool: ...
+
+    def forget_nonces(self, before: str) -> None: ...
+
+
+class LockStore(Protocol):
+    def lock_holders(self, names: Sequence[str] | None = None) -> Sequence[LockRecord]: ...
+
+    def take_locks(self, locks: Sequence[LockRecord]) -> None: ...
+
+    def renew_locks(self, run_id: str, expires_at: str) -> int: ...
+
+    def drop_locks(self, run_id: str, names: Sequence[str] | None = None) -> int: ...

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from oneoff._store._schema import MIGRATIONS
+from oneoff._store.sqlite_access import AccessMixin
 from oneoff._store.sqlite_audit import AuditMixin
+from oneoff._store.sqlite_locks import LocksMixin
+from oneoff._store.sqlite_releases import ReleasesMixin
 from oneoff._store.sqlite_runs import RunsMixin
 from oneoff.errors import StoreError
 
@@ -19,7 +22,7 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 # One mixin per area keeps each file small; PostgreSQL will mirror the same split.
-class SQLiteStore(RunsMixin, AuditMixin):
+class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin):
     """A store in one SQLite file, safe for several runners on one machine."""
 
     def __init__(self, path: Path) -> None:

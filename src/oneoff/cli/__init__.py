@@ -26,7 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OneoffError as exc:
         if verbose:
             raise
-        print(f"oneoff: error: {exc.diagnostics()}", file=sys.stderr)
+        from oneoff._log import log
+
+        # Text: `oneoff: error: <message>` (+ hint line); JSON off a terminal. Escaped either way.
+        log(
+            "error", exc.message, level="error", hint=exc.hint,
+            error=type(exc).__name__, exit_code=exc.exit_code,
+        )  # fmt: skip
         return exc.exit_code
     except KeyboardInterrupt:
         if verbose:

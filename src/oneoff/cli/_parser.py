@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import cast
 
 from oneoff._version import __version__
+from oneoff.cli._access_args import access_run_options, add_access_commands
+from oneoff.cli._release_args import add_release_commands, release_options
 
 __all__ = ["build_parser", "dispatch"]
 
@@ -69,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     _env(cmd)
     _params(cmd)
     _json(cmd)
+    release_options(cmd)
 
     cmd = command("run", "oneoff.cli._run:cmd_run", "run a task as a one-off process")
-    cmd.add_argument("task")
+    cmd.add_argument("task", nargs="?", help="the task (omit with --request)")
     _env(cmd)
     _params(cmd)
     cmd.add_argument(
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "protected environments when not on a terminal",
     )  # fmt: skip
     cmd.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+    release_options(cmd)
+    access_run_options(cmd)
 
     cmd = command(
         "exec", "oneoff.cli._run:cmd_exec",
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cmd.add_argument("process")
     _env(cmd)
+    release_options(cmd)
 
     cmd = command("env", "oneoff.cli._run:cmd_env", "show an environment's variables (masked)")
     _env(cmd)
@@ -107,8 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     _json(cmd)
 
     # [commands: release] oneoff release ..., oneoff keys ...
+    add_release_commands(sub, _common, _env, _json)
     # [commands: audit] oneoff audit ..., oneoff logs ...
+    from oneoff.cli._audit_args import add_audit_commands
+
+    add_audit_commands(sub, _common, _json)
     # [commands: access] oneoff request/approve/deny/requests/policy/locks ...
+    add_access_commands(sub, _common, _env, _json, _params)
     return parser
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 
 from oneoff._environ import materialize
+from oneoff._identity import signer_from
 from oneoff._pipeline import RunRequest, make_plan, run_task
 from oneoff._plan import Plan
 from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
@@ -23,6 +24,14 @@ def _request(args: argparse.Namespace, task_params: dict[str, str]) -> RunReques
         environment=args.env,
         params=task_params,
         confirm=getattr(args, "confirm", None),
+        release=getattr(args, "release", None),
+        allow_drift=bool(getattr(args, "allow_drift", False)),
+        # [commands: access] the operator's key, an approved request, break-glass, lock wait.
+        signer=signer_from(getattr(args, "key", None)),
+        request_id=getattr(args, "request", None),
+        break_glass=bool(getattr(args, "break_glass", False)),
+        reason=getattr(args, "reason", None),
+        wait=getattr(args, "wait", None),
     )
 
 
@@ -71,6 +80,12 @@ def _quote_argv(argv: tuple[str, ...]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     app = app_from(args)
+    if args.request:  # [commands: access] task, env and params come from the request
+        from oneoff.cli._access import apply_request
+
+        apply_request(app, args)
+    if args.task is None:
+        raise UsageError("run needs a TASK (or --request ID)")
     task = app.project.task(args.task)
     interactive = on_terminal()
     params = read_params(task, args.param, interactive=interactive)
@@ -93,10 +108,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         run = outcome.run
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
-        print(
-            f"oneoff: run {run.id} {run.task} on {run.environment}: {run.status}{code}",
-            file=sys.stderr,
-        )
+        from oneoff._log import log
+
+        log(
+            "run.finished", f"run {run.id} {run.task} on {run.environment}: {run.status}{code}",
+            run_id=run.id, task=run.task, environment=run.environment, status=run.status,
+            exit_code=run.exit_code, output_bytes=run.output_bytes,
+            output_truncated=run.output_truncated,
+        )  # fmt: skip
     return outcome.exit_code
 
 
@@ -107,7 +126,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(project.processes)) or "none declared"
         raise UsageError(f"unknown process type {args.process!r} (process types: {known})")
     environment = project.environment(args.env)
-    env = dict(materialize(project, environment, run_vars={}).values)
+    materialized = materialize(project, environment, run_vars={})
+    env = dict(materialized.values)
+    # [release] a long-running process starts only on a verified release, like a one-off.
+    from oneoff._release.check import verify_for_run
+
+    checked = verify_for_run(app, environment, args.release, materialized, args.allow_drift)
+    if checked.release_id:
+        env["ONEOFF_RELEASE"] = checked.release_id
     from oneoff._procfile import expand_vars
 
     where = f"process {args.process!r}"
