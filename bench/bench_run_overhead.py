@@ -42,6 +42,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     oneoff = shutil.which("oneoff", path=str(Path(sys.executable).parent)) or "oneoff"
+    # An installed wheel ships compiled bytecode; an editable checkout may not have it yet
+    # (and PYTHONDONTWRITEBYTECODE would keep it that way), so compile once up front.
+    import compileall
+
+    import oneoff as package
+
+    compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp)
         (app / "oneoff.toml").write_text(MANIFEST)

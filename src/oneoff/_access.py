@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oneoff._record import dataclass
 from oneoff.errors import ManifestError
 
 if TYPE_CHECKING:

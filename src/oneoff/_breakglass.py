@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from oneoff._access import break_glass_allowed
+from oneoff._record import dataclass
 from oneoff.errors import UsageError
 
 if TYPE_CHECKING:

@@ -7,12 +7,12 @@ import os
 import pwd
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from oneoff._dotenv import parse_dotenv
 from oneoff._manifest import ConfigSource, Environment, Project, is_env_name
+from oneoff._record import dataclass
 from oneoff.errors import ConfigError
 
 __all__ = ["DANGEROUS_VARS", "Materialized", "materialize"]

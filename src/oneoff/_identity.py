@@ -11,9 +11,10 @@ import datetime as _dt
 import os
 import pwd
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from oneoff._record import dataclass
 
 __all__ = [
     "NAMESPACE_APPROVE",

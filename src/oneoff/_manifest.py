@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from oneoff._params import NAME_RE, ParamSpec, parse_param_spec
+from oneoff._record import dataclass, field
 from oneoff.errors import ManifestError, UsageError
 
 __all__ = [

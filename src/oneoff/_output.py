@@ -17,9 +17,9 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from oneoff._record import dataclass
 from oneoff.errors import ManifestError, StoreError
 
 if TYPE_CHECKING:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from oneoff._record import dataclass, field
 from oneoff.errors import ManifestError, ParamError
 
 __all__ = ["PARAM_TYPES", "ParamSpec", "parse_param_spec", "validate_param"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from oneoff._app import App
 from oneoff._identity import os_user
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._plan import Plan, build_plan
+from oneoff._record import dataclass, field
 from oneoff._store.interface import RunRecord, RunStatus
 from oneoff.errors import UsageError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from oneoff._executor.interface import Executor
     from oneoff._identity import Signer
     from oneoff._proc import ProcessResult
-    from oneoff._release.check import Checked
+    from oneoff._release.stage import Checked
 
 __all__ = ["RunOutcome", "RunRequest", "exit_code_for", "make_plan", "new_run_id", "run_task"]
 
@@ -77,11 +77,10 @@ def plan_with_release(
     before_verify: Callable[[Plan], None] | None = None,
 ) -> tuple[Plan, Checked]:
     """Plan the run, then verify its release against this machine and bind the plan to it."""
-    from dataclasses import replace
-
     from oneoff._canonical import canonical_hash
     from oneoff._plan import plan_document
-    from oneoff._release.check import verify_for_run
+    from oneoff._record import replace
+    from oneoff._release.stage import verify_stage
 
     plan = build_plan(
         app.project,
@@ -95,7 +94,7 @@ def plan_with_release(
         before_verify(plan)
     # The config check needs the materialized environment, so it runs after planning
     # rather than materializing (and running command sources) twice.
-    checked = verify_for_run(app, plan.environment, request.release, plan.env, request.allow_drift)
+    checked = verify_stage(app, plan.environment, request.release, plan.env, request.allow_drift)
     if checked.release_id is not None:
         # The hash covers the release: a plan for v41 is another plan on v42.
         partial = replace(plan, release_id=checked.release_id, hash="")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from oneoff._canonical import canonical_hash
 from oneoff._environ import Materialized, materialize
 from oneoff._manifest import Environment, Project, Task, render_arg
 from oneoff._params import resolve_params
+from oneoff._record import dataclass
 from oneoff.errors import ParamError, UsageError
 
 __all__ = ["Plan", "build_plan"]

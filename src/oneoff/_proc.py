@@ -26,9 +26,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oneoff._record import dataclass
 from oneoff.errors import CommandNotFound, ExecError
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ DFA, the fastest kind, for the usual number of secrets; a larger set gets the co
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -214,6 +213,8 @@ class Redactor:
 
     def redact(self, data: bytes) -> bytes:
         """Redact a complete output in one go (independent of any stream in progress)."""
+        import copy
+
         one_shot = copy.copy(self)
         one_shot._tail, one_shot._pending = b"", 0
         return one_shot.feed(data) + one_shot.flush()

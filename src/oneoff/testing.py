@@ -8,8 +8,9 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from oneoff._record import dataclass
 
 __all__ = ["CliResult", "invoke", "make_app", "run_cli"]
 

@@ -10,11 +10,11 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from oneoff._audit import merkle
+from oneoff._record import dataclass
 from oneoff.errors import AuditError, ConfigError
 
 if TYPE_CHECKING:

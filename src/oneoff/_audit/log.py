@@ -22,10 +22,10 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_json
+from oneoff._record import dataclass, field
 from oneoff.errors import AuditError, ConfigError, StoreError
 
 if TYPE_CHECKING:

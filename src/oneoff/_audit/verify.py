@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oneoff._audit.checkpoint import (
@@ -14,6 +13,7 @@ from oneoff._audit.checkpoint import (
     verify_checkpoint,
 )
 from oneoff._audit.merkle import TreeBuilder, consistency_proof, inclusion_proof
+from oneoff._record import dataclass
 from oneoff._store.sqlite_audit import checkpoint_from_row
 from oneoff.errors import AuditError
 

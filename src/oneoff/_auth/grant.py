@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from oneoff._access import access_config, approval_rule
 from oneoff._identity import Principal, Signer, os_user
+from oneoff._record import dataclass, field
 from oneoff.errors import ApprovalError, NotPermitted, UsageError
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ Nothing is allowed unless some policy permits it, and any matching ``forbid`` wi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oneoff._record import dataclass, field
 from oneoff.errors import ManifestError, NotPermitted, UsageError
 
 if TYPE_CHECKING:

@@ -26,11 +26,11 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from oneoff._auth.sshsig import ED25519, ed25519_public_key, fingerprint
+from oneoff._record import dataclass, field, replace
 from oneoff.errors import ManifestError, NotPermitted
 
 __all__ = ["Person", "Signers"]

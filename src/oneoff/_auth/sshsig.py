@@ -7,11 +7,11 @@ import binascii
 import hashlib
 import os
 import struct
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oneoff._record import dataclass
 from oneoff.errors import NotPermitted, UsageError
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_hash
@@ -19,6 +18,7 @@ from oneoff._release.configdigest import ConfigSnapshot, config_digest, diff_con
 from oneoff._release.deps import DepsSnapshot, diff_deps
 from oneoff._release.document import Release, release_from_record, verify_signature
 from oneoff._release.settings import env_settings, release_ignore
+from oneoff._release.stage import Checked
 from oneoff._release.tree import StatCache, TreeSnapshot, describe, snapshot, unchanged, verify
 from oneoff._release.warm import SignatureCache, cached_deps
 from oneoff.errors import DriftError, ReleaseError, UsageError
@@ -52,19 +52,6 @@ _VERSION = re.compile(r"v([1-9][0-9]{0,8})")
 
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class Checked:
-    """The outcome of the verify stage: the release used (if any) and any allowed drift."""
-
-    release: Release | None
-    drift: tuple[str, ...] = ()
-    allow_drift: bool = False
-
-    @property
-    def release_id(self) -> str | None:
-        return None if self.release is None else self.release.id
 
 
 def _jsonable(value: Any) -> Any:

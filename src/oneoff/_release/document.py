@@ -21,11 +21,11 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_json
+from oneoff._record import dataclass
 from oneoff._release.configdigest import ConfigSnapshot
 from oneoff._release.deps import DepsSnapshot
 from oneoff._release.tree import FORMAT as TREE_FORMAT

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oneoff._canonical import canonical_json
 from oneoff._environ import materialize
 from oneoff._identity import os_user
+from oneoff._record import dataclass
 from oneoff._release.check import (
     check_signature,
     from_record,

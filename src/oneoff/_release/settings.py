@@ -23,10 +23,10 @@ import hashlib
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from oneoff._record import dataclass
 from oneoff.errors import ConfigError, ManifestError, ReleaseError
 
 if TYPE_CHECKING:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from oneoff._record import dataclass, field
 
 __all__ = [
     "RUN_STATUSES",

@@ -15,7 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oneoff.cli._parser import build_parser, dispatch
 
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(args_list)
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors

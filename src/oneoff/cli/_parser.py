@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from oneoff._version import __version__
 from oneoff.cli._access_args import access_run_options, add_access_commands
@@ -48,14 +49,75 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oneoff", description=DESCRIPTION, epilog=EPILOG)
+def wanted_command(argv: Sequence[str]) -> str | None:
+    """The command word in ``argv`` (skipping top-level options), if any."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--app":
+            next(args, None)
+        elif arg in ("-h", "--help", "--version"):
+            return None
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+class _Skipped:
+    """Stands in for the parsers of commands not being run: every call is a cheap no-op."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Skipped]:
+        return lambda *args, **kwargs: self
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # With an explicit width argparse does not import shutil (and zlib, bz2, lzma with it)
+    # for every parser it builds.
+    try:
+        width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+    except (ValueError, OSError):
+        width = 80
+    return argparse.HelpFormatter(prog, width=max(width - 2, 40))
+
+
+class _OnlyOne:
+    """Builds only the named command's parser; argparse spends ~1 ms on each one it builds."""
+
+    def __init__(self, sub: Any, wanted: str | None) -> None:
+        self.sub = sub
+        self.wanted = wanted
+        self.found = False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.wanted is not None and name != self.wanted:
+            return _Skipped()
+        self.found = True
+        kwargs.setdefault("formatter_class", _formatter)
+        parser: argparse.ArgumentParser = self.sub.add_parser(name, **kwargs)
+        return parser
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names is built (the rest on --help)."""
+    wanted = wanted_command(argv) if argv is not None else None
+    if wanted is not None:
+        only = _OnlyOne(None, wanted)
+        parser = _build(only)
+        if only.found:
+            return parser
+    return _build(_OnlyOne(None, None))
+
+
+def _build(only: _OnlyOne) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oneoff", description=DESCRIPTION, epilog=EPILOG, formatter_class=_formatter
+    )
     parser.add_argument("--version", action="version", version=f"oneoff {__version__}")
     _common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    only.sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub: Any = only
 
     def command(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
         _common(cmd)
         cmd.set_defaults(handler=handler)
         return cmd

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 
@@ -13,7 +12,7 @@ from oneoff._identity import signer_from
 from oneoff._pipeline import RunRequest, make_plan, run_task
 from oneoff._plan import Plan
 from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
-from oneoff.errors import CommandNotFound, UsageError
+from oneoff.errors import UsageError
 
 __all__ = ["cmd_env", "cmd_exec", "cmd_plan", "cmd_run"]
 
@@ -129,18 +128,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
     materialized = materialize(project, environment, run_vars={})
     env = dict(materialized.values)
     # [release] a long-running process starts only on a verified release, like a one-off.
-    from oneoff._release.check import verify_for_run
+    from oneoff._release.stage import verify_stage
 
-    checked = verify_for_run(app, environment, args.release, materialized, args.allow_drift)
+    checked = verify_stage(app, environment, args.release, materialized, args.allow_drift)
     if checked.release_id:
         env["ONEOFF_RELEASE"] = checked.release_id
     from oneoff._procfile import expand_vars
 
     where = f"process {args.process!r}"
     argv = [expand_vars(a, env, where) for a in project.processes[args.process]]
-    program = shutil.which(argv[0], path=env.get("PATH", "")) if "/" not in argv[0] else argv[0]
-    if program is None:
-        raise CommandNotFound(f"{argv[0]!r} not found on the process's PATH")
+    from oneoff._proc import resolve_command
+
+    program = resolve_command(argv[0], env, str(project.root))
     app.close()
     os.chdir(project.root)
     # Replace ourselves: the process manager's signals reach the process directly.

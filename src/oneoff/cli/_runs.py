@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from oneoff._pipeline import reap_lost_runs
+from oneoff._record import asdict
 from oneoff._store.interface import RUN_STATUSES, RunRecord
 from oneoff.cli._common import app_from, emit_json, terminal_safe
 from oneoff.errors import UsageError
@@ -56,6 +56,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _as_dict(run: RunRecord) -> dict[str, object]:
-    data = dataclasses.asdict(run)
+    data = asdict(run)
     data.pop("extra", None)
     return data
