@@ -28,11 +28,20 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from oneoff._proctree import (
+    PR_GET_CHILD_SUBREAPER,
+    PR_SET_CHILD_SUBREAPER,
+    Libc,
+    child_setup,
+    children,
+    descendants,
+    killpg,
+)
+from oneoff._pty import Relay, copy_winsize, is_tty, read_all
 from oneoff._record import dataclass
 from oneoff.errors import CommandNotFound, ExecError
 
 if TYPE_CHECKING:
-    import selectors
     import subprocess
     from collections.abc import Mapping, Sequence
     from pathlib import Path
@@ -51,10 +60,6 @@ _DRAIN_SECONDS = 1.0
 _REAP_SECONDS = 2.0
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _LINUX = sys.platform.startswith("linux")
-
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_PR_GET_CHILD_SUBREAPER = 37
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ class _Run:
         self.old_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
         self.wake_r = -1
         self.wake_w = -1
-        self.libc: _Libc | None = None
+        self.libc: Libc | None = None
         self.subreaper_was: int | None = None
         self.children_before: set[int] = set()
         self.tracked: dict[int, int] = {}  # pid -> pidfd of descendants seen so far
@@ -185,11 +190,11 @@ class _Run:
         os.set_blocking(self.wake_w, False)
         self._install_handlers()
         if _LINUX:
-            self.libc = _Libc()
-            self.children_before = _children(os.getpid())
-            self.subreaper_was = self.libc.prctl(_PR_GET_CHILD_SUBREAPER, None)
+            self.libc = Libc()
+            self.children_before = children(os.getpid())
+            self.subreaper_was = self.libc.prctl(PR_GET_CHILD_SUBREAPER, None)
             if self.subreaper_was == 0:
-                self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+                self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
 
         stdin_w = -1
         child_fds: list[int] = []
@@ -199,7 +204,7 @@ class _Run:
             self.master, slave = pty.openpty()
             self.fds += [self.master, slave]
             child_fds.append(slave)
-            _copy_winsize(slave)
+            copy_winsize(slave)
             stdin = stdout = stderr = slave
             self.outputs[self.master] = 1
         else:
@@ -222,7 +227,7 @@ class _Run:
                 env=env,
                 cwd=cwd,
                 close_fds=True,
-                preexec_fn=_child_setup(os.getpid(), self.libc, interactive),
+                preexec_fn=child_setup(os.getpid(), self.libc, interactive),
                 start_new_session=interactive,
                 process_group=None if interactive else 0,
                 stdin=stdin,
@@ -250,10 +255,10 @@ class _Run:
             if stdin_w >= 0:
                 os.set_blocking(stdin_w, False)
                 sel.register(stdin_w, selectors.EVENT_WRITE)
-            relay: _Relay | None = None
+            relay: Relay | None = None
             if interactive:
                 self._enter_raw_mode()
-                relay = _Relay(self.master)
+                relay = Relay(self.master)
                 relay.update(sel)
 
             deadline = None if timeout is None else start + timeout
@@ -288,7 +293,7 @@ class _Run:
                 for key, events in sel.select(wait):
                     fd = int(key.fd)
                     if fd == self.wake_r:
-                        _read_all(fd)
+                        read_all(fd)
                     elif fd == pidfd:
                         sel.unregister(fd)  # stays readable once the child exited
                     elif fd == stdin_w:
@@ -357,7 +362,7 @@ class _Run:
         finally:
             self._restore_handlers()
             if self.libc is not None and self.subreaper_was == 0:
-                self.libc.prctl(_PR_SET_CHILD_SUBREAPER, 0)
+                self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0)
             for pidfd in self.tracked.values():
                 os.close(pidfd)
             self.tracked.clear()
@@ -424,12 +429,12 @@ class _Run:
         """Signal the child's process group and every descendant we can find."""
         assert self.proc is not None
         self._track(self.proc.pid)
-        _killpg(self.proc.pid, signum)
+        killpg(self.proc.pid, signum)
         self._signal_tracked(signum)
         if signum == signal.SIGTERM:
             # A stopped process (e.g. SIGTTOU from touching the terminal) only sees SIGTERM
             # once continued.
-            _killpg(self.proc.pid, signal.SIGCONT)
+            killpg(self.proc.pid, signal.SIGCONT)
             self._signal_tracked(signal.SIGCONT)
 
     def _kill_leftovers(self, pid: int) -> None:
@@ -438,7 +443,7 @@ class _Run:
         for _ in range(5):
             known = len(self.tracked)
             self._track(pid)
-            _killpg(pid, signal.SIGKILL)
+            killpg(pid, signal.SIGKILL)
             self._signal_tracked(signal.SIGKILL)
             if len(self.tracked) == known:
                 break
@@ -447,8 +452,8 @@ class _Run:
         """Remember (by pidfd, immune to pid reuse) the task's tree and orphans adopted by us."""
         if not _LINUX:
             return
-        roots = [pid, *(_children(os.getpid()) - self.children_before - {pid})]
-        for p in roots + sorted(_descendants(roots)):
+        roots = [pid, *(children(os.getpid()) - self.children_before - {pid})]
+        for p in roots + sorted(descendants(roots)):
             if p != pid and p not in self.tracked:
                 pidfd = self._pidfd(p)
                 if pidfd >= 0:
@@ -466,7 +471,7 @@ class _Run:
             return
         import select
 
-        mine = _children(os.getpid())
+        mine = children(os.getpid())
         until = time.monotonic() + _REAP_SECONDS
         for p, pidfd in self.tracked.items():
             if p not in mine:
@@ -506,15 +511,15 @@ class _Run:
             signum = self.received[self.forwarded]
             self.forwarded += 1
             if self.proc is not None and self.exited_at is None:
-                _killpg(self.proc.pid, signum)
+                killpg(self.proc.pid, signum)
         if self.winch:
             self.winch = False
-            _copy_winsize(self.master)
+            copy_winsize(self.master)
 
     # -- the operator's terminal -----------------------------------------------------------
 
     def _enter_raw_mode(self) -> None:
-        if not _is_tty(0):
+        if not is_tty(0):
             return
         import termios
         import tty
@@ -539,171 +544,3 @@ class _Run:
 
         termios.tcsetattr(0, termios.TCSADRAIN, self.tty_saved)
         self.tty_saved = None
-
-
-class _Relay:
-    """Copies the operator's stdin to the pty master, never blocking and never buffering much."""
-
-    def __init__(self, master: int) -> None:
-        self.master = master
-        self.pending = b""
-        self.stdin_open = _is_open(0)
-        self.reading = False
-        self.writing = False
-
-    def handle(self, sel: selectors.BaseSelector, fd: int, events: int) -> None:
-        import selectors
-
-        if fd == 0:
-            try:
-                data = os.read(0, _CHUNK)
-            except OSError:
-                data = b""
-            if data:
-                self.pending += data
-            else:
-                self.stdin_open = False
-                # EOF on a non-tty stdin: tell the child through the line discipline (a second
-                # ^D is needed when the last line is unterminated).
-                if not _is_tty(0):
-                    self.pending += b"\x04" if self.pending.endswith(b"\n") else b"\x04\x04"
-        elif events & selectors.EVENT_WRITE and self.pending:
-            try:
-                written = os.write(self.master, self.pending)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                written = len(self.pending)
-            self.pending = self.pending[written:]
-        self.update(sel)
-
-    def update(self, sel: selectors.BaseSelector) -> None:
-        """Watch stdin only while nothing is pending, the master for writing only while it is."""
-        import selectors
-
-        want_read = self.stdin_open and not self.pending
-        if want_read != self.reading:
-            if want_read:
-                sel.register(0, selectors.EVENT_READ)
-            else:
-                sel.unregister(0)
-            self.reading = want_read
-        want_write = bool(self.pending)
-        if want_write != self.writing:
-            if self.master not in sel.get_map():  # output at EOF: the child is gone
-                self.pending = b""
-                return
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
-            sel.modify(self.master, events)
-            self.writing = want_write
-
-
-class _Libc:
-    """``prctl`` through ctypes, loaded only when a process is actually spawned."""
-
-    def __init__(self) -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._prctl = libc.prctl
-        self._prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        self._prctl.restype = ctypes.c_int
-        self._out = ctypes.c_int(0)
-        self._addressof = ctypes.addressof
-
-    def prctl(self, option: int, value: int | None) -> int:
-        """Set an option to ``value``, or (``value`` None) read an int-valued option."""
-        if value is None:
-            self._prctl(option, self._addressof(self._out), 0, 0)
-            return self._out.value
-        return int(self._prctl(option, value, 0, 0))
-
-
-def _child_setup(parent: int, libc: _Libc | None, interactive: bool) -> Callable[[], None] | None:
-    """The code run in the child between fork and exec."""
-    if libc is None and not interactive:
-        return None
-    if interactive:
-        import fcntl
-        import termios
-
-    def setup() -> None:
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            # The runner may have died before the prctl: then nobody would ever kill us.
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
-        if interactive:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    return setup
-
-
-def _killpg(pgid: int, signum: int) -> None:
-    # ESRCH: the group is empty; EPERM: a member changed credentials.
-    with contextlib.suppress(OSError):
-        os.killpg(pgid, signum)
-
-
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                found.update(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _descendants(roots: list[int]) -> set[int]:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        for child in _children(stack.pop()):
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return seen
-
-
-def _read_all(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
-
-
-def _is_tty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _copy_winsize(to_fd: int) -> None:
-    """Give the pty (to_fd: master or slave) the operator terminal's size."""
-    import fcntl
-    import termios
-
-    for source in (0, 1, 2):
-        if _is_tty(source):
-            try:
-                size = fcntl.ioctl(source, termios.TIOCGWINSZ, b"\0" * 8)
-                fcntl.ioctl(to_fd, termios.TIOCSWINSZ, size)
-            except OSError:
-                continue
-            return
