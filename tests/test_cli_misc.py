@@ -115,6 +115,9 @@ def test_exec_and_run_share_one_environment(tmp_path: Path, cli_env: dict[str, s
     only_task = set(task_env) - set(web_env)
     assert only_task == {"ONEOFF_RUN_ID", "ONEOFF_TASK", "ONEOFF_ENVIRONMENT"}
     assert {k: v for k, v in task_env.items() if k not in only_task} == web_env
+    exported = run_cli(["audit", "export", "--format", "jsonl"], cwd=root, env=cli_env)
+    kinds = [json.loads(line)["kind"] for line in exported.stdout.splitlines()]
+    assert "process.exec" in kinds
     diff = run_cli(["env", "--env", "development", "--diff", "web"], cwd=root, env=cli_env)
     assert sorted(line.split()[-1] for line in diff.stdout.splitlines()) == sorted(only_task)
 

@@ -140,6 +140,21 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from oneoff._proc import resolve_command
 
     program = resolve_command(argv[0], env, str(project.root))
+    from oneoff._identity import os_user
+
+    # The declared argv, not the expanded one: $VARS may hold secrets.
+    app.audit.append(
+        "process.exec",
+        actor=os_user(),
+        environment=environment.name,
+        release_id=checked.release_id,
+        payload={
+            "process": args.process,
+            "argv": list(project.processes[args.process]),
+            "pid": os.getpid(),
+            "allow_drift": checked.allow_drift,
+        },
+    )
     app.close()
     os.chdir(project.root)
     # Replace ourselves: the process manager's signals reach the process directly.
