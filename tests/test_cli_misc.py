@@ -77,6 +77,12 @@ def test_plan_json_masks_secrets(app: Path) -> None:
         invoke(["plan", "hello", "--env", "development", "--json", "-p", "name=bob"]).stdout
     )
     assert second["hash"] == data["hash"]
+    from oneoff._app import open_app
+
+    opened = open_app(app)
+    planned = [e for e in opened.audit.events() if e.kind == "run.planned"]
+    opened.close()
+    assert [e.plan_hash for e in planned] == [data["hash"], data["hash"]]
     human = invoke(["plan", "hello", "--env", "development"])
     assert "plan hash  sha256:" in human.stdout
     assert "dev-secret-value-123" not in human.stdout

@@ -39,6 +39,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     task = app.project.task(args.task)
     params = read_params(task, args.param, interactive=on_terminal())
     plan = make_plan(app, _request(args, params))
+    from oneoff._identity import os_user
+
+    app.audit.append(
+        "run.planned",
+        actor=os_user(),
+        environment=plan.environment.name,
+        task=plan.task.name,
+        release_id=plan.release_id,
+        plan_hash=plan.hash,
+        payload={"params": plan.public_params},
+    )
+    app.close()
     if args.json:
         emit_json(plan.to_json())
     else:
