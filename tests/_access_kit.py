@@ -1,4 +1,11 @@
-"""Shared pieces of the access tests: real ssh-keygen keys, an app with [access], helpers."""
+"""Shared pieces of the access tests: real ssh-keygen keys, an app with [access], helpers.
+
+Also a pytest plugin: a test module that sets ``pytest_plugins = ["_access_kit"]`` gets
+the ``keys``, ``root`` and ``env`` fixtures below (a module's own fixture of the same name
+still wins, as tests/test_auth_sshsig.py's ``keys`` does). Those modules import helpers
+from here before pytest sees ``pytest_plugins``, too late to rewrite asserts (there are
+none here), so the marker PYTEST_DONT_REWRITE keeps pytest from warning about it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import io
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from oneoff._app import App, open_app
 from oneoff._identity import Signer
@@ -15,6 +24,8 @@ from oneoff.testing import make_app
 # Who is who in the tests; mallory has a key but is in nobody's allowed_signers.
 PEOPLE = {"alice": "developers", "bob": "dba", "carol": "dba", "dave": "oncall", "erin": "dba"}
 OUTSIDERS = ("mallory",)
+
+Keys = dict[str, Path]
 
 MANIFEST = """
 [release]
@@ -179,3 +190,21 @@ def events(root: Path, kind: str | None = None) -> list[Any]:
         return [e for e in app.audit.events() if kind is None or e.kind == kind]
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """Everyone's key pair, made once per test module (ssh-keygen is the slow part)."""
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def root(tmp_path: Path, keys: Keys) -> Path:
+    """A fresh app with [access] and current signed production and staging releases."""
+    return make_access_app(tmp_path / "app", keys)
+
+
+@pytest.fixture
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The operator's shell without a signing key: each command names its own ``--key``."""
+    return {k: v for k, v in cli_env.items() if k not in ("ONEOFF_SIGNING_KEY", "SSH_AUTH_SOCK")}

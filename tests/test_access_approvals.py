@@ -7,24 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from _access_kit import events, make_access_app, make_keys, release, run_as, signer, signers_text
+from _access_kit import Keys, events, make_access_app, release, run_as, signer, signers_text
 from oneoff._app import open_app
 from oneoff._auth.approvals import approve, create_request
 from oneoff._auth.grant import open_gate
 from oneoff._pipeline import RunRequest, make_plan
 from oneoff.errors import ApprovalError, NotPermitted, ReleaseError
 
-Keys = dict[str, Path]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def root(tmp_path: Path, keys: Keys) -> Path:
-    return make_access_app(tmp_path / "app", keys)
+pytest_plugins = ["_access_kit"]
 
 
 def request(root: Path, keys: Keys, who: str, env: str = "production", **params: str) -> str:

@@ -6,28 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
-from _access_kit import events, make_access_app, make_keys
+from _access_kit import Keys, events, make_access_app
 from oneoff.testing import CliResult, run_cli
 
-Keys = dict[str, Path]
+pytest_plugins = ["_access_kit"]
 EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "notes" / "policies"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def root(tmp_path: Path, keys: Keys) -> Path:
-    return make_access_app(tmp_path / "app", keys)
-
-
-@pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in cli_env.items() if k not in ("ONEOFF_SIGNING_KEY", "SSH_AUTH_SOCK")}
 
 
 def cli(root: Path, env: dict[str, str], *args: str) -> CliResult:

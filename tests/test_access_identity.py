@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _access_kit import events, make_access_app, make_keys, release, run_as, signer
+from _access_kit import Keys, events, release, run_as, signer
 from oneoff._app import open_app
 from oneoff._auth.gate import Gate
 from oneoff._auth.grant import open_gate
@@ -19,17 +19,7 @@ from oneoff._identity import NAMESPACE_REQUEST, os_user, request_statement
 from oneoff.errors import ManifestError, NotPermitted, UsageError
 from oneoff.testing import make_app, run_cli
 
-Keys = dict[str, Path]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def root(tmp_path: Path, keys: Keys) -> Path:
-    return make_access_app(tmp_path / "app", keys)
+pytest_plugins = ["_access_kit"]
 
 
 @pytest.fixture

@@ -1,35 +1,29 @@
-"""Resource locks with real runner processes: one holder at a time, and SIGKILL loses the lease."""
+"""Resource locks with real runner processes: one holder at a time, SIGKILL loses the lease,
+and a runner that loses its lease stops its task."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from _access_kit import events, make_access_app, make_keys
+from _access_kit import events, run_as
 from oneoff._app import open_app
 from oneoff._locks import acquire
+from oneoff._pipeline import RunOutcome
 from oneoff._store.interface import LockRecord
 from oneoff.errors import LockBusy
 from oneoff.testing import run_cli
 
-Keys = dict[str, Path]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return make_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def root(tmp_path: Path, keys: Keys) -> Path:
-    return make_access_app(tmp_path / "app", keys)
+pytest_plugins = ["_access_kit"]
 
 
 def start_hold(
@@ -146,3 +140,128 @@ def test_lock_held_on_another_host_is_busy_until_its_lease_expires(root: Path) -
     finally:
         app.close()
     assert events(root, "lock.reaped")[-1].payload["expired"] is True
+
+
+def steal(root: Path, run_id: str) -> None:
+    """Another machine reaps ``run_id``'s lease as expired and takes the lock itself."""
+    app = open_app(root)
+    try:
+        with app.store.tx():
+            app.store.drop_locks(run_id)
+            app.store.take_locks([LockRecord("database", "r-thief", "bob", "otherhost/boot",
+                                             4242, "2024-01-01T00:00:00.000Z",
+                                             "2999-01-01T00:00:00.000Z")])  # fmt: skip
+    finally:
+        app.close()
+
+
+def test_a_run_whose_lease_is_taken_away_is_stopped(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Losing the lease mid-run stops the task, audits lock.lease_lost, frees nothing of theirs."""
+    monkeypatch.setattr("oneoff._locks.LEASE", 0.6)  # renewed every 0.2s
+    pidfile = tmp_path / "held.pid"
+    outcomes: list[RunOutcome] = []
+    runner = threading.Thread(
+        target=lambda: outcomes.append(
+            run_as(root, None, None, "hold", "development",
+                   params={"pidfile": str(pidfile), "seconds": "120"})
+        )
+    )  # fmt: skip
+    runner.start()
+    wait_for(pidfile)
+    run_id = next(e.run_id for e in events(root, "run.started"))
+    steal(root, run_id)
+    runner.join(timeout=60)
+    assert outcomes, "the task was not stopped"
+    assert outcomes[0].run.status == "failed"
+    assert outcomes[0].run.exit_code == 128 + signal.SIGTERM
+    lost = events(root, "lock.lease_lost")
+    assert [(e.run_id, e.task, e.environment) for e in lost] == [(run_id, "hold", "development")]
+    assert lost[0].payload["locks"] == ["database"]
+    assert lost[0].payload["stopped_pids"] == [int(pidfile.read_text())]
+    assert "taken away" in lost[0].payload["reason"]
+    app = open_app(root)
+    try:
+        assert [x.run_id for x in app.store.lock_holders()] == ["r-thief"]
+    finally:
+        app.close()
+
+
+def sleeper(run_id: str) -> subprocess.Popen[bytes]:
+    code = "import time; time.sleep(120)"
+    env = {**os.environ, "ONEOFF_RUN_ID": run_id}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, process_group=0)
+
+
+def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that keeps failing loses the lease once it may have expired; only this run's
+    processes are stopped."""
+
+    def broken(self: object, run_id: str, expires_at: str) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    ours, theirs = sleeper("r-mine"), sleeper("r-other")
+    try:
+        app = open_app(root)
+        try:
+            monkeypatch.setattr("oneoff._store.sqlite.SQLiteStore.renew_locks", broken)
+            lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
+                            task="hold", environment="development", grace=30)  # fmt: skip
+            assert lease is not None
+            assert ours.wait(timeout=60) == -signal.SIGTERM
+            assert lease.lost
+            lease.release()
+            assert app.store.lock_holders() == []
+        finally:
+            app.close()
+        assert theirs.poll() is None
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+    lost = events(root, "lock.lease_lost")[-1]
+    assert "cannot renew for 0.6s: disk I/O error" in lost.payload["reason"]
+    assert lost.payload["stopped_pids"] == [ours.pid]
+
+
+def test_a_task_that_ignores_sigterm_is_killed_after_its_grace(root: Path) -> None:
+    """After the grace period, what is left of the run gets SIGKILL."""
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "ONEOFF_RUN_ID": "r-mine"},
+        process_group=0,
+    )  # fmt: skip
+    try:
+        app = open_app(root)
+        try:
+            lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
+                            grace=0.5)  # fmt: skip
+            assert lease is not None
+            steal(root, "r-mine")
+            assert stubborn.wait(timeout=60) == -signal.SIGKILL
+            lease.release()
+        finally:
+            app.close()
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_a_renewed_lease_is_not_lost(root: Path) -> None:
+    """Renewals that succeed keep the lease (a lock named twice is held once)."""
+    app = open_app(root)
+    try:
+        lease = acquire(app, ["database", "database"], run_id="r-mine", holder="alice", lease=0.3)
+        assert lease is not None
+        seen = {app.store.lock_holders()[0].expires_at}
+        while len(seen) < 4:  # three renewals, however long the machine takes
+            seen.add(app.store.lock_holders()[0].expires_at)
+            time.sleep(0.02)
+        assert not lease.lost
+        lease.release()
+    finally:
+        app.close()
+    assert events(root, "lock.lease_lost") == []

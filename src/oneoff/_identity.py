@@ -12,16 +12,21 @@ import os
 import pwd
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneoff._record import dataclass
+
+if TYPE_CHECKING:
+    from oneoff._store.interface import RequestRecord
 
 __all__ = [
     "NAMESPACE_APPROVE",
     "NAMESPACE_REQUEST",
     "Principal",
     "Signer",
+    "approval_statement",
     "os_user",
+    "parse_iso",
     "request_statement",
     "signer_from",
     "utc_now",
@@ -42,6 +47,11 @@ def utc_now() -> _dt.datetime:
 
 def iso(when: _dt.datetime) -> str:
     return when.astimezone(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_iso(stamp: str) -> _dt.datetime:
+    """The inverse of ``iso`` (and of the store's millisecond stamps)."""
+    return _dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -116,3 +126,24 @@ def request_statement(
         "time": iso(now or utc_now()),
         "nonce": secrets.token_hex(16),
     }
+
+
+def approval_statement(request: RequestRecord, policy_version: str, time: str) -> bytes:
+    """The bytes an approver signs: one request, one plan hash, one policy version.
+
+    Signed with the ``oneoff-approve`` namespace, so it can never pass for a request
+    statement, nor one for it.
+    """
+    from oneoff._canonical import canonical_json
+
+    return canonical_json(
+        {
+            "oneoff_approval": 1,
+            "request": request.id,
+            "task": request.task,
+            "environment": request.environment,
+            "plan_hash": request.plan_hash,
+            "policy_version": policy_version,
+            "time": time,
+        }
+    )

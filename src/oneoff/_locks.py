@@ -5,11 +5,19 @@ deadlock two runs that each got half). A lease is renewed every ``RENEW_EVERY`` 
 by a daemon thread; a runner killed with SIGKILL stops renewing, and the next oneoff
 command frees its locks and marks its run ``lost``: at once on the same machine (the
 runner's pid is gone), after ``LEASE`` seconds from another one.
+
+The other side of that rule: a runner that cannot renew (paused past its lease, or cut
+off from the store) may have lost its locks to another run, so it stops its own task
+rather than let two runs work on one resource. See ``Lease``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
+import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -18,10 +26,11 @@ from typing import TYPE_CHECKING
 
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._store.interface import LockRecord
-from oneoff.errors import LockBusy, UsageError
+from oneoff.errors import LockBusy, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
+    from oneoff._store.sqlite import SQLiteStore
 
 __all__ = ["LEASE", "RENEW_EVERY", "Lease", "acquire", "reap_locks"]
 
@@ -39,14 +48,36 @@ def _now() -> _dt.datetime:
 
 
 class Lease:
-    """Locks held by one run; renews them in the background until ``release()``."""
+    """Locks held by one run; renews them in the background until ``release()``.
 
-    def __init__(self, app: App, run_id: str, names: Sequence[str], lease: float) -> None:
+    A lease that cannot be renewed (another machine reaped it as expired and may hold the
+    locks now, or the store stayed unreachable for a whole lease) is *lost*: the renewer
+    audits ``lock.lease_lost``, warns, and stops the run's task (SIGTERM to its process
+    group, SIGKILL ``grace`` seconds later) so that two holders never work at once.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        run_id: str,
+        names: Sequence[str],
+        lease: float,
+        *,
+        holder: str = "",
+        task: str | None = None,
+        environment: str | None = None,
+        grace: float = 5.0,
+    ) -> None:
         self.app = app
         self.run_id = run_id
-        self.names = tuple(names)
+        self.names = tuple(sorted(set(names)))  # a lock named twice is held once
         self.lease = lease
+        self.holder = holder
+        self.task = task
+        self.environment = environment
+        self.grace = grace
         self.lost = False
+        self.stopped: list[int] = []  # pids of the task's processes signalled after the loss
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._renew, args=(app.store.path,), name="oneoff-lease", daemon=True
@@ -57,21 +88,122 @@ class Lease:
         from oneoff._store.sqlite import SQLiteStore
 
         # sqlite3 connections belong to one thread: the renewer opens its own.
-        store = SQLiteStore(path)
+        store: SQLiteStore | None = None
+        last_ok = time.monotonic()
+        reason = ""
         try:
             while not self._stop.wait(min(RENEW_EVERY, self.lease / 3)):
-                with store.tx():
-                    renewed = store.renew_locks(self.run_id, _iso(_now() + _td(self.lease)))
-                if renewed < len(self.names):
-                    self.lost = True  # reaped as expired: say so when the run ends
+                try:
+                    store = store or SQLiteStore(path)
+                    with store.tx():
+                        renewed = store.renew_locks(self.run_id, _iso(_now() + _td(self.lease)))
+                except (sqlite3.Error, OneoffError) as exc:
+                    # Retry until the lease would have expired: only then may another
+                    # runner take the locks, so only then is the loss certain enough.
+                    if time.monotonic() - last_ok < self.lease:
+                        continue
+                    reason = f"cannot renew for {self.lease:g}s: {exc}"
+                else:
+                    if renewed >= len(self.names):
+                        last_ok = time.monotonic()
+                        continue
+                    reason = "taken away: reaped as expired by another runner"
+                self.lost = True
+                break
+            if self.lost:
+                self._on_lost(store, reason)
         finally:
-            store.close()
+            if store is not None:
+                store.close()
+
+    def _on_lost(self, store: SQLiteStore | None, reason: str) -> None:
+        """Stop the task first (it may no longer hold its locks), then say so."""
+        self.stopped = _signal_run(self.run_id, signal.SIGTERM)
+        from oneoff._log import log
+
+        try:
+            from oneoff._audit.keys import AuditKey
+            from oneoff._audit.log import AuditLog
+
+            if store is None:
+                raise StoreError("the store could not be opened")
+            AuditLog(store, AuditKey(self.app.state_dir)).append(
+                "lock.lease_lost",
+                actor=self.holder,
+                task=self.task,
+                environment=self.environment,
+                run_id=self.run_id,
+                payload={
+                    "locks": list(self.names),
+                    "reason": reason,
+                    "stopped_pids": self.stopped,
+                    "signal": "SIGTERM" if self.stopped else None,
+                },
+            )
+        except (sqlite3.Error, OneoffError) as exc:
+            log("lock.lease_lost_unaudited", f"lease loss not audited: {exc}", level="warning")
+        stopping = "; stopping the task" if self.stopped else ""
+        log(
+            "lock.lease_lost",
+            f"lost the lease on {', '.join(self.names)} ({reason}){stopping}",
+            level="warning",
+            hint="another run may hold these locks now: check `oneoff locks` and `oneoff runs`",
+        )
+        # Whatever the task started after the SIGTERM is stopped too, and anything still
+        # alive after the grace period is killed, until the run ends and release() is called.
+        kill_at = time.monotonic() + self.grace
+        while not self._stop.wait(POLL):
+            if time.monotonic() >= kill_at:
+                _signal_run(self.run_id, signal.SIGKILL)
+            else:
+                self.stopped += _signal_run(self.run_id, signal.SIGTERM, skip=self.stopped)
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join()
         with self.app.store.tx():
             self.app.store.drop_locks(self.run_id)
+
+
+def _signal_run(run_id: str, signum: int, skip: Sequence[int] = ()) -> list[int]:
+    """Signal the process groups of this runner's children that belong to ``run_id``.
+
+    The task is recognised by the ``ONEOFF_RUN_ID`` the pipeline gives it, so nothing else
+    this process started is touched. Linux only (``/proc``); elsewhere nothing is found
+    and the loss is only audited and logged.
+    """
+    mark = f"ONEOFF_RUN_ID={run_id}".encode()
+    signalled = []
+    for pid in sorted(_children() - set(skip)):
+        try:
+            # Pin the pid first, then check whose it is: a reaped and reused pid cannot
+            # be signalled by mistake.
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if mark not in fh.read().split(b"\0"):
+                    continue
+            signal.pidfd_send_signal(pidfd, signum)
+            if os.getpgid(pid) == pid:  # its own group (or session): the task's whole tree
+                os.killpg(pid, signum)
+            signalled.append(pid)
+        except OSError:
+            continue
+        finally:
+            os.close(pidfd)
+    return signalled
+
+
+def _children() -> set[int]:
+    """This process's children (adopted orphans included: the runner is a subreaper)."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as fh:
+                found.update(int(p) for p in fh.read().split())
+    return found
 
 
 def _td(seconds: float) -> _dt.timedelta:
@@ -85,14 +217,20 @@ def acquire(
     run_id: str,
     holder: str,
     wait: float | None = None,
-    lease: float = LEASE,
+    lease: float | None = None,
+    task: str | None = None,
+    environment: str | None = None,
+    grace: float = 5.0,
 ) -> Lease | None:
     """Take every lock in ``names`` for ``run_id`` or raise LockBusy naming the holder.
 
-    With ``wait`` (seconds), poll until they are free or the time is up.
+    With ``wait`` (seconds), poll until they are free or the time is up. ``task``,
+    ``environment`` and ``grace`` (the task's SIGTERM-to-SIGKILL delay) are for a lease
+    lost while the run goes on: see ``Lease``.
     """
     if not names:
         return None
+    lease = LEASE if lease is None else lease
     store = app.store
     deadline = time.monotonic() + (wait or 0.0)
     pid = host_id(), 0
@@ -102,8 +240,6 @@ def acquire(
         with store.tx():
             held = store.lock_holders(names)
             if not held:
-                import os
-
                 pid = host_id(), os.getpid()
                 store.take_locks(
                     [
@@ -114,7 +250,10 @@ def acquire(
                     ]
                 )
         if not held:
-            return Lease(app, run_id, names, lease)
+            return Lease(
+                app, run_id, names, lease,
+                holder=holder, task=task, environment=environment, grace=grace,
+            )  # fmt: skip
         if time.monotonic() >= deadline:
             first = held[0]
             raise LockBusy(

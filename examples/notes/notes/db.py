@@ -17,11 +17,8 @@ def connect() -> sqlite3.Connection:
         raise SystemExit(
             f"unsupported database scheme {parts.scheme!r} (this example speaks sqlite)"
         )
-    path = (
-        Path(parts.path.lstrip("/"))
-        if parts.netloc == "" and url.startswith("sqlite:///")
-        else Path(parts.path)
-    )
+    # SQLAlchemy's convention: sqlite:///relative.db (three slashes), sqlite:////abs.db (four).
+    path = Path(parts.path[1:])
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys = ON")

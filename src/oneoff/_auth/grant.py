@@ -53,12 +53,14 @@ class Grant:
         """Take the task's locks, then spend the approvals (so a busy lock burns nothing)."""
         from oneoff._locks import acquire
 
+        task, env = plan.task, plan.environment
         self.lease = acquire(
-            app, plan.task.locks, run_id=run_id, holder=self.principal.name, wait=wait
-        )
+            app, task.locks, run_id=run_id, holder=self.principal.name, wait=wait,
+            task=task.name, environment=env.name, grace=float(task.grace),
+        )  # fmt: skip
         try:
             if self.request is not None and self.gate is not None:
-                from oneoff._auth.approvals import spend
+                from oneoff._auth.quorum import spend
 
                 spend(self.gate, self.request, run_id, self.approvers)
         except BaseException:
@@ -117,7 +119,7 @@ def authorize_run(
         return Grant(principal, gate, break_glass=True, reason=reason)
     gate.decide(principal, "run", task, env, plan_hash=plan.hash)
     if request_id is not None:
-        from oneoff._auth.approvals import check_approvals
+        from oneoff._auth.quorum import check_approvals
 
         request = app.store.get_request(request_id)
         approvers = check_approvals(gate, request, plan, principal)
