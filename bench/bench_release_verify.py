@@ -12,6 +12,7 @@ machine noise hits both alike. Prints medians and their difference; asserts noth
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -69,6 +70,11 @@ def main() -> int:
     parser.add_argument("--git", action="store_true", help="make the apps git checkouts")
     parser.add_argument("--signed", action="store_true", help="sign the release (Ed25519)")
     args = parser.parse_args()
+    # This shell may set PYTHONDONTWRITEBYTECODE: without .pyc files every run would
+    # recompile oneoff, which an installed wheel never does.
+    import oneoff as package
+
+    compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
     oneoff = oneoff_bin()
     env = {k: v for k, v in os.environ.items() if k != "ONEOFF_RELEASE_KEY_FILE"}
     with tempfile.TemporaryDirectory() as tmp:

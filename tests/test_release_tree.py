@@ -10,14 +10,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oneoff._release import tree
+from oneoff._release import listing, statcache, tree
 from oneoff._release.tree import (
     Change,
     Entry,
@@ -120,7 +121,7 @@ def test_non_utf8_names_round_trip_and_differ_from_lookalikes(tmp_path: Path) ->
         f.write(b"x")
     snap = snapshot(root)
     (path,) = snap.entries
-    assert tree._enc(path) == b"caf\xe9.py"
+    assert listing._enc(path) == b"caf\xe9.py"
     data = json.loads(json.dumps(snap.to_dict()))
     assert "path_b64" in data["entries"][0]
     assert TreeSnapshot.from_dict(data) == snap
@@ -275,7 +276,7 @@ entries_strategy = st.dictionaries(
     max_size=12,
 ).map(
     lambda d: [
-        Entry(tree._dec(p), kind, mode if kind == "file" else 0, size, h.hex())  # type: ignore[arg-type]
+        Entry(listing._dec(p), kind, mode if kind == "file" else 0, size, h.hex())  # type: ignore[arg-type]
         for p, (kind, mode, size, h) in d.items()
     ]
 )
@@ -517,7 +518,7 @@ def test_files_modified_after_the_cache_stamp_are_not_cached(
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"not a cache", b"ONEOFFSC\x00\x02" + b"\xff" * 200, None],
+    [b"", b"not a cache", statcache._CACHE_MAGIC + b"\xff" * 200, None],
     ids=["empty", "text", "bad-mac", "truncated"],
 )
 def test_corrupt_cache_file_is_ignored_and_replaced(app: Path, garbage: bytes | None) -> None:
@@ -529,7 +530,7 @@ def test_corrupt_cache_file_is_ignored_and_replaced(app: Path, garbage: bytes | 
     (app / "README").write_text("changed")
     cache = StatCache(cache_path)
     assert verify(app, expected, cache=cache) == [Change("README", "modified")]
-    assert cache_path.read_bytes()[:10] == b"ONEOFFSC\x00\x02"
+    assert cache_path.read_bytes()[:10] == statcache._CACHE_MAGIC
 
 
 def test_cache_written_under_another_key_is_not_trusted(
@@ -557,3 +558,240 @@ def test_git_fast_path_notices_modified_and_removed_files(app: Path) -> None:
         Change("README", "modified"),
         Change("manage.py", "removed"),
     ]
+
+
+# --- warm fast paths: every kind of change still shows -----------------------------------
+
+
+def _file_to_link(path: Path, target: str) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
+CHANGES: dict[str, Callable[[Path], object]] = {
+    "modified": lambda root: (root / "app" / "models.py").write_text("class N: ...\n"),
+    "added": lambda root: (root / "app" / "new.py").write_text("x"),
+    "removed": lambda root: (root / "README").unlink(),
+    "mode changed": lambda root: (root / "manage.py").chmod(0o644),
+    "type changed": lambda root: _file_to_link(root / "README", "manage.py"),
+}
+CHANGED_PATH = {
+    "modified": "app/models.py",
+    "added": "app/new.py",
+    "removed": "README",
+    "mode changed": "manage.py",
+    "type changed": "README",
+}
+
+
+@pytest.mark.parametrize("what", sorted(CHANGES))
+def test_walk_fast_path_detects_each_kind_of_change_after_a_warm_cache(
+    app: Path, what: str
+) -> None:
+    """After a warm verify, a file modified, added, removed, chmod'ed or turned into a link
+    is reported, and unchanged() no longer vouches for the tree."""
+    cache = StatCache(app / ".oneoff" / "statcache", key=b"k" * 32)
+    expected = _warm(app, cache)
+    assert tree.unchanged(app, expected.digest, cache=cache)
+    assert verify(app, expected, cache=cache) == []
+    CHANGES[what](app)
+    assert not tree.unchanged(app, expected.digest, cache=cache)
+    assert verify(app, expected, cache=cache) == [Change(CHANGED_PATH[what], what)]  # type: ignore[arg-type]
+
+
+def test_walk_fast_path_checks_the_root_itself_without_following_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """The walked root is lstat'ed as given: a root symlink re-pointed at a copy with a new
+    file is not vouched for."""
+    real = tmp_path / "real"
+    write(real, {"a.py": b"a"})
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    cache = StatCache(tmp_path / "statcache")
+    expected = _warm(link, cache)
+    copy = tmp_path / "copy"
+    shutil.copytree(real, copy)
+    (copy / "b.py").write_text("b")
+    link.unlink()
+    link.symlink_to(copy)
+    assert verify(link, expected, cache=cache) == [Change("b.py", "added")]
+
+
+def test_cache_file_from_an_older_format_is_ignored(app: Path) -> None:
+    """A cache in the previous layout (another magic) is not trusted; files are re-hashed."""
+    cache_path = app / ".oneoff" / "statcache"
+    expected = _warm(app, StatCache(cache_path))
+    data = bytearray(cache_path.read_bytes())
+    data[:10] = b"ONEOFFSC\x00\x02"
+    cache_path.write_bytes(bytes(data))
+    cache = StatCache(cache_path)
+    cache.load()
+    assert len(cache) == 0
+    assert not tree.unchanged(app, expected.digest, cache=cache)
+
+
+def _git_app(app: Path) -> None:
+    git(app, "init", "-q")
+    git(app, "add", ".")
+
+
+def _git_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    calls: list[bytes] = []
+    real = listing._git_files
+
+    def counting(root: bytes) -> list[bytes] | None:
+        calls.append(root)
+        return real(root)
+
+    monkeypatch.setattr(statcache, "_git_files", counting)
+    return calls
+
+
+def _warm_git(app: Path, cache: StatCache) -> TreeSnapshot:
+    snap = _warm(app, cache)
+    for _ in range(200):
+        if cache._git != statcache._NO_DIGEST:
+            break
+        # An index written in the cache's own timestamp tick is racy and not recorded;
+        # a warm check a tick later records it (a ctime cannot be back-dated).
+        time.sleep(0.005)
+        assert tree.unchanged(app, snap.digest, cache=cache)
+    assert cache._git != statcache._NO_DIGEST
+    return snap
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_git_fast_path_skips_ls_files_while_the_index_is_unchanged(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With .git, .git/index and .git/config unchanged, a warm check runs no git at all."""
+    _git_app(app)
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm_git(app, cache)
+    calls = _git_calls(monkeypatch)
+    assert tree.unchanged(app, expected.digest, cache=StatCache(cache.path))
+    assert verify(app, expected, cache=cache) == []
+    assert calls == []
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+@pytest.mark.parametrize("what", sorted(set(CHANGES) - {"added"}))
+def test_git_fast_path_detects_each_kind_of_change_without_re_listing(app: Path, what: str) -> None:
+    """Skipping ls-files does not skip the stat check: every kind of change is reported."""
+    _git_app(app)
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm_git(app, cache)
+    CHANGES[what](app)
+    assert not tree.unchanged(app, expected.digest, cache=cache)
+    assert verify(app, expected, cache=cache) == [Change(CHANGED_PATH[what], what)]  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_git_index_change_makes_the_fast_path_re_list_tracked_files(
+    app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untracked file changes nothing; `git add` of it rewrites the index, so the warm
+    check re-lists and reports it."""
+    _git_app(app)
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm_git(app, cache)
+    (app / "new.py").write_text("x")
+    calls = _git_calls(monkeypatch)
+    assert tree.unchanged(app, expected.digest, cache=cache)
+    assert calls == []
+    git(app, "add", "new.py")
+    assert not tree.unchanged(app, expected.digest, cache=cache)
+    assert calls != []
+    assert verify(app, expected, cache=cache) == [Change("new.py", "added")]
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_git_rm_cached_of_a_tracked_file_is_noticed_by_the_fast_path(app: Path) -> None:
+    """Untracking a file that stays on disk changes the index: it shows as removed."""
+    _git_app(app)
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm_git(app, cache)
+    git(app, "rm", "-q", "--cached", "README")
+    assert verify(app, expected, cache=cache) == [Change("README", "removed")]
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_racy_git_index_is_not_recorded(app: Path) -> None:
+    """An index not older than the cache's stamp could change again unseen: git is asked."""
+    _git_app(app)
+    index = app / ".git" / "index"
+    st = index.stat()
+    os.utime(index, ns=(st.st_atime_ns, st.st_mtime_ns + 3600 * 10**9))
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm(app, cache)
+    assert tree.unchanged(app, expected.digest, cache=cache)
+    assert cache._git == statcache._NO_DIGEST
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_missing_tracked_file_keeps_the_git_fast_path_off(app: Path) -> None:
+    """A tracked file absent when cached could come back without an index change: the git
+    state is not recorded, and its return is reported."""
+    _git_app(app)
+    data = (app / "README").read_bytes()
+    (app / "README").unlink()
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm(app, cache)
+    time.sleep(0.05)
+    assert tree.unchanged(app, expected.digest, cache=cache)
+    assert cache._git == statcache._NO_DIGEST
+    (app / "README").write_bytes(data)
+    assert verify(app, expected, cache=cache) == [Change("README", "added")]
+
+
+@pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
+def test_repository_with_submodules_always_asks_git(app: Path) -> None:
+    """A .gitmodules file means other indexes count: the git state is never recorded."""
+    (app / ".gitmodules").write_text("")
+    _git_app(app)
+    cache = StatCache(app / ".oneoff" / "statcache")
+    expected = _warm(app, cache)
+    time.sleep(0.05)
+    assert tree.unchanged(app, expected.digest, cache=cache)
+    assert cache._git == statcache._NO_DIGEST
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.dictionaries(
+        st.lists(names, min_size=1, max_size=3).map("/".join), st.binary(max_size=16),
+        min_size=1, max_size=8,
+    ),
+    data=st.data(),
+)  # fmt: skip
+def test_warm_cache_never_vouches_for_a_changed_tree(
+    files: dict[str, bytes], data: st.DataObject
+) -> None:
+    """Whatever the tree, after a warm cache any one edit, addition, removal or chmod makes
+    unchanged() false and verify() name exactly that path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "app"
+        try:
+            write(root, files)
+        except (NotADirectoryError, FileExistsError, IsADirectoryError):
+            return  # "a" and "a/b" both drawn: not a tree
+        cache = StatCache(Path(tmp) / "statcache", key=b"k" * 32)
+        expected = _warm(root, cache)
+        assert tree.unchanged(root, expected.digest, cache=StatCache(cache.path, key=b"k" * 32))
+        victim = data.draw(st.sampled_from(sorted(files)))
+        what = data.draw(st.sampled_from(["modified", "added", "removed", "mode changed"]))
+        path = root / victim
+        if what == "modified":
+            path.write_bytes(files[victim] + b"!")
+        elif what == "added":
+            victim += ".new"
+            if victim in files:
+                return
+            (root / victim).write_bytes(b"new")
+        elif what == "removed":
+            path.unlink()
+        else:
+            path.chmod(0o755)
+        assert not tree.unchanged(root, expected.digest, cache=cache)
+        assert verify(root, expected, cache=cache) == [Change(victim, what)]  # type: ignore[arg-type]

@@ -14,10 +14,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from oneoff._record import dataclass
 from oneoff.errors import ReleaseError
 
 __all__ = ["MIN_KEY_BYTES", "ConfigSnapshot", "ConfigValue", "config_digest", "diff_config"]

@@ -26,10 +26,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from oneoff._record import dataclass
 from oneoff.errors import ReleaseError
 
 __all__ = ["DepsSnapshot", "Distribution", "diff_deps", "normalize_name", "snapshot_deps"]

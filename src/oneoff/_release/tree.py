@@ -30,23 +30,30 @@ and the digest is computed over the original bytes.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import hmac
 import os
 import re
 import stat
 import struct
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from fnmatch import translate
 from types import MappingProxyType
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
+from oneoff._record import dataclass
+from oneoff._release.listing import (
+    DEFAULT_IGNORE,
+    Source,
+    _dec,
+    _display,
+    _enc,
+    _git_files,
+    _git_listing,
+    _Ignore,
+    _Listing,
+    _walk,
+)
+from oneoff._release.statcache import _NO_DIGEST, StatCache, _git_state
 from oneoff.errors import DriftError, ReleaseError
 
 __all__ = [
@@ -65,9 +72,6 @@ __all__ = [
 
 Kind = Literal["file", "symlink"]
 What = Literal["modified", "added", "removed", "mode changed", "type changed"]
-Source = Literal["git", "walk"]
-
-DEFAULT_IGNORE: Final[tuple[str, ...]] = (".oneoff/", ".git/", "__pycache__/", "*.pyc", ".venv/")
 FORMAT: Final = "oneoff-tree-v1"
 CHUNK: Final = 1 << 20
 
@@ -79,35 +83,14 @@ _OPEN_FLAGS: Final = (
     os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 )  # O_NONBLOCK: a FIFO swapped in after the scan must not block the open.
 _PARALLEL_MIN_FILES: Final = 32
-_GIT_TIMEOUT: Final = 120.0
 
 
-def _dec(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+class Entry(NamedTuple):
+    """One file or symlink: path relative to the root, kind, mode bits, size, SHA-256 (hex).
 
-
-def _enc(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape")
-
-
-def _display(path: str) -> str:
-    """A path safe to print on one line: escapes control characters and undecodable bytes."""
-    if path.isprintable():
-        return path
-    out = []
-    for ch in path:
-        if "\udc80" <= ch <= "\udcff":
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One file or symlink: path relative to the root, kind, mode bits, size, SHA-256 (hex)."""
+    A named tuple rather than a dataclass: a tree holds tens of thousands of these, and
+    ``dataclasses`` costs ~5 ms to import on the path every ``oneoff run`` takes.
+    """
 
     path: str
     kind: Kind
@@ -140,7 +123,7 @@ def _tree_digest(entries: Iterable[Entry]) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TreeSnapshot:
     """The code of a release: entries by path and their Merkle digest (hex).
 
@@ -258,200 +241,19 @@ def _check_relpath(raw: bytes) -> None:
         raise ReleaseError(f"tree snapshot: bad path {_display(_dec(raw))!r}")
 
 
-# --- ignore patterns -------------------------------------------------------------------
-
-
-def _compile(patterns: list[str]) -> re.Pattern[str] | None:
-    return re.compile("|".join(translate(p) for p in patterns)) if patterns else None
-
-
-class _Ignore:
-    def __init__(self, patterns: Iterable[str]) -> None:
-        patterns = tuple(patterns)
-        names: list[str] = []
-        dir_names: list[str] = []
-        paths: list[str] = []
-        dir_paths: list[str] = []
-        for pattern in (*DEFAULT_IGNORE, *patterns):
-            if not isinstance(pattern, str) or not pattern.strip("/") or "\x00" in pattern:
-                raise ReleaseError(f"bad ignore pattern {pattern!r}")
-            dir_only = pattern.endswith("/")
-            body = pattern.strip("/")
-            anchored = pattern.startswith("/") or "/" in body
-            if anchored:
-                (dir_paths if dir_only else paths).append(body)
-            else:
-                (dir_names if dir_only else names).append(body)
-        # Cached whole-tree results are only valid for the same patterns.
-        self.fingerprint = hashlib.sha256(
-            "\x00".join((*DEFAULT_IGNORE, *patterns)).encode("utf-8", "surrogateescape")
-        ).digest()
-        self._names = _compile(names)
-        self._dir_names = _compile(dir_names)
-        self._paths = _compile(paths)
-        self._dir_paths = _compile(dir_paths)
-
-    def file(self, rel: str, name: str) -> bool:
-        return bool(
-            (self._names and self._names.match(name)) or (self._paths and self._paths.match(rel))
-        )
-
-    def dir(self, rel: str, name: str) -> bool:
-        return bool(
-            self.file(rel, name)
-            or (self._dir_names and self._dir_names.match(name))
-            or (self._dir_paths and self._dir_paths.match(rel))
-        )
-
-
-# --- listing ---------------------------------------------------------------------------
-
-_Listing = list[tuple[bytes, os.stat_result]]
-
-
-def _refuse_special(rel: bytes, st: os.stat_result) -> ReleaseError:
-    shown = _display(_dec(rel))
-    if stat.S_ISDIR(st.st_mode):
-        return ReleaseError(
-            f"tracked path {shown} is a directory",
-            hint="an uninitialized git submodule? run: git submodule update --init",
-        )
-    return ReleaseError(
-        f"{shown} is neither a regular file nor a symlink",
-        hint="remove it from the app tree or add it to the ignore patterns",
-    )
-
-
-def _walk(root: bytes, ignore: _Ignore) -> tuple[_Listing, _Listing]:
-    """Files and links under root, and the directories walked (root as b"")."""
-    out: _Listing = []
-    dirs: _Listing = []
-    stack: list[tuple[bytes, str]] = [(b"", "")]
-    while stack:
-        prefix, prefix_s = stack.pop()
-        directory = os.path.join(root, prefix) if prefix else root
-        try:
-            # Stat before listing: a change after this point shows up next time.
-            dirs.append((prefix.rstrip(b"/"), os.lstat(directory)))
-            with os.scandir(directory) as it:
-                dirents = list(it)
-        except OSError as exc:
-            raise ReleaseError(
-                f"cannot list directory {_display(prefix_s) or '.'}: {exc.strerror}"
-            ) from exc
-        for de in dirents:
-            name = _dec(de.name)
-            rel_s = prefix_s + name
-            # d_type tells directories apart without a syscall; never follow links.
-            if de.is_dir(follow_symlinks=False):
-                if not ignore.dir(rel_s, name):
-                    stack.append((prefix + de.name + b"/", rel_s + "/"))
-                continue
-            if ignore.file(rel_s, name):
-                continue
-            try:
-                st = de.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise ReleaseError(f"cannot stat {_display(rel_s)}: {exc.strerror}") from exc
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                raise _refuse_special(prefix + de.name, st)
-            out.append((prefix + de.name, st))
-    return out, dirs
-
-
-def _git_files(root: bytes) -> list[bytes] | None:
-    """Tracked paths under root, or None when root is not inside a git work tree."""
-    # GIT_DIR & co. would let the environment point git at another repository.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env["LC_ALL"] = "C"
-    argv = [
-        "git",
-        "-c",
-        "core.fsmonitor=false",
-        "-C",
-        os.fsdecode(root),
-        "ls-files",
-        "-z",
-        "--cached",
-        "--recurse-submodules",
-    ]
-    try:
-        proc = subprocess.run(argv, capture_output=True, env=env, timeout=_GIT_TIMEOUT, check=False)
-    except FileNotFoundError:
-        if _inside_git_dir(root):
-            raise ReleaseError(
-                "the app is a git work tree but git is not installed",
-                hint="install git: which files belong to the release comes from its index",
-            ) from None
-        return None
-    except subprocess.TimeoutExpired as exc:
-        raise ReleaseError("git ls-files timed out") from exc
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        # Only "not a repository" means walk mode; any other failure (dubious ownership,
-        # corrupt index) must not silently widen the file set.
-        if "not a git repository" in err:
-            return None
-        raise ReleaseError(f"git ls-files failed: {err.splitlines()[-1] if err else proc}")
-    return sorted({p for p in proc.stdout.split(b"\x00") if p})
-
-
-def _inside_git_dir(root: bytes) -> bool:
-    path = os.path.abspath(root)
-    while True:
-        if os.path.lexists(os.path.join(path, b".git")):
-            return True
-        parent = os.path.dirname(path)
-        if parent == path:
-            return False
-        path = parent
-
-
-def _git_listing(root: bytes, tracked: list[bytes], ignore: _Ignore) -> _Listing:
-    out: _Listing = []
-    dir_ok: dict[bytes, bool] = {b"": True}
-
-    def usable_dir(d: bytes) -> bool:
-        # Every ancestor must be ignored-free and a real directory, not a symlink that
-        # would lead the lstat/open of a tracked path outside the root.
-        known = dir_ok.get(d)
-        if known is not None:
-            return known
-        parent, _, name = d.rpartition(b"/")
-        ok = usable_dir(parent) and not ignore.dir(_dec(d), _dec(name))
-        if ok:
-            try:
-                ok = stat.S_ISDIR(os.lstat(os.path.join(root, d)).st_mode)
-            except OSError:
-                ok = False
-        dir_ok[d] = ok
-        return ok
-
-    for rel in tracked:
-        parent, _, name = rel.rpartition(b"/")
-        if ignore.file(_dec(rel), _dec(name)):
-            continue
-        if not usable_dir(parent):
-            continue
-        try:
-            st = os.lstat(os.path.join(root, rel))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as exc:
-            raise ReleaseError(f"cannot stat {_display(_dec(rel))}: {exc.strerror}") from exc
-        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            raise _refuse_special(rel, st)
-        out.append((rel, st))
-    return out
-
-
-def _list(root: bytes, ignore: _Ignore) -> tuple[Source, _Listing, _Listing]:
+def _list(
+    root: bytes, ignore: _Ignore, now_ns: int | None
+) -> tuple[Source, _Listing, _Listing, bytes]:
+    """Source, files, directories walked, and the git state the listing was made from."""
+    # The state is taken before listing: a change after it shows up as a changed state.
+    state, newest = _git_state(root)
+    if now_ns is None or newest >= now_ns:
+        state = _NO_DIGEST
     tracked = _git_files(root)
     if tracked is None:
-        return ("walk", *_walk(root, ignore))
-    return "git", _git_listing(root, tracked, ignore), []
+        return ("walk", *_walk(root, ignore), _NO_DIGEST)
+    listing, complete = _git_listing(root, tracked, ignore)
+    return "git", listing, [], state if complete else _NO_DIGEST
 
 
 # --- hashing ---------------------------------------------------------------------------
@@ -527,247 +329,6 @@ def _entry(rel: bytes, st: os.stat_result, digest: str) -> Entry:
     return Entry(_dec(rel), "file", stat.S_IMODE(st.st_mode), st.st_size, digest)
 
 
-# --- stat cache ------------------------------------------------------------------------
-
-_CACHE_MAGIC: Final = b"ONEOFFSC\x00\x02"
-# magic, record count, complete flag, source, tree digest, ignore fingerprint, body MAC
-_CACHE_HEADER: Final = struct.Struct("<10sIBc32s32s32s")
-# A record is the packed stat key followed by the 32-byte digest. Records stay packed in
-# memory: slicing bytes is ~5x faster than unpacking 10,000 tuples on every load.
-_KEY: Final = struct.Struct("<QqqQI")
-_RECORD_SIZE: Final = _KEY.size + 32
-_NO_DIGEST: Final = b"\x00" * 32
-
-
-def _stat_key(st: os.stat_result) -> bytes:
-    return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
-
-
-class StatCache:
-    """Digests keyed by (path, size, mtime_ns, ctime_ns, inode, mode), plus a whole-tree record.
-
-    Stored in one binary file at ``path`` (header, fixed-size records, NUL-separated
-    paths), replaced atomically. A missing, corrupt, truncated or foreign file is ignored:
-    everything is re-hashed. A digest is reused only when every part of the stat key
-    matches; ctime cannot be set by ordinary users, so a forged mtime does not make a
-    modified file look unchanged.
-
-    Trust: whoever can write the cache file can make ``verify`` vouch for modified files.
-    Pass ``key`` (a secret kept outside the app tree) to authenticate the file with
-    HMAC-SHA256; without it the body is only checksummed against corruption, and the cache
-    is exactly as trustworthy as the permissions on its file.
-
-    Racy entries (as in git): a file modified in the same timestamp tick as it was hashed
-    could change again without its stat changing. Before hashing, the cache creates its
-    temporary file and takes that file's mtime as "now" on the filesystem's own clock;
-    entries whose mtime or ctime is not strictly older are not saved, so they are hashed
-    again next time. Keep the cache on the same filesystem as the tree so both clocks agree.
-
-    Whole-tree fast path: when the last scan saved every entry, the cache also keeps the
-    tree digest, the ignore patterns' fingerprint and (outside git) the stat of every
-    directory walked. ``verify`` then only lstat()s the recorded paths: a created, removed
-    or renamed file changes its directory's mtime, a modified file its own stat.
-
-    Saving is best-effort: on a read-only tree the cache is simply not written.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, key: bytes | None = None) -> None:
-        self.path = os.fspath(path)
-        self._key = key
-        self._old: dict[bytes, bytes] = {}
-        self._tree: tuple[Source, bytes, bytes] | None = None
-        self._new: dict[bytes, bytes] = {}
-        self._tmp: tuple[int, str] | None = None
-        self._now_ns = 0
-        self._complete = True
-
-    def __len__(self) -> int:
-        return len(self._old)
-
-    def _mac(self, head: bytes | memoryview, body: bytes | memoryview) -> bytes:
-        h = hashlib.sha256() if self._key is None else hmac.new(self._key, None, hashlib.sha256)
-        h.update(head)
-        h.update(body)
-        return h.digest()
-
-    def load(self) -> None:
-        """(Re)read the cache file; any problem with it just empties the cache."""
-        self._old, self._tree = {}, None
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError:
-            return
-        hsize = _CACHE_HEADER.size
-        if len(data) < hsize:
-            return
-        magic, count, complete, source, digest, ignore_fp, mac = _CACHE_HEADER.unpack_from(data)
-        view = memoryview(data)
-        if magic != _CACHE_MAGIC or not hmac.compare_digest(
-            self._mac(view[: hsize - 32], view[hsize:]), mac
-        ):
-            return
-        split = hsize + count * _RECORD_SIZE
-        if split > len(data):
-            return
-        paths = data[split:].split(b"\x00") if count else []
-        if len(paths) != count:
-            return
-        size = _RECORD_SIZE
-        self._old = dict(
-            zip(paths, [data[i : i + size] for i in range(hsize, split, size)], strict=True)
-        )
-        if complete == 1 and source in (b"g", b"w"):
-            self._tree = ("git" if source == b"g" else "walk", digest, ignore_fp)
-
-    def _begin(self) -> None:
-        self.load()
-        self._new = {}
-        self._complete = True
-        directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory
-            )
-        except OSError:
-            self._tmp = None
-            return
-        self._tmp = (fd, tmp)
-        self._now_ns = os.fstat(fd).st_mtime_ns
-
-    def _get(self, rel: bytes, st: os.stat_result) -> str | None:
-        rec = self._old.get(rel)
-        if rec is None or not rec.startswith(_stat_key(st)):
-            return None
-        self._new[rel] = rec
-        return rec[_KEY.size :].hex()
-
-    def _put(self, rel: bytes, st: os.stat_result, digest: bytes) -> None:
-        if max(st.st_mtime_ns, st.st_ctime_ns) < self._now_ns:
-            self._new[rel] = _stat_key(st) + digest
-        else:
-            self._complete = False
-
-    def _commit(self, source: Source, tree_digest: str, ignore_fp: bytes) -> None:
-        if self._tmp is None:
-            return
-        fd, tmp = self._tmp
-        self._tmp = None
-        try:
-            meta = (source, bytes.fromhex(tree_digest), ignore_fp) if self._complete else None
-            if meta == self._tree and self._new == self._old:
-                return
-            paths = list(self._new)
-            body = b"".join(self._new.values()) + b"\x00".join(paths)
-            src, digest, fp = meta or ("walk", _NO_DIGEST, _NO_DIGEST)
-            head = _CACHE_HEADER.pack(
-                _CACHE_MAGIC, len(paths), meta is not None, src[0].encode(), digest, fp, b""
-            )[:-32]
-            mac = self._mac(head, body)
-            with open(fd, "wb", closefd=False) as f:
-                f.write(head + mac + body)
-            os.replace(tmp, self.path)
-            tmp = ""
-            self._old, self._tree = self._new, meta
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-            if tmp:
-                _unlink_quietly(tmp)
-
-    def _abort(self) -> None:
-        if self._tmp is not None:
-            fd, tmp = self._tmp
-            self._tmp = None
-            os.close(fd)
-            _unlink_quietly(tmp)
-
-    def _unchanged(self, root: bytes, ignore: _Ignore, digest: str) -> bool:
-        """True when the recorded tree has digest ``digest`` and nothing on disk moved."""
-        self.load()
-        if self._tree is None or self._tree[1:] != (bytes.fromhex(digest), ignore.fingerprint):
-            return False
-        recs = self._old
-        if self._tree[0] == "git":
-            tracked = _git_files(root)
-            if tracked is None:
-                return False
-            if _same_tracked(tracked, recs, ignore):
-                # The ignore filter is path-only and unchanged: the listing is the cached
-                # paths again if their ancestors are still real directories (no symlink
-                # leads outside) and each path still has its cached stat.
-                return _real_dirs(root, recs) and _stats_match(root, recs)
-            listing = _git_listing(root, tracked, ignore)
-            if len(listing) != len(recs):
-                return False
-            return all(recs.get(rel, b"").startswith(_stat_key(st)) for rel, st in listing)
-        if _inside_git_dir(root):
-            return False
-        return _stats_match(root, recs)
-
-
-def _same_tracked(tracked: list[bytes], recs: Mapping[bytes, bytes], ignore: _Ignore) -> bool:
-    """True when ``tracked`` is the cached paths plus only paths the ignore rules drop."""
-    if len(tracked) < len(recs):
-        return False
-    seen = 0
-    for rel in tracked:
-        if rel in recs:
-            seen += 1
-        elif not _ignored(rel, ignore):
-            return False  # e.g. absent when cached: whether it exists now needs the listing
-    return seen == len(recs)
-
-
-def _ignored(rel: bytes, ignore: _Ignore) -> bool:
-    parent, _, name = rel.rpartition(b"/")
-    if ignore.file(_dec(rel), _dec(name)):
-        return True
-    while parent:
-        directory = parent
-        parent, _, name = directory.rpartition(b"/")
-        if ignore.dir(_dec(directory), _dec(name)):
-            return True
-    return False
-
-
-def _real_dirs(root: bytes, rels: Iterable[bytes]) -> bool:
-    """True when every ancestor directory of ``rels`` is a real directory (not a link)."""
-    dirs: set[bytes] = set()
-    for rel in rels:
-        parent = rel.rpartition(b"/")[0]
-        while parent and parent not in dirs:
-            dirs.add(parent)
-            parent = parent.rpartition(b"/")[0]
-    prefix = root.rstrip(b"/") + b"/"
-    try:
-        return all(stat.S_ISDIR(os.lstat(prefix + d).st_mode) for d in dirs)
-    except OSError:
-        return False
-
-
-def _stats_match(root: bytes, recs: Mapping[bytes, bytes]) -> bool:
-    # The hot loop of a warm verify: one lstat per path, nothing else.
-    lstat, pack, prefix = os.lstat, _KEY.pack, root.rstrip(b"/") + b"/"
-    try:
-        for rel, rec in recs.items():
-            st = lstat(prefix + rel) if rel else lstat(root)
-            if not rec.startswith(
-                pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
-            ):
-                return False
-    except OSError:
-        return False
-    return True
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
 # --- snapshot / diff / verify ----------------------------------------------------------
 
 
@@ -778,7 +339,8 @@ def _scan(
     if cache is not None:
         cache._begin()
     try:
-        source, listing, dirs = _list(root_b, matcher)
+        now_ns = None if cache is None or cache._tmp is None else cache._now_ns
+        source, listing, dirs, git_state = _list(root_b, matcher, now_ns)
         entries: list[Entry] = []
         todo: list[bytes] = []
         for rel, st in listing:
@@ -799,7 +361,7 @@ def _scan(
         if cache is not None:
             for rel, st in dirs:
                 cache._put(rel, st, _NO_DIGEST)
-            cache._commit(source, _tree_digest(entries), matcher.fingerprint)
+            cache._commit(source, _tree_digest(entries), matcher.fingerprint, git_state)
     finally:
         if cache is not None:
             cache._abort()
@@ -821,6 +383,8 @@ def _hash_many(root: bytes, rels: list[bytes]) -> list[tuple[str, os.stat_result
         return [_hash_file(root, rel) for rel in rels]
     # hashlib and file I/O release the GIL, so a few threads overlap per-file syscalls
     # with hashing; more than a handful only adds contention.
+    from concurrent.futures import ThreadPoolExecutor  # ~4 ms to import; cold scans only
+
     workers = min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda rel: _hash_file(root, rel), rels, chunksize=64))
@@ -837,8 +401,7 @@ def snapshot(
     return TreeSnapshot.build(entries, source)
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One path that differs between two snapshots, and how."""
 
     path: str

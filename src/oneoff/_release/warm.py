@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +53,8 @@ def _read_signed(path: Path, key: bytes) -> Any:
 
 
 def _write_signed(path: Path, key: bytes, value: Any) -> None:
+    import tempfile  # ~4 ms to import; only needed when a cache is (re)written
+
     body = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
