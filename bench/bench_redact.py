@@ -9,8 +9,10 @@ of at most 64 KiB, and ``on_output`` writes each chunk to the sink and flushes i
 ``oneoff._pipeline`` does. The sink is /dev/null.
 
 (a) pass-through: ``sink.write(chunk)``.
-(b) redaction: ``sink.write(redactors[fd].feed(chunk))`` with one Redactor per output fd, built
-    inside the timed region (the runner builds them per run), and their ``flush()`` at the end.
+(b) redaction: ``sink.write(redactors[fd].feed_view(chunk))`` (what OutputRecorder calls: no
+    copy when nothing is redacted) with one Redactor per output fd, the second a ``fresh()``
+    copy of the first as ``build_redactors`` makes them, built inside the timed region (the
+    runner builds them per run), and their ``flush()`` at the end.
 
 The output is ~64 MB of log-like lines; 100 secrets (three alphabets, 12-48 characters) give
 every form ``forms_of`` lists, and some lines carry one of them, in a random form. Runs
@@ -39,7 +41,7 @@ from pathlib import Path
 from oneoff._proc import run_process
 from oneoff._redact import Redactor, forms_of
 
-Sink = Callable[[bytes], object]
+Sink = Callable[[bytes | memoryview], object]
 
 
 def make_secrets(rng: random.Random) -> dict[str, str]:
@@ -90,12 +92,13 @@ def stream(
             flush()
 
     else:
-        redactors = {1: Redactor(secrets), 2: Redactor(secrets)}
+        first = Redactor(secrets)
+        redactors = {1: first, 2: first.fresh()}
 
         def on_output(fd: int, chunk: bytes) -> None:
             nonlocal total
             total += len(chunk)
-            write(redactors[fd].feed(chunk))
+            write(redactors[fd].feed_view(chunk))
             flush()
 
     cat = shutil.which("cat") or "/bin/cat"
@@ -149,7 +152,7 @@ def main() -> None:
             f.write(data)
 
         # Check the streamed result before timing anything.
-        captured: list[bytes] = []
+        captured: list[bytes | memoryview] = []
         assert stream(path, secrets, captured.append, lambda: None) == len(data)
         out = b"".join(captured)
         assert out == expected, "streamed output differs from Redactor.redact"

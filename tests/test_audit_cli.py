@@ -188,3 +188,39 @@ def test_tail_shows_newest_events_escaped_and_follows(ran: Path, cli_env: dict[s
     assert human.count("\n") == 1
     assert "\x1b" not in human
     assert "evil\\nkind" in human
+
+
+def test_break_glass_lists_runs_for_review(ran: Path, cli_env: dict[str, str]) -> None:
+    """`audit break-glass` lists each break-glass run, newest first, with its reason and end."""
+    from oneoff._audit.log import AuditLog
+    from oneoff._store.sqlite import SQLiteStore
+
+    assert cli(ran, cli_env, "audit", "break-glass").stdout == "no break-glass runs\n"
+    run_id = json.loads(cli(ran, cli_env, "runs", "--json").stdout)[0]["id"]
+    log = AuditLog(SQLiteStore(ran / ".oneoff" / "state.db"))
+    log.append("run.break_glass", actor="dave", environment="development", task="hello",
+               run_id=run_id, payload={"reason": "orders\x1b[2J locked"})  # fmt: skip
+    log.append("run.break_glass", actor="erin", environment="development", task="hello",
+               run_id="r-refused", payload={"reason": "late"})  # fmt: skip
+    listed = cli(ran, cli_env, "audit", "break-glass")
+    assert listed.exit_code == 0, listed.stderr
+    first, second = listed.stdout.splitlines()
+    assert "r-refused  erin  hello on development  not started  reason: late" in first
+    assert f"{run_id}  dave  hello on development  succeeded  reason: orders\\x1b[2J" in second
+    rows = json.loads(cli(ran, cli_env, "audit", "break-glass", "--json").stdout)
+    assert [(r["actor"], r["status"]) for r in rows] == [
+        ("erin", "not started"),
+        ("dave", "succeeded"),
+    ]
+    assert rows[1]["reason"] == "orders\x1b[2J locked"
+
+
+def test_verify_all_signatures_finds_a_forged_row_with_the_right_root(
+    ran: Path, cli_env: dict[str, str]
+) -> None:
+    """An old checkpoint with the true root but a bad signature fails with --all-signatures."""
+    db(ran).execute("UPDATE audit_checkpoints SET timestamp = timestamp + 1 WHERE size = 2")
+    for flags in ((), ("--all-signatures",)):
+        result = cli(ran, cli_env, "audit", "verify", *flags)
+        assert result.exit_code == 8, result.output
+        assert "signature does not verify" in result.stderr

@@ -59,7 +59,9 @@ def row(db: sqlite3.Connection, seq: int) -> tuple[bytes, bytes, bytes]:
 
 @settings(max_examples=60, deadline=None)
 @given(EVENTS, st.data())
-def test_flipping_any_byte_of_any_event_is_caught(events: list, data: st.DataObject) -> None:
+def test_flipping_any_byte_of_any_event_is_caught(
+    events: list[tuple[str, dict[str, object]]], data: st.DataObject
+) -> None:
     """Flipping any bit of any stored column of any event makes verify name that event."""
     with audit_log(events) as log:
         db = log.store.db
@@ -75,7 +77,9 @@ def test_flipping_any_byte_of_any_event_is_caught(events: list, data: st.DataObj
 
 @settings(max_examples=40, deadline=None)
 @given(EVENTS, st.data())
-def test_deleting_any_event_is_caught(events: list, data: st.DataObject) -> None:
+def test_deleting_any_event_is_caught(
+    events: list[tuple[str, dict[str, object]]], data: st.DataObject
+) -> None:
     """Deleting any event, the newest included, makes verify name it as missing."""
     with audit_log(events) as log:
         seq = data.draw(st.integers(1, len(events)))
@@ -86,7 +90,9 @@ def test_deleting_any_event_is_caught(events: list, data: st.DataObject) -> None
 
 @settings(max_examples=40, deadline=None)
 @given(EVENTS, st.data())
-def test_inserting_a_well_chained_event_is_caught(events: list, data: st.DataObject) -> None:
+def test_inserting_a_well_chained_event_is_caught(
+    events: list[tuple[str, dict[str, object]]], data: st.DataObject
+) -> None:
     """An event forged into the middle, correctly chained to its predecessor, is caught."""
     with audit_log(events) as log:
         db = log.store.db
@@ -104,7 +110,9 @@ def test_inserting_a_well_chained_event_is_caught(events: list, data: st.DataObj
 
 @settings(max_examples=40, deadline=None)
 @given(EVENTS, st.data())
-def test_swapping_two_events_is_caught(events: list, data: st.DataObject) -> None:
+def test_swapping_two_events_is_caught(
+    events: list[tuple[str, dict[str, object]]], data: st.DataObject
+) -> None:
     """Reordering two events (their contents swapped) makes verify name the earlier one."""
     with audit_log(events) as log:
         db = log.store.db
@@ -121,7 +129,9 @@ def test_swapping_two_events_is_caught(events: list, data: st.DataObject) -> Non
 
 @settings(max_examples=30, deadline=None)
 @given(EVENTS, st.data())
-def test_renumbering_an_event_is_caught(events: list, data: st.DataObject) -> None:
+def test_renumbering_an_event_is_caught(
+    events: list[tuple[str, dict[str, object]]], data: st.DataObject
+) -> None:
     """Changing an event's number leaves a gap that verify names."""
     with audit_log(events) as log:
         seq = data.draw(st.integers(1, len(events)))
@@ -237,3 +247,80 @@ def test_concurrent_appenders_never_fork_the_chain(tmp_path: Path) -> None:
     assert (report.events, report.checkpointed) == (160, 160)
     actors = [e.actor for e in AuditLog(store).events()]
     assert sorted(set(actors)) == ["p0", "p1", "p2", "p3"]
+
+
+def test_large_logs_check_newest_signature_and_every_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the threshold only the newest signature is needed; every root is still checked."""
+    import oneoff._audit.verify as verify
+
+    monkeypatch.setattr(verify, "ALL_SIGNATURES_BELOW", 2)
+    monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
+    with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
+        assert log.key is not None
+        public = log.key.public()
+        assert verify_log(log.store, public).signatures == 1
+        assert verify_log(log.store, public, all_signatures=True).signatures == 2
+        # A forged old row that keeps the true root: the events are still proven by the
+        # newest signature; only --all-signatures sees the forgery.
+        log.store.db.execute("UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE size = 2")
+        assert verify_log(log.store, public).events == 3
+        with pytest.raises(AuditError, match="checkpoint signature does not verify"):
+            verify_log(log.store, public, all_signatures=True)
+        # An old row with another root fails in either mode.
+        log.store.db.execute("UPDATE audit_checkpoints SET root = zeroblob(32) WHERE size = 2")
+        with pytest.raises(AuditError, match="checkpoint 2 does not match the log"):
+            verify_log(log.store, public)
+        # The newest row's signature is always checked.
+        log.store.db.execute(
+            "UPDATE audit_checkpoints SET root = ?, timestamp = timestamp + 1 WHERE size = 3",
+            (log.store.db.execute("SELECT root FROM audit_checkpoints WHERE size = 3").fetchone()),
+        )
+        with pytest.raises(AuditError, match="checkpoint signature does not verify"):
+            verify_log(log.store, public)
+
+
+def test_every_row_must_name_the_trusted_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even unsampled, a row naming another signing key fails verification."""
+    import oneoff._audit.verify as verify
+
+    monkeypatch.setattr(verify, "ALL_SIGNATURES_BELOW", 2)
+    monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
+    with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
+        assert log.key is not None
+        log.store.db.execute("UPDATE audit_checkpoints SET key_id = ? WHERE size = 2", ("0" * 32,))
+        with pytest.raises(AuditError, match="names signing key 0000"):
+            verify_log(log.store, log.key.public())
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=1, max_value=40), st.sets(st.integers(min_value=1, max_value=40)))
+def test_checkpoints_anywhere_in_or_across_blocks_verify(n: int, at: set[int]) -> None:
+    """Checkpoints at any sizes, in small blocks of leaves, check their roots and tree state."""
+    import oneoff._audit.verify as verify
+
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify, "_BLOCK_BITS", 2)
+        patch.setattr(verify, "_BLOCK", 4)
+        store = SQLiteStore(Path(tmp) / "state.db")
+        log = AuditLog(store, AuditKey(Path(tmp)))
+        sizes = sorted(s for s in at if s <= n)
+        for i in range(1, n + 1):
+            log.append("e", actor="a", payload={"i": i})
+            if i in at:
+                log.checkpoint()
+        assert log.key is not None
+        log.key.ensure()
+        public = log.key.public()
+        report = verify_log(store, public)
+        assert (report.events, report.checkpoints) == (n, len(sizes))
+        if sizes:
+            size = sizes[len(sizes) // 2]
+            store.db.execute(
+                "UPDATE audit_checkpoints SET frontier = zeroblob(length(frontier))"
+                " WHERE size = ?", (size,),
+            )  # fmt: skip
+            with pytest.raises(AuditError, match=f"checkpoint {size}: stored tree state"):
+                verify_log(store, public)
+        store.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from oneoff._redact import forms_of
+from oneoff._store.sqlite import SQLiteStore
 from oneoff.testing import make_app, run_cli
 
 API_TOKEN = "tok/en+ab?cd&x=1é%"
@@ -214,13 +215,7 @@ def test_logs_refuses_output_that_no_longer_matches_its_digest(
     assert b"does not match its recorded digest" in result.stderr
 
 
-def test_an_interactive_prompt_is_shown_while_the_task_waits(tmp_path: Path) -> None:
-    """With quiet release on, output held back for redaction shows once the task goes quiet."""
-    import io
-    import threading
-
-    from oneoff._output import OutputRecorder
-    from oneoff._redact import Redactor
+def recorder_store(tmp_path: Path) -> SQLiteStore:
     from oneoff._store.interface import RunRecord
     from oneoff._store.sqlite import SQLiteStore
 
@@ -231,6 +226,18 @@ def test_an_interactive_prompt_is_shown_while_the_task_waits(tmp_path: Path) -> 
                       plan_hash="h", status="running", started_at="now", runner_host="h",
                       runner_pid=1, runner_token="x")
         )  # fmt: skip
+    return store
+
+
+def test_an_interactive_prompt_is_shown_while_the_task_waits(tmp_path: Path) -> None:
+    """With quiet release on, output held back for redaction shows once the task goes quiet."""
+    import io
+    import threading
+
+    from oneoff._output import OutputRecorder
+    from oneoff._redact import Redactor
+
+    store = recorder_store(tmp_path)
     secrets = {"TOKEN": "hunter2-secret"}
     shown = io.BytesIO()
     written = threading.Event()
@@ -245,11 +252,56 @@ def test_an_interactive_prompt_is_shown_while_the_task_waits(tmp_path: Path) -> 
         store, "r1", {1: Redactor(secrets), 2: Redactor(secrets)}, {1: Sink(), 2: Sink()},
         quiet_release=0.01,
     )  # fmt: skip
-    recorder(1, b"hunter2-secret Password: ")
+    recorder(1, b"hunter2-secret Password: hun")  # could be the secret again: held
     assert written.wait(timeout=30)
-    while b"Password: " not in shown.getvalue():
+    while b"Password: hun" not in shown.getvalue():
         written.clear()
         assert written.wait(timeout=30)
     summary = recorder.close()
-    assert shown.getvalue() == b"[REDACTED:TOKEN] Password: "
+    assert shown.getvalue() == b"[REDACTED:TOKEN] Password: hun"
     assert summary.stored == len(shown.getvalue())
+
+
+def test_a_prompt_that_cannot_begin_a_secret_shows_at_once(tmp_path: Path) -> None:
+    """An interactive task's last output shows as it is read, without waiting for quiet."""
+    import io
+
+    from oneoff._output import OutputRecorder
+    from oneoff._redact import Redactor
+
+    shown = {1: io.BytesIO(), 2: io.BytesIO()}
+    secret = Redactor({"TOKEN": "hunter2-secret"})
+    recorder = OutputRecorder(
+        recorder_store(tmp_path), "r1", {1: secret, 2: secret.fresh()}, shown,
+        quiet_release=3600.0,  # never, within this test
+    )  # fmt: skip
+    recorder(1, b"Connecting... done\nPassword: ")
+    assert shown[1].getvalue() == b"Connecting... done\nPassword: "  # no wait, no thread
+    recorder(2, b"warning: token hunt")
+    assert shown[2].getvalue() == b"warning: token "  # "hunt" may begin the secret
+    recorder(2, b"er2-secret rejected\n")
+    assert shown[2].getvalue() == b"warning: token [REDACTED:TOKEN] rejected\n"
+    summary = recorder.close()
+    assert summary.bytes == len(shown[1].getvalue()) + len(shown[2].getvalue())
+
+
+def test_a_secret_split_across_small_writes_is_still_redacted(tmp_path: Path) -> None:
+    """Released early or not, a secret written a few bytes at a time never shows."""
+    import io
+
+    from oneoff._output import OutputRecorder, replay
+    from oneoff._redact import Redactor
+
+    value = "hunter2-secret"
+    redactor = Redactor({"TOKEN": value})
+    store = recorder_store(tmp_path)
+    shown = {1: io.BytesIO(), 2: io.BytesIO()}
+    recorder = OutputRecorder(store, "r1", {1: redactor, 2: redactor.fresh()}, shown)
+    text = b"".join(b"line " + form + b" end\n" for form in forms_of(value))
+    for at in range(0, len(text), 3):
+        recorder(1, text[at : at + 3])
+    recorder.close()
+    out = shown[1].getvalue()
+    assert out == redactor.redact(text)
+    assert all(form not in out for form in forms_of(value))
+    assert b"".join(piece for _, piece in replay(store, "r1")) == out

@@ -331,3 +331,83 @@ def test_import_is_light() -> None:
         "assert 'ahocorasick_rs' in sys.modules and 'numpy' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def stream_releasing(redactor: Redactor, pieces: list[bytes], release: list[bool]) -> bytes:
+    out = []
+    for piece, now in zip(pieces, itertools.cycle(release or [True]), strict=False):
+        out.append(redactor.feed(piece))
+        if now:
+            out.append(redactor.release())
+    return b"".join(out) + redactor.flush()
+
+
+@HYPO
+@given(
+    values=st.lists(
+        st.one_of(
+            st.text(st.sampled_from('ab01+/=%-_ é\\"'), min_size=6, max_size=14),
+            secret_text,
+        ),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ),
+    data=st.data(),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=16),
+    release=st.lists(st.booleans(), max_size=8),
+)
+def test_releasing_early_changes_nothing_but_latency(
+    values: list[str], data: st.DataObject, cuts: list[int], release: list[bool]
+) -> None:
+    """Output released as soon as it cannot begin a form is the one-pass output."""
+    secrets = {f"S{i}": v for i, v in enumerate(values)}
+    pieces = []
+    for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
+        form = data.draw(st.sampled_from(forms_of(data.draw(st.sampled_from(values)))))
+        a = data.draw(st.integers(min_value=0, max_value=len(form)))
+        pieces.append(data.draw(st.sampled_from([form, form[a:], form[:a]])))
+        pieces.append(data.draw(st.sampled_from([b"", b"A", b"z9", b"+", b"\xff", b" x "])))
+    text = b"".join(pieces)
+    expected = reference_redact(secrets, text)
+    assert stream_releasing(Redactor(secrets), chunked(text, cuts), release) == expected
+
+
+@HYPO
+@given(value=secret_text, prefix=st.binary(max_size=300), data=st.data())
+def test_release_keeps_only_what_could_begin_a_form(
+    value: str, prefix: bytes, data: st.DataObject
+) -> None:
+    """After release, the held bytes are a prefix of a form, after at most one base64 byte."""
+    redactor = Redactor({"S": value})
+    form = data.draw(st.sampled_from(forms_of(value)))
+    start = data.draw(st.sampled_from([form[: len(form) // 2], b"", form[:1]]))
+    redactor.feed(prefix + start)
+    redactor.release()
+    held = redactor._tail
+    assert len(held) <= redactor.max_form_length
+    forms = forms_of(value)
+    assert any(f.startswith(held) or f.startswith(held[1:]) for f in forms) or not held
+    assert len(held) >= len(start) or any(f.startswith(start[-len(held) :]) for f in forms)
+
+
+def test_a_prompt_is_released_whole_and_a_secret_start_is_kept() -> None:
+    """'Password: ' comes out at once; the first bytes of a secret stay until it completes."""
+    redactor = Redactor({"TOKEN": "hunter2-secret"})
+    assert redactor.feed(b"Password: ") + redactor.release() == b"Password: "
+    assert redactor.held_back == 0
+    assert redactor.feed(b"token hunt") + redactor.release() == b"token "
+    assert redactor.held_back == 4
+    assert redactor.feed(b"er2-secret!") + redactor.release() == b"[REDACTED:TOKEN]!"
+    assert redactor.flush() == b""
+
+
+def test_a_fresh_redactor_shares_the_automaton_not_the_stream() -> None:
+    """fresh() gives an independent stream over the same secrets."""
+    first = Redactor({"TOKEN": "hunter2-secret"})
+    shown = first.feed(b"x" * 100 + b"hunter2")
+    second = first.fresh()
+    assert second.held_back == 0
+    assert second.redact(b"a hunter2-secret b") == b"a [REDACTED:TOKEN] b"
+    shown += first.feed(b"-secret") + first.flush()
+    assert shown == b"x" * 100 + b"[REDACTED:TOKEN]"

@@ -22,6 +22,11 @@ the stride only decides how many bytes the automaton walks. k is the largest str
 ``_MAX_STRIDE`` that still gives every form anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1,
 a plain scan, when a form is short). Short anchors keep the automaton small enough to be a
 DFA, the fastest kind, for the usual number of secrets; a larger set gets the compact NFA.
+
+Held-back bytes: ``feed`` keeps the last ``max_form_length - 1`` bytes (cheap, no search);
+``release`` returns all of them but the longest suffix that could still begin a form (a
+prefix of some form, plus the base64 character before it), which is what an interactive
+prompt needs to show at once. Both give the same output as one pass over the whole stream.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ _ANCHOR: Final = 8
 #: A stride is only used if every anchor still has this many bytes (fewer candidates to check).
 _MIN_ANCHOR: Final = 4
 _MAX_STRIDE: Final = 6
+#: release() looks suffixes up by their first bytes: shorter ones in a set of short prefixes.
+_HEAD: Final = 4
 #: Up to this many anchor bytes (about 100-200 secrets) the automaton is a DFA, at most ~15 MB;
 #: beyond, the contiguous NFA (about half the speed, a fraction of the memory).
 _DFA_MAX_PATTERN_BYTES: Final = 32_768
@@ -186,6 +193,21 @@ class Redactor:
             tuple(pairs) for pairs in by_anchor.values()
         ]
         self._matcher = _load_matcher(list(by_anchor)) if by_anchor else None
+        # For release(): the forms by their first _HEAD bytes, and every shorter prefix.
+        heads: dict[bytes, list[bytes]] = {}
+        short: set[bytes] = set()
+        for form in info:
+            heads.setdefault(form[:_HEAD], []).append(form)
+            short.update(form[:i] for i in range(1, min(len(form), _HEAD)))
+        self._heads = {head: tuple(forms) for head, forms in heads.items()}
+        self._short = frozenset(short)
+
+    def fresh(self) -> Redactor:
+        """A redactor for another stream over the same secrets (shares the automaton)."""
+        other = object.__new__(Redactor)
+        other.__dict__.update(self.__dict__)
+        other._tail, other._pending = b"", 0
+        return other
 
     @property
     def held_back(self) -> int:
@@ -194,8 +216,12 @@ class Redactor:
 
     def feed(self, data: bytes) -> bytes:
         """Redact ``data`` as the next piece of the stream; return the bytes safe to emit now."""
+        return bytes(self.feed_view(data))
+
+    def feed_view(self, data: bytes) -> bytes | memoryview:
+        """Like ``feed``, but when nothing is redacted the result may be a view (no copy)."""
         if self._matcher is None:
-            return bytes(data)
+            return data
         buf = self._tail + data if self._tail else bytes(data)
         cut = len(buf) - (self.max_form_length - 1)
         if cut <= 0:
@@ -203,20 +229,50 @@ class Redactor:
             return b""
         return self._emit(buf, cut)
 
+    def release(self) -> bytes:
+        """Return the held-back bytes that cannot begin any form, redacted; keep the rest.
+
+        What stays held is the longest suffix that is a prefix of some form (a whole form too:
+        its end may take the next base64 character), and one base64 character before it (a
+        form's partial neighbour). Usually nothing: a prompt shows at once.
+        """
+        buf = self._tail
+        if not buf:
+            return b""
+        cut = self._hold_from(buf)
+        if cut > 0 and buf[cut - 1] in _B64_CHARS:
+            cut -= 1
+        if cut == 0:
+            return b""
+        return bytes(self._emit(buf, cut))
+
+    def _hold_from(self, buf: bytes) -> int:
+        """Start of the longest suffix of ``buf`` that is a prefix of some form (len if none)."""
+        heads_get, short_set = self._heads.get, self._short
+        n = len(buf)
+        for i in range(max(0, n - self.max_form_length), n):
+            if n - i < _HEAD:
+                if buf[i:] in short_set or buf[i:] in self._heads:
+                    return i
+                continue
+            forms = heads_get(buf[i : i + _HEAD])
+            if forms is not None:
+                suffix = buf[i:]
+                if any(form.startswith(suffix) for form in forms):
+                    return i
+        return n
+
     def flush(self) -> bytes:
         """End of stream: return everything still held back, redacted."""
         buf, self._tail = self._tail, b""
         if not buf:
             self._pending = 0
             return b""
-        return self._emit(buf, len(buf))
+        return bytes(self._emit(buf, len(buf)))
 
     def redact(self, data: bytes) -> bytes:
         """Redact a complete output in one go (independent of any stream in progress)."""
-        import copy
-
-        one_shot = copy.copy(self)
-        one_shot._tail, one_shot._pending = b"", 0
+        one_shot = self.fresh()
         return one_shot.feed(data) + one_shot.flush()
 
     def redact_text(self, text: str) -> str:
@@ -225,13 +281,13 @@ class Redactor:
             "utf-8", "surrogateescape"
         )
 
-    def _emit(self, buf: bytes, cut: int) -> bytes:
+    def _emit(self, buf: bytes, cut: int) -> bytes | memoryview:
         """Return ``buf[:cut]`` redacted and keep ``buf[cut:]`` as the tail."""
         spans = self._spans(buf, cut)
         self._tail = buf[cut:]
         group_end = self._pending  # bytes before this already sit under an emitted marker
         if not spans and group_end == 0:
-            return buf[:cut]
+            return memoryview(buf)[:cut]  # the common case: a 64 KiB read, not copied again
         parts: list[bytes] = []
         pos = 0
         for start, end, name in spans:

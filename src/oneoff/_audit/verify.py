@@ -1,18 +1,38 @@
-"""Verify a stored audit log end to end, and build inclusion and consistency proofs from it."""
+"""Verify a stored audit log end to end, and build inclusion and consistency proofs from it.
+
+Checkpoint signatures: every checkpoint row is parsed, must name the trusted key, and its root
+and tree state must equal the tree recomputed from the events (cheap). Its Ed25519 signature
+(~0.1 ms to check) is checked for every row when ``all_signatures`` is on, the default below
+ALL_SIGNATURES_BELOW rows; above it, for the newest row and a random sample of older ones.
+
+Why that is sound for the events: the newest signature vouches for its root, the root fixes
+every event it covers (each one is recomputed and chained here), and every older checkpoint
+must carry the root of its prefix of those same events. So no event, and no older checkpoint's
+root or size, can differ from what the key holder signed. What the cheap mode can miss is a
+forged or altered older row that still carries the correct root: a wrong timestamp, a broken
+signature, or a row the key never signed (inserted). That is tampering with the store all the
+same; ``--all-signatures`` finds it; the sample finds a forgery of many rows with high
+probability. (Deleting a checkpoint row is undetectable in both modes: rows are not chained.)
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 from typing import TYPE_CHECKING, Any
 
 from oneoff._audit.checkpoint import (
+    MAX_SIZE,
+    MAX_TIMESTAMP,
+    SIGNATURE_SIZE,
     Checkpoint,
     ConsistencyProofDoc,
     InclusionProofDoc,
+    key_id,
     verify_checkpoint,
 )
-from oneoff._audit.merkle import TreeBuilder, consistency_proof, inclusion_proof
+from oneoff._audit.merkle import EMPTY_ROOT, HASH_SIZE, consistency_proof, inclusion_proof
 from oneoff._record import dataclass
 from oneoff._store.sqlite_audit import checkpoint_from_row
 from oneoff.errors import AuditError
@@ -22,10 +42,20 @@ if TYPE_CHECKING:
 
     from oneoff._store.sqlite import SQLiteStore
 
-__all__ = ["VerifyReport", "prove_consistency", "prove_inclusion", "verify_log"]
+__all__ = [
+    "ALL_SIGNATURES_BELOW", "VerifyReport", "prove_consistency", "prove_inclusion", "verify_log",
+]  # fmt: skip
+
+#: With fewer checkpoints than this, every checkpoint signature is checked by default.
+ALL_SIGNATURES_BELOW = 10_000
+#: Otherwise the newest and this many others, chosen at random each time.
+SIGNATURE_SAMPLE = 64
 
 _GENESIS = b"\x00" * 32
-_FLUSH = 65536  # leaf hashes handed to the tree builder at once
+_BLOCK_BITS = 16
+_BLOCK = 1 << _BLOCK_BITS  # leaf hashes held and hashed at once (~2 MB)
+_NODE = b"\x01"
+_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True)
@@ -36,6 +66,7 @@ class VerifyReport:
     checkpoints: int
     checkpointed: int  # events covered by the newest signed checkpoint
     head: bytes
+    signatures: int = 0  # checkpoint signatures checked (all of them, or newest + a sample)
 
     @property
     def uncovered(self) -> int:
@@ -60,43 +91,78 @@ def _bad_event(seq: int, gap: int | None, row: tuple[Any, ...] | None, prev: byt
     )
 
 
-def _checkpoints(store: SQLiteStore, key: Ed25519PublicKey | None) -> list[tuple[Checkpoint, Any]]:
-    out = []
-    rows = store.audit_checkpoint_rows()
-    if rows and key is None:
+# A stored checkpoint row: (size, root, timestamp, key_id, signature, frontier bytes).
+_Row = tuple[Any, ...]
+
+
+def _checkpoints(
+    store: SQLiteStore, key: Ed25519PublicKey | None, all_signatures: bool | None
+) -> tuple[list[_Row], int]:
+    """Checkpoint rows, oldest first, well formed and naming ``key``; signatures checked."""
+    rows = [tuple(row) for row in store.audit_checkpoint_rows()]
+    if not rows:
+        return rows, 0
+    if key is None:
         raise AuditError(
             "the log has signed checkpoints but there is no audit public key to check them",
             hint="pass --key with the public key you kept (`oneoff audit key` printed it)",
         )
+    expected = key_id(key)
     for row in rows:
-        try:
-            cp, frontier = checkpoint_from_row(tuple(row))
-        except (AuditError, TypeError, AttributeError) as exc:
-            raise AuditError(f"checkpoint {row[0]!r} is malformed: {exc}") from None
-        assert key is not None
-        verify_checkpoint(cp, key)
-        out.append((cp, frontier))
-    return out
+        # The fast check of the common, well-formed row; anything else takes the full parse,
+        # which raises the precise error.
+        size, root, timestamp, kid, signature, frontier = row
+        if not (
+            type(size) is int and 0 <= size <= MAX_SIZE and type(root) is bytes
+            and len(root) == HASH_SIZE and type(timestamp) is int
+            and 0 <= timestamp <= MAX_TIMESTAMP and kid == expected
+            and type(signature) is bytes and len(signature) == SIGNATURE_SIZE
+            and type(frontier) is bytes and len(frontier) == HASH_SIZE * size.bit_count()
+        ):  # fmt: skip
+            verify_checkpoint(_parse(row), key)  # every row must at least name the trusted key
+    if all_signatures is None:
+        all_signatures = len(rows) < ALL_SIGNATURES_BELOW
+    checked: range | list[int]
+    if all_signatures:
+        checked = range(len(rows))
+    else:
+        # The newest anchors the events; the sample looks for forged older rows. Chosen
+        # anew each time, so a forger cannot tell which rows will be looked at.
+        older = random.SystemRandom().sample(
+            range(len(rows) - 1), min(SIGNATURE_SAMPLE, len(rows) - 1)
+        )
+        checked = sorted({*older, len(rows) - 1})
+    for i in checked:
+        verify_checkpoint(_parse(rows[i]), key)
+    return rows, len(checked)
 
 
-def verify_log(store: SQLiteStore, key: Ed25519PublicKey | None) -> VerifyReport:
+def _parse(row: _Row) -> Checkpoint:
+    try:
+        return checkpoint_from_row(row)[0]
+    except (AuditError, TypeError, AttributeError) as exc:
+        raise AuditError(f"checkpoint {row[0]!r} is malformed: {exc}") from None
+
+
+def verify_log(
+    store: SQLiteStore, key: Ed25519PublicKey | None, *, all_signatures: bool | None = None
+) -> VerifyReport:
     """Recompute the chain, the Merkle tree and every checkpoint; AuditError names the first fault.
 
     Every stored byte of every event is covered: the chain catches a changed, deleted,
     inserted or reordered event; the signed checkpoints catch a rewritten or truncated log
     (as long as the signing key was not used to re-sign it: keep a checkpoint elsewhere).
+    ``all_signatures`` (default: when there are fewer than ALL_SIGNATURES_BELOW checkpoints)
+    checks every checkpoint's signature, not only the newest's and a sample (module docstring).
     """
-    checkpoints = _checkpoints(store, key)
-    sizes = [cp.size for cp, _ in checkpoints]
+    checkpoints, signatures = _checkpoints(store, key, all_signatures)
+    sizes = [row[0] for row in checkpoints]
     gap = store.audit_first_gap()  # numbers are checked in SQL, off the hot loop
-    bounds = iter([*sizes, -1])
-    next_cp, bound = 0, next(bounds)
-    tree = TreeBuilder()
+    tree = _Tree(checkpoints)
     prev, seq = _GENESIS, 0
     hashes: list[bytes] = []
     append = hashes.append
-    rewritten: AuditError | None = None
-    flush = _FLUSH if bound < 0 else min(bound, _FLUSH)
+    block_end = _BLOCK
     sha256, zero = hashlib.sha256, b"\x00"
     # The hot loop: one SHA-256 per event, nothing decoded, rows straight off the cursor.
     for row in store.audit_chain_rows():
@@ -110,42 +176,97 @@ def verify_log(store: SQLiteStore, key: Ed25519PublicKey | None) -> VerifyReport
             raise _bad_event(seq, gap, tuple(row), prev)
         append(digest)
         prev = digest
-        if seq == flush:
-            tree.extend(hashes)
+        if seq == block_end:
+            tree.add_block(hashes)
             hashes.clear()
-            if seq == bound:
-                # A root mismatch is reported after the chain: a broken link names the event.
-                rewritten = rewritten or _check_checkpoint(*checkpoints[next_cp], tree)
-                next_cp, bound = next_cp + 1, next(bounds)
-            flush = seq + _FLUSH if bound < 0 else min(bound, seq + _FLUSH)
-    tree.extend(hashes)
+            block_end += _BLOCK
+    tree.add_block(hashes)
     if gap is not None:
         raise _bad_event(gap, gap, None, prev)
-    if rewritten is not None:
-        raise rewritten
-    if next_cp < len(sizes):
-        cp = checkpoints[next_cp][0]
+    # A root mismatch is reported after the chain: a broken link names the event.
+    if tree.rewritten is not None:
+        raise tree.rewritten
+    if tree.next_cp < len(sizes):
+        size = sizes[tree.next_cp]
         raise AuditError(
-            f"audit event {seq + 1} is missing: checkpoint {cp.size} was signed over "
-            f"{cp.size} events but the log holds {seq} (events deleted)",
+            f"audit event {seq + 1} is missing: checkpoint {size} was signed over "
+            f"{size} events but the log holds {seq} (events deleted)",
             hint="the audit log was truncated",
         )
     covered = sizes[-1] if sizes else 0
-    return VerifyReport(events=seq, checkpoints=len(sizes), checkpointed=covered, head=prev)
+    return VerifyReport(
+        events=seq, checkpoints=len(sizes), checkpointed=covered, head=prev, signatures=signatures
+    )
 
 
-def _check_checkpoint(
-    cp: Checkpoint, frontier: tuple[bytes, ...], tree: TreeBuilder
-) -> AuditError | None:
-    if not hmac.compare_digest(tree.root(), cp.root):
-        return AuditError(
-            f"checkpoint {cp.size} does not match the log: events 1..{cp.size} were "
-            "rewritten after it was signed",
-            hint="the audit log was tampered with",
-        )
-    if tree.frontier != frontier:
-        return AuditError(f"checkpoint {cp.size}: stored tree state is corrupt")
-    return None
+class _Tree:
+    """The Merkle tree of the events, checked against each checkpoint row as it grows.
+
+    Leaves come in aligned blocks of _BLOCK: every level of a block is hashed once, and a
+    checkpoint inside it reads its tree state (frontier) from those levels instead of the tree
+    being rebuilt leaf by leaf, which matters when there is a checkpoint every few events.
+    """
+
+    def __init__(self, checkpoints: list[_Row]) -> None:
+        self.checkpoints = checkpoints
+        self.next_cp = 0
+        self.size = 0
+        self.outer: list[bytes] = []  # frontier of the complete blocks, largest first
+        self.rewritten: AuditError | None = None
+
+    def add_block(self, leaves: list[bytes]) -> None:
+        levels = [leaves]
+        level = leaves
+        while len(level) > 1:  # complete pairs only: a partial block's odd node has no parent
+            it = iter(level)
+            level = [_sha256(_NODE + a + b).digest() for a, b in zip(it, it, strict=False)]
+            levels.append(level)
+        end = self.size + len(leaves)
+        complete = len(leaves) == _BLOCK
+        # Inside the block, its subtrees just follow the outer ones; at its end (a complete
+        # block) they merge into one, so those checkpoints are checked after the carry.
+        self._check_upto(end - complete, levels)
+        if complete:
+            h, n = levels[-1][0], self.size >> _BLOCK_BITS
+            while n & 1:  # carry, as a binary counter does
+                h = _sha256(_NODE + self.outer.pop() + h).digest()
+                n >>= 1
+            self.outer.append(h)
+        self.size = end
+        self._check_upto(end, levels)
+
+    def _check_upto(self, size: int, levels: list[list[bytes]]) -> None:
+        cps = self.checkpoints
+        while self.next_cp < len(cps) and cps[self.next_cp][0] <= size:
+            if self.rewritten is None:
+                self.rewritten = self._check(cps[self.next_cp], levels)
+            self.next_cp += 1
+
+    def _check(self, row: _Row, levels: list[list[bytes]]) -> AuditError | None:
+        size, root, _, _, _, frontier = row
+        m = size - self.size  # leaves of this block under the checkpoint
+        if m < 0:  # a checkpoint row sized below the events already seen (duplicate size)
+            return AuditError(f"checkpoint {size}: stored tree state is corrupt")
+        # One perfect subtree per set bit b of m, largest first: the level-b node over leaves
+        # [(m >> (b + 1)) << (b + 1), ... + 2**b), at index (m >> (b + 1)) << 1 of that level.
+        state = self.outer.copy()
+        rest = m
+        while rest:
+            b = rest.bit_length() - 1
+            state.append(levels[b][(m >> (b + 1)) << 1])
+            rest ^= 1 << b
+        computed = state[-1] if state else EMPTY_ROOT
+        for h in state[-2::-1]:
+            computed = _sha256(_NODE + h + computed).digest()
+        if not hmac.compare_digest(computed, root):
+            return AuditError(
+                f"checkpoint {size} does not match the log: events 1..{size} were "
+                "rewritten after it was signed",
+                hint="the audit log was tampered with",
+            )
+        if b"".join(state) != frontier:
+            return AuditError(f"checkpoint {size}: stored tree state is corrupt")
+        return None
 
 
 def _stored_checkpoint(store: SQLiteStore, size: int | None) -> Checkpoint:

@@ -1,4 +1,4 @@
-"""`oneoff audit verify|checkpoint|key|prove|consistency|verify-proof|export|tail`."""
+"""`oneoff audit verify|checkpoint|key|prove|consistency|verify-proof|export|break-glass|tail`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from oneoff._audit.log import AuditEvent
 
 __all__ = [
-    "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_key", "cmd_prove", "cmd_tail",
-    "cmd_verify", "cmd_verify_proof",
+    "cmd_break_glass", "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_key", "cmd_prove",
+    "cmd_tail", "cmd_verify", "cmd_verify_proof",
 ]  # fmt: skip
 
 _POLL_SECONDS = 0.5
@@ -43,17 +43,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from oneoff._audit.verify import verify_log
 
     app = app_from(args)
-    report = verify_log(app.store, _trusted_key(app, args.key))
+    report = verify_log(app.store, _trusted_key(app, args.key), all_signatures=args.all_signatures)
     if args.json:
         emit_json(
             {"ok": True, "events": report.events, "checkpoints": report.checkpoints,
              "checkpointed": report.checkpointed, "uncovered": report.uncovered,
-             "head": report.head.hex()}
+             "signatures": report.signatures, "head": report.head.hex()}
         )  # fmt: skip
-    else:
+    elif report.signatures == report.checkpoints:
         print(
             f"OK: {report.events} events, hash chain intact; {report.checkpoints} signed "
             f"checkpoints verify (the newest covers {report.checkpointed} events)"
+        )
+    else:
+        print(
+            f"OK: {report.events} events, hash chain intact; {report.checkpoints} checkpoints "
+            f"match the log, {report.signatures} signatures checked: the newest (it covers "
+            f"{report.checkpointed} events) and a random sample (--all-signatures checks all)"
         )
     if report.uncovered:
         message = f"{report.uncovered} newest events are not yet covered by a signed checkpoint"
@@ -168,6 +174,27 @@ def cmd_export(args: argparse.Namespace) -> int:
                  "kind": args.kind},
     )  # fmt: skip
     app.audit.checkpoint_or_warn()
+    return 0
+
+
+def cmd_break_glass(args: argparse.Namespace) -> int:
+    from oneoff._breakglass import break_glass_runs
+
+    runs = break_glass_runs(app_from(args))
+    if args.json:
+        emit_json(
+            [{"run_id": run.run_id, "at": run.at, "actor": run.actor, "task": run.task,
+              "environment": run.environment, "reason": run.reason, "status": run.status}
+             for run in runs]
+        )  # fmt: skip
+        return 0
+    for run in runs:
+        print(
+            f"{run.at}  {run.run_id}  {escape(run.actor)}  {escape(run.task)} on "
+            f"{escape(run.environment)}  {run.status}  reason: {escape(run.reason)}"
+        )
+    if not runs:
+        print("no break-glass runs")
     return 0
 
 

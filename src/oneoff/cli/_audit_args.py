@@ -42,6 +42,11 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     cmd.add_argument(
         "--strict", action="store_true", help="fail when events are not yet in a checkpoint"
     )
+    cmd.add_argument(
+        "--all-signatures", action=argparse.BooleanOptionalAction, default=None,
+        help="check every checkpoint's signature (default: below 10,000 checkpoints; above, "
+        "the newest and a random sample, every root still checked against the events)",
+    )  # fmt: skip
     json(cmd)
     cmd = action("checkpoint", "cmd_checkpoint", "sign a checkpoint now and print it (keep it)")
     cmd = action("key", "cmd_key", "print the audit public key and its key id")
@@ -64,6 +69,8 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     cmd.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
     cmd.add_argument("--run", metavar="RUN", help="only this run's events")
     cmd.add_argument("--kind", metavar="KIND", help="only events of this kind")
+    cmd = action("break-glass", "cmd_break_glass", "list break-glass runs for review, newest first")
+    json(cmd)
     cmd = action("tail", "cmd_tail", "show the newest events; -f keeps following")
     cmd.add_argument("-n", "--lines", type=int, default=10, metavar="N")
     cmd.add_argument("-f", "--follow", action="store_true", help="wait for new events")
