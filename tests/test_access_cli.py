@@ -82,7 +82,7 @@ def test_break_glass_runs_audited_and_announced(
     assert (root / "notified").read_text() == "orders table locked"
     assert events(root, "run.break_glass")[-1].actor == "dave"
     assert events(root, "break_glass.notified")
-    listed = cli(root, env, "break-glass", "list")
+    listed = cli(root, env, "audit", "break-glass")
     assert "dave  migrate on production  succeeded  reason: orders table locked" in listed.stdout
     runs = json.loads(cli(root, env, "runs", "--json").stdout)
     assert runs[0]["break_glass"] is True

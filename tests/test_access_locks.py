@@ -174,8 +174,10 @@ def test_a_run_whose_lease_is_taken_away_is_stopped(
     steal(root, run_id)
     runner.join(timeout=60)
     assert outcomes, "the task was not stopped"
-    assert outcomes[0].run.status == "failed"
+    assert outcomes[0].run.status == "lost"
     assert outcomes[0].run.exit_code == 128 + signal.SIGTERM
+    finished = events(root, "run.finished")
+    assert finished[-1].payload["lease_lost"] is True
     lost = events(root, "lock.lease_lost")
     assert [(e.run_id, e.task, e.environment) for e in lost] == [(run_id, "hold", "development")]
     assert lost[0].payload["locks"] == ["database"]

@@ -103,8 +103,8 @@ def break_glass_runs(app: App) -> list[BreakGlassRun]:
     """Every break-glass run in the audit log, newest first, with its final status."""
     found = []
     store = app.store
-    for event in app.audit.events():
-        if event.kind != "run.break_glass" or event.run_id is None:
+    for event in app.audit.events(kind="run.break_glass"):
+        if event.run_id is None:
             continue
         status: str
         try:

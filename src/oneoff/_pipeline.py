@@ -263,6 +263,10 @@ def run_task(
         result = executor.execute(plan, env, on_output, stdin_data=plan.stdin_data())
         status = result.status
         exit_code = result.exit_code
+        if grant.lease is not None and grant.lease.lost:
+            # The lock was taken away and the renewer stopped the task: it did not simply
+            # fail, and nobody may assume it completed.
+            status = "lost"
     finally:
         # Whatever happened (even an exception in the executor), the run does not stay
         # "running": it ends as recorded here.
@@ -289,6 +293,7 @@ def run_task(
                 "output_stored": output.stored,
                 "output_digest": output.digest,
                 "output_truncated": output.truncated,
+                **({"lease_lost": True} if status == "lost" else {}),
             },
         )
         # [stage: record] checkpoint the audit log; release locks.

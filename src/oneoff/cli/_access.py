@@ -1,4 +1,4 @@
-"""`oneoff request`, `approve`, `deny`, `requests`, `locks` and `break-glass list`."""
+"""`oneoff request`, `approve`, `deny`, `requests` and `locks`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from oneoff.errors import UsageError
 __all__ = [
     "apply_request",
     "cmd_approve",
-    "cmd_break_glass_list",
     "cmd_deny",
     "cmd_locks",
     "cmd_request",
@@ -196,22 +195,4 @@ def cmd_locks(args: argparse.Namespace) -> int:
         )
     if not held:
         print("no locks held")
-    return 0
-
-
-def cmd_break_glass_list(args: argparse.Namespace) -> int:
-    from oneoff._breakglass import break_glass_runs
-
-    app = app_from(args)
-    runs = break_glass_runs(app)
-    if args.json:
-        emit_json([run.__dict__ for run in runs])
-        return 0
-    for run in runs:
-        print(
-            f"{run.at}  {run.run_id}  {run.actor}  {run.task} on {run.environment}  "
-            f"{run.status}  reason: {terminal_safe(run.reason)}"
-        )
-    if not runs:
-        print("no break-glass runs")
     return 0

@@ -79,14 +79,6 @@ def add_access_commands(
     cmd = command("locks", _A + "cmd_locks", "list held resource locks and their runs")
     json(cmd)
 
-    group = sub.add_parser("break-glass", help="review break-glass runs")
-    common(group)
-    actions = group.add_subparsers(dest="break_glass_command", metavar="ACTION", required=True)
-    cmd = command(
-        "list", _A + "cmd_break_glass_list", "list break-glass runs, newest first", actions
-    )
-    json(cmd)
-
     group = sub.add_parser("policy", help="explain and test the app's Cedar policies")
     common(group)
     actions = group.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
