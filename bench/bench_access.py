@@ -64,7 +64,10 @@ def timed_ms(command: list[str], app: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="a few runs, to check it works")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 5
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("ONEOFF_SIGNING_KEY", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: modules load from bytecode

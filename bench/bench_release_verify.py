@@ -69,7 +69,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--git", action="store_true", help="make the apps git checkouts")
     parser.add_argument("--signed", action="store_true", help="sign the release (Ed25519)")
+    parser.add_argument("--quick", action="store_true", help="a few runs, to check it works")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 5
     # This shell may set PYTHONDONTWRITEBYTECODE: without .pyc files every run would
     # recompile oneoff, which an installed wheel never does.
     import oneoff as package

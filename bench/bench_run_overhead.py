@@ -40,7 +40,10 @@ def timed(argv: list[str], cwd: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="a few runs, to check it works")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 5
     oneoff = shutil.which("oneoff", path=str(Path(sys.executable).parent)) or "oneoff"
     # An installed wheel ships compiled bytecode; an editable checkout may not have it yet
     # (and PYTHONDONTWRITEBYTECODE would keep it that way), so compile once up front.
