@@ -386,8 +386,13 @@ def _hash_many(root: bytes, rels: list[bytes]) -> list[tuple[str, os.stat_result
     from concurrent.futures import ThreadPoolExecutor  # ~4 ms to import; cold scans only
 
     workers = min(4, os.cpu_count() or 1)
+    # One task per batch, not per file: a future per file costs more than hashing a
+    # small file (ThreadPoolExecutor ignores map's chunksize).
+    size = -(-len(rels) // (workers * 4))
+    batches = [rels[i : i + size] for i in range(0, len(rels), size)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda rel: _hash_file(root, rel), rels, chunksize=64))
+        done = pool.map(lambda batch: [_hash_file(root, rel) for rel in batch], batches)
+        return [result for batch in done for result in batch]
 
 
 def snapshot(
