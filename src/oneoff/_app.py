@@ -26,6 +26,7 @@ class App:
         self.root = project.root
         self.state_dir = project.root / STATE_DIR
         self._store: SQLiteStore | None = None
+        self._audit: AuditLog | None = None
 
     @property
     def store(self) -> SQLiteStore:
@@ -38,13 +39,16 @@ class App:
 
     @property
     def audit(self) -> AuditLog:
-        from oneoff._audit.keys import AuditKey
-        from oneoff._audit.log import AuditLog
+        if self._audit is None:
+            from oneoff._audit.keys import AuditKey
+            from oneoff._audit.log import AuditLog
 
-        store = self.store  # creates the state directory the key lives in
-        return AuditLog(store, AuditKey(self.state_dir))
+            store = self.store  # creates the state directory the key lives in
+            self._audit = AuditLog(store, AuditKey(self.state_dir))
+        return self._audit
 
     def close(self) -> None:
+        self._audit = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oneoff._clock import utc_iso
 from oneoff._record import dataclass
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def utc_now() -> _dt.datetime:
 
 
 def iso(when: _dt.datetime) -> str:
-    return when.astimezone(_dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Signed statements carry whole seconds."""
+    return utc_iso(when, timespec="seconds")
 
 
 def parse_iso(stamp: str) -> _dt.datetime:

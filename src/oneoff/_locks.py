@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oneoff._clock import utc_iso
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._store.interface import LockRecord
 from oneoff.errors import LockBusy, OneoffError, StoreError, UsageError
@@ -39,8 +40,7 @@ RENEW_EVERY = 10.0
 POLL = 0.2
 
 
-def _iso(when: _dt.datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_iso = utc_iso
 
 
 def _now() -> _dt.datetime:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Callable, Mapping
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from oneoff._app import App
+from oneoff._clock import utc_iso
 from oneoff._identity import os_user
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._plan import Plan, build_plan
@@ -53,8 +54,7 @@ class RunOutcome:
     exit_code: int
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+now = utc_iso
 
 
 def new_run_id() -> str:
@@ -128,20 +128,30 @@ def reap_lost_runs(app: App) -> list[str]:
                 marked = store.mark_lost(run.id, ended_at=now())
             if marked:
                 lost.append(run.id)
-                app.audit.append(
-                    "run.lost",
-                    actor=os_user(),
-                    environment=run.environment,
-                    task=run.task,
-                    run_id=run.id,
-                    release_id=run.release_id,
-                    plan_hash=run.plan_hash,
+                audit_run(
+                    app, "run.lost", run, actor=os_user(),
                     payload={"runner_pid": run.runner_pid, "started_at": run.started_at},
-                )
+                )  # fmt: skip
     from oneoff._locks import reap_locks
 
     reap_locks(app)  # [stage: lock] leases of dead runners, and expired ones elsewhere
     return lost
+
+
+def audit_run(
+    app: App, kind: str, run: RunRecord, *, actor: str, payload: Mapping[str, Any]
+) -> None:
+    """Append an event about ``run``, carrying its identifying fields."""
+    app.audit.append(
+        kind,
+        actor=actor,
+        environment=run.environment,
+        task=run.task,
+        run_id=run.id,
+        release_id=run.release_id,
+        plan_hash=run.plan_hash,
+        payload=payload,
+    )
 
 
 def exit_code_for(result: ProcessResult) -> int:
@@ -230,16 +240,7 @@ def run_task(
         "executor": executor.name,
         **drift,
     }
-    app.audit.append(
-        "run.started",
-        actor=principal,
-        environment=run.environment,
-        task=run.task,
-        run_id=run.id,
-        release_id=run.release_id,
-        plan_hash=run.plan_hash,
-        payload=started_payload,
-    )
+    audit_run(app, "run.started", run, actor=principal, payload=started_payload)
 
     env = dict(plan.env.values)
     env.update(
@@ -269,24 +270,17 @@ def run_task(
             status = "lost"
     finally:
         # Whatever happened (even an exception in the executor), the run does not stay
-        # "running": it ends as recorded here.
-        output = on_output.close()
-        ended = now()
-        with store.tx():
-            store.finish_run(
-                run.id, status=status, exit_code=exit_code, ended_at=ended,
-                output_bytes=output.bytes, output_digest=output.digest,
-                output_truncated=output.truncated,
-            )  # fmt: skip
-        app.audit.append(
-            "run.finished",
-            actor=principal,
-            environment=run.environment,
-            task=run.task,
-            run_id=run.id,
-            release_id=run.release_id,
-            plan_hash=run.plan_hash,
-            payload={
+        # "running": it ends as recorded here, and its locks are released even if
+        # recording fails.
+        try:
+            output = on_output.close()
+            with store.tx():
+                store.finish_run(
+                    run.id, status=status, exit_code=exit_code, ended_at=now(),
+                    output_bytes=output.bytes, output_digest=output.digest,
+                    output_truncated=output.truncated,
+                )  # fmt: skip
+            finished = {
                 "status": status,
                 "exit_code": exit_code,
                 "output_bytes": output.bytes,
@@ -294,10 +288,11 @@ def run_task(
                 "output_digest": output.digest,
                 "output_truncated": output.truncated,
                 **({"lease_lost": True} if status == "lost" else {}),
-            },
-        )
-        # [stage: record] checkpoint the audit log; release locks.
-        grant.end()
+            }
+            audit_run(app, "run.finished", run, actor=principal, payload=finished)
+        finally:
+            # [stage: record] release locks; checkpoint the audit log.
+            grant.end()
         app.audit.checkpoint_or_warn()
     run = store.get_run(run.id)
     return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))

@@ -17,7 +17,6 @@ Storage format (what ``oneoff audit verify`` checks):
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import time
@@ -25,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_json
+from oneoff._clock import utc_iso
 from oneoff._record import dataclass, field
 from oneoff.errors import AuditError, ConfigError, StoreError
 
@@ -130,7 +130,7 @@ def decode_event(seq: int, prev_hash: bytes, body: bytes, digest: bytes) -> Audi
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_iso(timespec="microseconds")
 
 
 class AuditLog:

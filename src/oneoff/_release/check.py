@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_hash
+from oneoff._clock import utc_iso
 from oneoff._identity import os_user
 from oneoff._release.configdigest import ConfigSnapshot, config_digest, diff_config
 from oneoff._release.deps import DepsSnapshot, diff_deps
@@ -50,8 +51,7 @@ _NOT_CONFIG = frozenset({"terminal", "oneoff default", "OS user", "oneoff run", 
 _VERSION = re.compile(r"v([1-9][0-9]{0,8})")
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+now = utc_iso
 
 
 def _jsonable(value: Any) -> Any:

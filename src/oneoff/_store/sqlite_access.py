@@ -7,8 +7,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from oneoff._store._prefix import row_by_id_or_prefix
 from oneoff._store.interface import ApprovalRecord, RequestRecord
-from oneoff.errors import StoreError, UsageError
+from oneoff.errors import StoreError
 
 __all__ = ["AccessMixin"]
 
@@ -41,21 +42,8 @@ class AccessMixin:
 
     def get_request(self, request_id: str) -> RequestRecord:
         """The request with this id or unique id prefix; UsageError otherwise."""
-        if not request_id or any(c in request_id for c in "%_\\"):
-            raise UsageError(f"invalid request id {request_id!r}")
-        rows = self.db.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ? OR id LIKE ?"  # noqa: S608
-            " ORDER BY id LIMIT 2",
-            (request_id, request_id + "%"),
-        ).fetchall()
-        exact = [r for r in rows if r[0] == request_id]
-        if exact:
-            return _request(exact[0])
-        if not rows:
-            raise UsageError(f"no request {request_id!r}")
-        if len(rows) > 1:
-            raise UsageError(f"request id prefix {request_id!r} is ambiguous")
-        return _request(rows[0])
+        select = f"SELECT {_REQUEST_COLUMNS} FROM requests"  # noqa: S608
+        return _request(row_by_id_or_prefix(self.db, select, request_id, "request"))
 
     def list_requests(self, *, status: str | None = "pending") -> Sequence[RequestRecord]:
         sql = f"SELECT {_REQUEST_COLUMNS} FROM requests"  # noqa: S608

@@ -7,8 +7,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+from oneoff._store._prefix import row_by_id_or_prefix
 from oneoff._store.interface import RunRecord, RunStatus
-from oneoff.errors import StoreError, UsageError
+from oneoff.errors import StoreError
 
 __all__ = ["RunsMixin"]
 
@@ -57,19 +58,7 @@ class RunsMixin:
         )
 
     def get_run(self, run_id: str) -> RunRecord:
-        if not run_id or any(c in run_id for c in "%_\\"):
-            raise UsageError(f"invalid run id {run_id!r}")
-        rows = self.db.execute(
-            _SELECT + " WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 2", (run_id, run_id + "%")
-        ).fetchall()
-        exact = [r for r in rows if r[0] == run_id]
-        if exact:
-            return _from_row(exact[0])
-        if not rows:
-            raise UsageError(f"no run {run_id!r}")
-        if len(rows) > 1:
-            raise UsageError(f"run id prefix {run_id!r} is ambiguous; give more characters")
-        return _from_row(rows[0])
+        return _from_row(row_by_id_or_prefix(self.db, _SELECT, run_id, "run"))
 
     def list_runs(
         self,
