@@ -11,6 +11,10 @@ import pytest
 
 from oneoff.testing import make_app
 
+# A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
+# kill a runner by pid expect it in-process); tests/test_daemon.py starts its own.
+os.environ["ONEOFF_DAEMON"] = "off"
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "notes"
 
 BASIC = """

@@ -9,12 +9,12 @@ Names are imported on first use so that ``import oneoff`` stays cheap on the CLI
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
 from oneoff._version import __version__
 
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on the CLI's path
 if TYPE_CHECKING:
+    from typing import Any
+
     from oneoff._app import App, open_app
     from oneoff._manifest import Project, load_project
     from oneoff._pipeline import RunOutcome, RunRequest, make_plan, run_task
@@ -50,4 +50,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'oneoff' has no attribute {name!r}")
+    from importlib import import_module
+
     return getattr(import_module(module), name)

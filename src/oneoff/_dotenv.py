@@ -9,6 +9,7 @@ from oneoff.errors import ConfigError
 __all__ = ["format_dotenv", "parse_dotenv"]
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INLINE_COMMENT = re.compile(r"[ \t]#")
 _DQ_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
 
 
@@ -65,7 +66,7 @@ def parse_dotenv(text: str, source: str = "<dotenv>") -> dict[str, str]:
         else:
             end = text.find("\n", pos)
             raw = text[pos : n if end < 0 else end]
-            comment = re.search(r"[ \t]#", raw)
+            comment = _INLINE_COMMENT.search(raw)
             if comment:
                 raw = raw[: comment.start()]
             value = raw.strip().removesuffix("\r").strip()

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from oneoff.errors import OneoffError
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on this path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI in-process and return the exit code; nothing below raises SystemExit."""
+    """Run the CLI and return the exit code; nothing below raises SystemExit.
+
+    Called without ``argv`` (the console script), the command goes to the preloaded runner
+    when one is running and will take it (see ``oneoff._daemon``); with ``argv`` (library
+    use, tests, and the runner itself) it always runs in this process.
+    """
+    if argv is None:
+        from oneoff._daemon.client import via_daemon
+
+        code = via_daemon(sys.argv[1:])
+        if code is not None:
+            return code
     from oneoff.cli._parser import build_parser, dispatch
+    from oneoff.errors import OneoffError
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)

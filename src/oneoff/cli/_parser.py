@@ -12,6 +12,7 @@ from typing import Any, cast
 from oneoff._version import __version__
 from oneoff.cli._access_args import access_run_options, add_access_commands
 from oneoff.cli._release_args import add_release_commands, release_options
+from oneoff.cli._words import wanted_command
 
 __all__ = ["build_parser", "dispatch"]
 
@@ -49,19 +50,6 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def wanted_command(argv: Sequence[str]) -> str | None:
-    """The command word in ``argv`` (skipping top-level options), if any."""
-    args = iter(argv)
-    for arg in args:
-        if arg == "--app":
-            next(args, None)
-        elif arg in ("-h", "--help", "--version"):
-            return None
-        elif not arg.startswith("-"):
-            return arg
-    return None
-
-
 class _Skipped:
     """Stands in for the parsers of commands not being run: every call is a cheap no-op."""
 
@@ -96,8 +84,23 @@ class _OnlyOne:
         return parser
 
 
+_prebuilt: argparse.ArgumentParser | None = None
+
+
+def prebuild_parser() -> None:
+    """Build the whole parser now and reuse it (the daemon does this once, before forking).
+
+    Parsing does not change a parser, and nothing in it depends on the caller: widths for
+    help are read from the caller's terminal when help is printed.
+    """
+    global _prebuilt
+    _prebuilt = _build(_OnlyOne(None, None))
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the command it names is built (the rest on --help)."""
+    if _prebuilt is not None:
+        return _prebuilt
     wanted = wanted_command(argv) if argv is not None else None
     if wanted is not None:
         only = _OnlyOne(None, wanted)
@@ -174,6 +177,7 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     cmd.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
     _json(cmd)
 
+    _add_daemon_commands(sub)
     # [commands: release] oneoff release ..., oneoff keys ...
     add_release_commands(sub, _common, _env, _json)
     # [commands: audit] oneoff audit ..., oneoff logs ...
@@ -183,6 +187,29 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     # [commands: access] oneoff request/approve/deny/requests/policy/locks ...
     add_access_commands(sub, _common, _env, _json, _params)
     return parser
+
+
+def _add_daemon_commands(sub: Any) -> None:
+    help_text = "the preloaded runner that makes scripted runs start fast"
+    parser = sub.add_parser("daemon", help=help_text, description=help_text)
+    _common(parser)
+    actions = parser.add_subparsers(dest="daemon_command", metavar="ACTION", required=True)
+    for name, text in (
+        ("start", "start it for this user and installation (idempotent)"),
+        ("stop", "stop it"),
+        ("status", "show whether it runs (exit 1 when not)"),
+    ):
+        cmd = actions.add_parser(name, help=text, description=text, formatter_class=_formatter)
+        _common(cmd)
+        cmd.set_defaults(handler=f"oneoff.cli._daemon:cmd_daemon_{name}")
+        if name == "start":
+            cmd.add_argument(
+                "--idle", type=float, default=1800.0, metavar="SECONDS",
+                help="exit after this long without a request (default: 1800)",
+            )  # fmt: skip
+            cmd.add_argument(
+                "--foreground", action="store_true", help="stay attached (for systemd units)"
+            )
 
 
 def dispatch(args: argparse.Namespace) -> int:
