@@ -9,7 +9,6 @@ import os
 import stat
 import struct
 from collections.abc import Container, Iterable
-from itertools import starmap
 from operator import attrgetter
 from typing import Final
 
@@ -21,6 +20,7 @@ from oneoff._release.listing import (
     _Ignore,
     _inside_git_dir,
 )
+from oneoff._release.lstats import keys_match
 
 __all__ = ["StatCache"]
 
@@ -34,7 +34,6 @@ _CACHE_HEADER: Final = struct.Struct("<10sIBc32s32s32s32s")
 _KEY: Final = struct.Struct("<QqqQI")
 _KEY_SIZE: Final = _KEY.size
 _NO_DIGEST: Final = b"\x00" * 32
-_stat_fields = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
 _st_mode = attrgetter("st_mode")
 
 
@@ -296,8 +295,9 @@ class StatCache:
 
     def _stats_match(self, root: bytes) -> bool:
         """True when every cached path still has its cached stat key."""
-        # The hot loop of a warm verify, kept in C: map/starmap/join run without a Python
-        # frame per path, and one bytes comparison replaces ten thousand.
+        # The hot loop of a warm verify, kept in C (map/starmap/join run without a Python
+        # frame per path, one bytes comparison replaces ten thousand) and split over two
+        # processes when the tree is large (see lstats.py).
         if not self._count:
             return True
         prefix = root.rstrip(b"/") + b"/"
@@ -308,11 +308,7 @@ class StatCache:
             full[0] = root
         if len(full) != self._count:
             return False  # malformed path column
-        try:
-            live = b"".join(starmap(_KEY.pack, map(_stat_fields, map(os.lstat, full))))
-        except OSError:
-            return False
-        return live == self._keys
+        return keys_match(full, self._keys, _KEY)
 
 
 def _git_state(root: bytes) -> tuple[bytes, int]:

@@ -1,0 +1,99 @@
+"""The split lstat comparison behind a warm verify: both halves count, on any path."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from oneoff._release.lstats import SPLIT_MIN, keys_match
+
+KEY = struct.Struct("<QqqQI")
+
+
+def key_of(path: bytes) -> bytes:
+    st = os.lstat(path)
+    return KEY.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    root = tmp_path_factory.mktemp("lstats")
+    paths = []
+    for i in range(SPLIT_MIN + 10):
+        path = root / f"d{i % 20}" / f"f{i}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        paths.append(os.fsencode(path))
+    return paths
+
+
+def test_an_unchanged_tree_matches(tree: list[bytes]) -> None:
+    keys = b"".join(map(key_of, tree))
+    assert keys_match(tree, keys, KEY)
+    assert keys_match(tree[:100], keys[: 100 * KEY.size], KEY)  # short: no fork
+
+
+@pytest.mark.parametrize("where", [0, SPLIT_MIN // 2 - 1, SPLIT_MIN // 2 + 1, -1])
+def test_a_change_in_either_half_is_seen(tree: list[bytes], where: int) -> None:
+    keys = b"".join(map(key_of, tree))
+    target = tree[where]
+    old = os.lstat(target)
+    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
+    try:
+        assert not keys_match(tree, keys, KEY)
+    finally:
+        os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+@pytest.mark.parametrize("where", [1, -2])
+def test_a_vanished_file_in_either_half_is_seen(tree: list[bytes], where: int) -> None:
+    keys = b"".join(map(key_of, tree))
+    target = Path(os.fsdecode(tree[where]))
+    data = target.read_bytes()
+    target.unlink()
+    try:
+        assert not keys_match(tree, keys, KEY)
+    finally:
+        target.write_bytes(data)
+
+
+def test_wrong_key_column_length_never_matches(tree: list[bytes]) -> None:
+    keys = b"".join(map(key_of, tree))
+    assert not keys_match(tree, keys[:-1], KEY)
+    assert not keys_match(tree[:-1], keys, KEY)
+
+
+def test_with_other_threads_it_stays_in_one_process(
+    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = b"".join(map(key_of, tree))
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    assert keys_match(tree, keys, KEY)
+    assert forks == [1]  # alone, it splits the work
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert keys_match(tree, keys, KEY)
+        changed = tree[-1]
+        old = os.lstat(changed)
+        os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
+        try:
+            assert not keys_match(tree, keys, KEY)
+        finally:
+            os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns))
+    finally:
+        stop.set()
+        worker.join()
+    assert forks == [1]  # with a second thread it never forked
