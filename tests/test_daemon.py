@@ -122,6 +122,7 @@ def test_a_run_goes_through_the_daemon_and_is_recorded(app: Path, daemon: dict[s
 
 
 def test_exit_codes_and_errors_come_back_unchanged(app: Path, daemon: dict[str, str]) -> None:
+    before = served(daemon)
     assert (
         oneoff(["run", "fail", "--env", "development", "-p", "code=7"], app, daemon).returncode == 7
     )
@@ -131,6 +132,18 @@ def test_exit_codes_and_errors_come_back_unchanged(app: Path, daemon: dict[str, 
     missing = oneoff(["run", "nope", "--env", "development"], app, daemon)
     assert missing.returncode == 2
     assert "nope" in missing.stderr
+    assert served(daemon) == before + 3
+    in_process = oneoff(
+        ["run", "nope", "--env", "development"], app, {**daemon, "ONEOFF_DAEMON": "off"}
+    )
+
+    def without_time(stderr: str) -> dict[str, object]:
+        record = dict(json.loads(stderr))
+        del record["ts"]
+        return record
+
+    assert in_process.returncode == missing.returncode
+    assert without_time(in_process.stderr) == without_time(missing.stderr)
 
 
 def test_the_task_sees_the_callers_environment_not_the_daemons(
@@ -223,12 +236,15 @@ def start_waiting_task(app: Path, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def test_sigterm_to_the_caller_reaches_the_task(app: Path, daemon: dict[str, str]) -> None:
-    proc = start_waiting_task(app, daemon)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
-    assert "task got 15" in out
-    assert proc.returncode == 3  # the task's own exit code, as in-process
-    assert runs(app)[0]["status"] in ("failed", "cancelled")
+    outcomes = []
+    for env in ({**daemon, "ONEOFF_DAEMON": "off"}, daemon):
+        before = served(daemon)
+        proc = start_waiting_task(app, env)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert "task got 15" in out
+        outcomes.append((proc.returncode, runs(app)[0]["status"], served(daemon) - before))
+    assert outcomes == [(3, "cancelled", 0), (3, "cancelled", 1)]  # same as in-process
 
 
 def test_a_killed_caller_stops_the_task_and_ends_the_run(app: Path, daemon: dict[str, str]) -> None:
@@ -249,7 +265,6 @@ def test_changed_code_retires_the_daemon(app: Path, daemon: dict[str, str]) -> N
 
     path = Path(module.__file__)
     st = path.stat()
-    before = served(daemon)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     try:
         done = oneoff(["tasks"], app, {**daemon, "ONEOFF_DAEMON": "debug"})
@@ -264,7 +279,7 @@ def test_changed_code_retires_the_daemon(app: Path, daemon: dict[str, str]) -> N
             break
         time.sleep(0.1)
     assert status.returncode == 1, "a daemon with stale code must exit"
-    assert before >= 0
+    assert "hello" in done.stdout  # refused before anything ran there, so it ran in-process
 
 
 def test_garbage_on_the_socket_does_not_hurt_the_daemon(app: Path, daemon: dict[str, str]) -> None:
@@ -412,3 +427,174 @@ def test_a_caller_with_another_import_path_runs_in_process(
     assert done.returncode == 0, done.stderr
     assert "import path" in done.stderr
     assert served(daemon) == before
+
+
+# --- the task's process state: the same through the daemon as in-process ----------------
+
+PROBE = """
+import json, os
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print(json.dumps({
+    "fds": sorted(os.listdir("/proc/self/fd")),
+    "ignored": status["SigIgn"].strip(),
+    "blocked": status["SigBlk"].strip(),
+    "umask": status["Umask"].strip(),
+    "own_group": os.getpgid(0) == os.getpid(),
+}))
+"""
+
+
+def test_the_task_gets_the_same_process_state_as_in_process(
+    app: Path, daemon: dict[str, str]
+) -> None:
+    (app / "probe.py").write_text(PROBE)
+    with (app / "oneoff.toml").open("a") as fh:
+        fh.write('\n[tasks.probe]\nargv = ["python", "probe.py"]\n')
+
+    def caller() -> None:  # like `nohup`, with a umask of its own
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        os.umask(0o027)
+
+    seen = []
+    for env in ({**daemon, "ONEOFF_DAEMON": "off"}, daemon):
+        before = served(daemon)
+        done = oneoff(["run", "probe", "--env", "development"], app, env, preexec_fn=caller)
+        assert done.returncode == 0, done.stderr
+        seen.append((json.loads(done.stdout.splitlines()[0]), served(daemon) - before))
+    (in_process, none), (through_daemon, one) = seen
+    assert (none, one) == (0, 1)
+    assert through_daemon == in_process
+    assert int(in_process["ignored"], 16) & (1 << (signal.SIGHUP - 1))  # nohup held
+
+
+def test_stdin_bytes_arrive_unchanged(app: Path, daemon: dict[str, str]) -> None:
+    lengths = []
+    for env in ({**daemon, "ONEOFF_DAEMON": "off"}, daemon):
+        done = oneoff(
+            ["run", "login", "--env", "development", "--param", "token=@-"], app, env,
+            input="abcdefgh\rXYZ\r\nmore\r\n",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lengths.append(done.stdout.splitlines()[0])
+    assert lengths[0] == lengths[1] == "token length 18"
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _daemon_pid(env: dict[str, str]) -> int:
+    status = subprocess.run([ONEOFF, "daemon", "status"], env=env, capture_output=True, text=True)
+    return int(status.stdout.split("(pid ")[1].split(",")[0])
+
+
+def test_descriptors_beyond_the_limit_are_dropped_and_closed(
+    app: Path, daemon: dict[str, str]
+) -> None:
+    from oneoff._daemon.wire import encode
+
+    pid = _daemon_pid(daemon)
+    before = _fd_count(pid)
+    path = next(Path(daemon["ONEOFF_DAEMON_DIR"]).glob("daemon-*.sock"))
+    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(6)]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(path))
+            socket.send_fds(sock, [encode([b"run"])], extra)
+            sock.settimeout(10)
+            assert sock.recv(100) == b""  # dropped without an answer
+    finally:
+        for fd in extra:
+            os.close(fd)
+    assert _fd_count(pid) == before
+    assert oneoff(["tasks"], app, daemon).returncode == 0
+
+
+def test_a_stalled_client_does_not_hold_up_others(app: Path, daemon: dict[str, str]) -> None:
+    from oneoff._daemon.server import REQUEST_SECONDS
+
+    path = next(Path(daemon["ONEOFF_DAEMON_DIR"]).glob("daemon-*.sock"))
+    before = served(daemon)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stalled:
+        stalled.connect(str(path))
+        stalled.sendall(b"\x00\x00\x01")  # part of a length, then nothing
+        done = oneoff(["run", "hello", "--env", "development"], app, daemon)
+        assert done.returncode == 0, done.stderr
+        assert served(daemon) == before + 1  # served while the other one stalls
+        stalled.settimeout(REQUEST_SECONDS + 10)
+        assert stalled.recv(100) == b""  # and the staller is cut off after its deadline
+
+
+def test_the_daemon_keeps_no_descriptor_its_starter_had(
+    app: Path, daemon_env: dict[str, str]
+) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        started = subprocess.run(
+            [ONEOFF, "daemon", "start"], cwd=app, env=daemon_env, pass_fds=[write_end],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        os.close(write_end)
+        write_end = -1
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b""  # EOF: nobody holds the write end any more
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+        subprocess.run([ONEOFF, "daemon", "stop"], env=daemon_env, capture_output=True)
+
+
+def test_concurrent_starts_leave_one_daemon(app: Path, daemon_env: dict[str, str]) -> None:
+    starts = [
+        subprocess.Popen(
+            [ONEOFF, "daemon", "start"],
+            cwd=app,
+            env=daemon_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    try:
+        outputs = [proc.communicate(timeout=60)[0] for proc in starts]
+        assert [p.returncode for p in starts] == [0, 0, 0]
+        assert sum("started" in out for out in outputs) == 1, outputs
+        assert sum("already running" in out for out in outputs) == 2, outputs
+    finally:
+        subprocess.run([ONEOFF, "daemon", "stop"], env=daemon_env, capture_output=True)
+    assert subprocess.run([ONEOFF, "daemon", "status"], env=daemon_env).returncode == 1
+
+
+def test_a_socket_served_by_another_uid_is_ignored(
+    app: Path,
+    daemon: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from oneoff._daemon import client
+
+    path = str(next(Path(daemon["ONEOFF_DAEMON_DIR"]).glob("daemon-*.sock")))
+    real = os.getuid()
+    monkeypatch.setattr(client.os, "getuid", lambda: real + 4242)
+    monkeypatch.setenv("ONEOFF_LOG_FORMAT", "text")
+    assert client._connect(path) is None
+    assert f"served by uid {real}" in capsys.readouterr().err
+
+
+def test_a_runner_that_dies_is_reported_never_retried(app: Path, daemon: dict[str, str]) -> None:
+    proc = start_waiting_task(app, daemon)
+    task_pid = int((app / "task.pid").read_text())
+    with open(f"/proc/{task_pid}/stat") as fh:
+        runner_pid = int(fh.read().rpartition(")")[2].split()[1])
+    os.kill(runner_pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "ended without an exit code" in err
+    waits = [r for r in runs(app) if r["task"] == "wait"]
+    assert len(waits) == 1  # the run it started, and no second one in-process
+    assert waits[0]["status"] == "lost"  # found by the next command (`runs`)

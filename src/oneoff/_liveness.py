@@ -19,16 +19,21 @@ def host_id() -> str:
     return f"{os.uname().nodename}/{boot}"
 
 
-def process_token(pid: int) -> str:
-    """The process's start time in clock ticks since boot: distinguishes a reused pid."""
+def _stat(pid: int) -> list[bytes]:
+    """Fields 3 onwards of /proc/PID/stat (state first), or [] when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
-        return ""
+        return []
     # The command name (field 2) may hold spaces and parentheses; split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return fields[19].decode()
+    return stat[stat.rindex(b")") + 2 :].split()
+
+
+def process_token(pid: int) -> str:
+    """The process's start time in clock ticks since boot: distinguishes a reused pid."""
+    fields = _stat(pid)
+    return fields[19].decode() if fields else ""
 
 
 def runner_alive(host: str, pid: int, token: str) -> bool | None:
@@ -37,4 +42,7 @@ def runner_alive(host: str, pid: int, token: str) -> bool | None:
         return None
     if pid == os.getpid():
         return True
-    return process_token(pid) == token and token != ""
+    fields = _stat(pid)
+    if not fields or fields[0] in (b"Z", b"X"):
+        return False  # gone, or dead and not yet reaped by its parent
+    return fields[19].decode() == token and token != ""

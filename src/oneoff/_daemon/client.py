@@ -2,17 +2,20 @@
 
 ``via_daemon(argv)`` returns the exit code when a daemon ran the command, and ``None`` when
 the caller must run it in-process: no daemon, the daemon refused (stale code, a process
-that differs from it), or the invocation is one that stays in-process by rule:
+that differs from it) or did not answer in time, or the invocation is one that stays
+in-process by rule:
 
 - standard input is a terminal: prompts (confirmations, secret params) and interactive
   consoles need the caller's controlling terminal, which a forked runner cannot have;
 - ``exec`` replaces the calling process; ``daemon`` manages the daemon itself;
-- ``ONEOFF_DAEMON=off``.
+- ``ONEOFF_DAEMON=off``; anything but Linux.
 
-Once the daemon has accepted, the command runs there exactly once: a failure after that is
-reported, never retried in-process. Signals the client receives (SIGINT, SIGTERM, SIGHUP,
-SIGQUIT, SIGUSR1, SIGUSR2) are forwarded to the runner; if the client dies, the runner
-stops the task as if it had received SIGTERM.
+Exactly once: the runner announces itself ("accepted") and runs nothing until the client
+answers "go". A client that gave up before (timeout, error) has closed the connection, so
+the runner exits without running, and the client runs the command in-process instead.
+After "go" the command is the daemon's: a failure is reported, never retried. Signals the
+client receives and does not ignore (SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM) are
+forwarded to the runner; if the client dies, the runner stops as if sent SIGTERM.
 
 Imported on every CLI invocation: built-ins only (``_socket``, ``_signal``), no typing.
 """
@@ -28,22 +31,36 @@ from oneoff._daemon.wire import WireError, encode, recv_frame, send_frame
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on this path
 if TYPE_CHECKING:
     import _socket
+    import signal as _signal
+else:
+    import _signal  # the C module: `signal` would import enum
 
-__all__ = ["ARGC_AT", "FORWARDED_SIGNALS", "IN_PROCESS_COMMANDS", "STREAMS_AT", "via_daemon"]
+__all__ = [
+    "ARGC_AT", "FORWARDED_SIGNALS", "IN_PROCESS_COMMANDS", "STREAMS_AT", "STREAM_FIELDS",
+    "caller_state", "via_daemon",
+]  # fmt: skip
 
 # A run request's fields: b"run", version, executable, package, filesystem encoding,
-# sys.flags, sys.path, then (encoding, errors) of stdin, stdout, stderr, then argv[0], the
-# argument count, the arguments, and the environment as KEY=VALUE to the end.
-STREAMS_AT = 7
-ARGC_AT = 14
+# sys.flags, sys.path, warning and -X options, then the caller's personality, ignored and
+# blocked signal masks (hex, from /proc/self), then (encoding, errors, buffering) of stdin,
+# stdout and stderr, then argv[0], the argument count, the arguments, and the environment
+# as KEY=VALUE to the end.
+STREAMS_AT = 11
+STREAM_FIELDS = 3
+ARGC_AT = STREAMS_AT + 3 * STREAM_FIELDS + 1
 
 IN_PROCESS_COMMANDS = frozenset({"exec", "daemon"})
-FORWARDED_SIGNALS = (1, 2, 3, 10, 12, 15)  # SIGHUP SIGINT SIGQUIT SIGUSR1 SIGUSR2 SIGTERM
+FORWARDED_SIGNALS = (
+    _signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2,
+    _signal.SIGTERM,
+)  # fmt: skip
+ANSWER_SECONDS = 5.0  # for the daemon to accept; the run itself may take any time
 _OFF = frozenset({"off", "0", "no", "false"})
 
 
 def via_daemon(argv: list[str]) -> int | None:
-    if os.environ.get("ONEOFF_DAEMON", "").lower() in _OFF:
+    mode = os.environ.get("ONEOFF_DAEMON", "").lower()
+    if mode in _OFF or not sys.platform.startswith("linux"):
         return None
     from oneoff.cli._words import wanted_command
 
@@ -68,31 +85,46 @@ def via_daemon(argv: list[str]) -> int | None:
     if sock is None:
         return None
     try:
-        return _exchange(sock, argv)
+        return _exchange(sock, argv, debug=mode == "debug")
     finally:
         sock.close()
 
 
 def _warn(message: str) -> None:
-    sys.stderr.write(f"oneoff: warning: {message}\n")
+    from oneoff._log import log  # rare: text or JSON, as every other oneoff message
+
+    log("daemon.fallback", message, level="warning")
 
 
 def _connect(path: str) -> _socket.socket | None:
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(ANSWER_SECONDS)  # a stopped or swamped daemon must not hang us
     try:
         sock.connect(path)
         cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
     except OSError:
         sock.close()
-        return None  # a socket left behind by a daemon that is gone
+        return None  # a socket left behind by a daemon that is gone, or no answer
     uid = int.from_bytes(cred[4:8], sys.byteorder)
     if uid != os.getuid():
         _warn(f"ignoring the daemon socket {path}: it is served by uid {uid}")
         sock.close()
         return None
     return sock
+
+
+def caller_state() -> list[bytes]:
+    """What the daemon cannot read about us reliably: personality, signal masks."""
+    try:
+        with open("/proc/self/personality", "rb") as fh:
+            personality = fh.read().strip()
+        with open("/proc/self/status", "rb") as fh:
+            status = dict(line.partition(b":")[::2] for line in fh.read().splitlines())
+        return [personality, status[b"SigIgn"].strip(), status[b"SigBlk"].strip()]
+    except (OSError, KeyError):
+        return [b"?", b"?", b"?"]  # refused by the daemon: it never guesses
 
 
 def _request(argv: list[str]) -> list[bytes]:
@@ -103,6 +135,9 @@ def _request(argv: list[str]) -> list[bytes]:
     for stream in (sys.stdin, sys.stdout, sys.stderr):
         streams.append((getattr(stream, "encoding", None) or "utf-8").encode())
         streams.append((getattr(stream, "errors", None) or "strict").encode())
+        line = b"L" if getattr(stream, "line_buffering", False) else b""
+        streams.append(line + (b"W" if getattr(stream, "write_through", False) else b""))
+    options = repr((sys.warnoptions, sorted(sys._xoptions.items())))
     fields = [
         b"run",
         __version__.encode(),
@@ -111,6 +146,8 @@ def _request(argv: list[str]) -> list[bytes]:
         sys.getfilesystemencoding().encode(),
         repr(tuple(sys.flags)).encode(),
         os.fsencode("\0".join(sys.path)),
+        options.encode(),
+        *caller_state(),
         *streams,
         os.fsencode(sys.argv[0] if sys.argv else "oneoff"),
         str(len(argv)).encode(),
@@ -120,13 +157,8 @@ def _request(argv: list[str]) -> list[bytes]:
     return fields
 
 
-def _exchange(sock: _socket.socket, argv: list[str]) -> int | None:
+def _exchange(sock: _socket.socket, argv: list[str], *, debug: bool) -> int | None:
     import _socket
-
-    if TYPE_CHECKING:
-        import signal as _signal
-    else:
-        import _signal  # the C module: `signal` would import enum
 
     try:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -139,17 +171,21 @@ def _exchange(sock: _socket.socket, argv: list[str]) -> int | None:
         if sent < len(frame):
             sock.sendall(frame[sent:])
         reply = recv_frame(sock)
+        if reply[:1] == [b"accepted"]:
+            send_frame(sock, [b"go"])  # from here on the command is the daemon's
     except (OSError, WireError):
-        return None  # the daemon went away before accepting: nothing ran
+        return None  # no "go" was sent: nothing ran, nothing will
     finally:
         os.close(cwd)
-    if reply[:1] == [b"refused"]:
-        if os.environ.get("ONEOFF_DAEMON", "").lower() == "debug":
+    if reply[:1] != [b"accepted"]:
+        if debug and reply[:1] == [b"refused"] and len(reply) == 2:
             _warn(f"the daemon refused: {reply[1].decode(errors='replace')}; running in-process")
         return None
-    if reply[:1] != [b"accepted"]:
-        return None
+    sock.settimeout(None)
+    return _await_exit(sock)
 
+
+def _await_exit(sock: _socket.socket) -> int:
     forwarded: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -159,7 +195,10 @@ def _exchange(sock: _socket.socket, argv: list[str]) -> int | None:
         except OSError:
             pass
 
-    previous = {signum: _signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    previous = {}
+    for signum in FORWARDED_SIGNALS:
+        if _signal.getsignal(signum) != _signal.SIG_IGN:  # ignored stays ignored (nohup)
+            previous[signum] = _signal.signal(signum, forward)
     try:
         while True:
             try:
@@ -172,7 +211,7 @@ def _exchange(sock: _socket.socket, argv: list[str]) -> int | None:
                     "(see `oneoff runs`)\n"
                 )
                 return 1
-            if fields[:1] == [b"exit"] and len(fields) == 2:
+            if fields[:1] == [b"exit"] and len(fields) == 2 and fields[1].isdigit():
                 return int(fields[1])
     finally:
         for signum, handler in previous.items():

@@ -1,17 +1,26 @@
 """What a forked runner inherits from the daemon rather than from its caller, read from /proc.
 
 A runner forked by the daemon has the daemon's credentials, namespaces, cgroup, limits,
-scheduling and security label. That is only right when they equal the caller's, so each
-request compares them; any difference refuses the request (the client then runs
-in-process, where everything is the caller's by construction). The umask is the one thing
-taken over from the caller instead.
+scheduling, I/O priority, audit identity and security label. That is only right when they
+equal the caller's, so each request compares them; any difference refuses the request
+(the client then runs in-process, where everything is the caller's by construction). The
+umask, signal dispositions and signal mask are taken over from the caller instead (see
+``runner``); the personality comes in the request, as /proc may not show it to us.
+
+Not visible here, so not compared: Landlock domains, the contents of seccomp filters
+(only their number), and timer slack.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
-__all__ = ["differences", "process_traits", "umask_of"]
+__all__ = ["IOPRIO_GET", "differences", "process_traits", "umask_of"]
+
+# ioprio_get(2) has no libc wrapper and no /proc file; its number by architecture.
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31}
 
 _STATUS_KEYS = (
     "Uid", "Gid", "Groups", "NoNewPrivs", "Seccomp", "Seccomp_filters",
@@ -55,10 +64,34 @@ def process_traits(pid: int | None = None) -> dict[str, str]:
     traits["resource limits"] = _read(f"{proc}/limits")
     traits["security label"] = _read(f"{proc}/attr/current")
     traits["oom_score_adj"] = _read(f"{proc}/oom_score_adj")
+    traits["audit login uid"] = _read(f"{proc}/loginuid")
+    traits["audit session"] = _read(f"{proc}/sessionid")
     stat = _read(f"{proc}/stat")
     after_comm = stat.rpartition(")")[2].split()
-    traits["nice"] = after_comm[16] if len(after_comm) > 16 else "<unreadable>"
+    # Fields 19 (nice), 40 (rt_priority) and 41 (policy) of proc(5), counted from 3.
+    for name, index in (("nice", 16), ("real-time priority", 37), ("scheduling policy", 38)):
+        traits[name] = after_comm[index] if len(after_comm) > index else "<unreadable>"
+    traits["I/O priority"] = _ioprio(0 if pid is None else pid)
     return traits
+
+
+@functools.cache
+def _syscall() -> Callable[..., int] | None:
+    import ctypes
+    import platform
+
+    number = IOPRIO_GET.get(platform.machine())
+    if number is None:
+        return None
+    return functools.partial(ctypes.CDLL(None, use_errno=True).syscall, number)
+
+
+def _ioprio(pid: int) -> str:
+    ioprio_get = _syscall()
+    if ioprio_get is None:
+        return "<unsupported>"
+    value = ioprio_get(1, pid)  # IOPRIO_WHO_PROCESS
+    return "<unreadable>" if value < 0 else str(value)
 
 
 def differences(own: dict[str, str], pid: int) -> list[str]:

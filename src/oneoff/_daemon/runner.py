@@ -1,9 +1,10 @@
 """Inside a fork of the daemon: take over the caller's process state, then run the CLI.
 
 What is taken from the caller: standard streams (the descriptors themselves, and the text
-encodings Python chose for them), working directory (as a descriptor, so the same
-directory even if its path changed), umask, environment, ``sys.argv``. What must already be
-equal (checked by the daemon before forking): everything in ``peer.process_traits``.
+encodings and buffering Python chose for them), working directory (as a descriptor, so the
+same directory even if its path changed), umask, signal dispositions and mask, environment,
+``sys.argv``. What must already be equal (checked by the daemon before forking): see
+``peer`` and ``request``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import signal
 import socket
 import sys
 import threading
+import time
 
-from oneoff._daemon.client import ARGC_AT, FORWARDED_SIGNALS, STREAMS_AT
+from oneoff._daemon.client import ARGC_AT, FORWARDED_SIGNALS, STREAM_FIELDS, STREAMS_AT
 from oneoff._daemon.wire import WireError, recv_frame, send_frame
 
-__all__ = ["become_caller", "run_for_caller"]
+__all__ = ["adopt_signals", "become_caller", "run_for_caller"]
+
+GO_SECONDS = 10.0  # how long the fork waits for the client's "go" before giving up
 
 
-def _text_stream(fd: int, encoding: bytes, errors: bytes, *, write: bool) -> io.TextIOWrapper:
+def _text_stream(fd: int, encoding: bytes, errors: bytes, mode: bytes) -> io.TextIOWrapper:
+    write = fd != 0
     raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
     buffered: io.BufferedWriter | io.BufferedReader
     buffered = io.BufferedWriter(raw) if write else io.BufferedReader(raw)
@@ -30,17 +35,40 @@ def _text_stream(fd: int, encoding: bytes, errors: bytes, *, write: bool) -> io.
         buffered,
         encoding=encoding.decode(),
         errors=errors.decode(),
-        line_buffering=write and (fd == 2 or os.isatty(fd)),  # as Python's own start-up does
+        newline="\n",  # as Python's own standard streams on POSIX: a CR stays a CR
+        line_buffering=b"L" in mode,
+        write_through=b"W" in mode,
     )
 
 
+def _mask(hex_mask: bytes) -> set[int]:
+    bits = int(hex_mask, 16)
+    return {s for s in signal.valid_signals() if bits >> (int(s) - 1) & 1}
+
+
+def adopt_signals(ignored: bytes, blocked: bytes) -> None:
+    """The caller's dispositions as an in-process run would have them: what it ignored
+    stays ignored (nohup, background jobs), SIGINT raises KeyboardInterrupt as Python sets
+    it up, everything else is default; then the caller's signal mask."""
+    ignore = _mask(ignored)
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        if signum in ignore:
+            handler: signal.Handlers | object = signal.SIG_IGN
+        elif signum == signal.SIGINT:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask(blocked))
+
+
 def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
-    """Adopt the caller's streams, directory, umask and environment; return its argv."""
+    """Adopt the caller's streams, directory, umask, signals and environment; return its
+    argv. The daemon blocked SIGTERM and SIGINT around the fork; this unblocks them."""
     os.setpgid(0, 0)  # out of the daemon's process group: its signals are not ours
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                   signal.SIGUSR2, signal.SIGCHLD):  # fmt: skip
-        signal.signal(signum, signal.SIG_DFL)
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
     os.fchdir(fds[3])
@@ -48,11 +76,11 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
         os.close(fd)
     os.umask(umask)
 
-    streams = fields[STREAMS_AT : STREAMS_AT + 6]
-    sys.stdin = _text_stream(0, streams[0], streams[1], write=False)
-    sys.stdout = _text_stream(1, streams[2], streams[3], write=True)
-    sys.stderr = _text_stream(2, streams[4], streams[5], write=True)
-
+    streams = fields[STREAMS_AT : STREAMS_AT + 3 * STREAM_FIELDS]
+    sys.stdin, sys.stdout, sys.stderr = (
+        _text_stream(fd, *streams[fd * STREAM_FIELDS : (fd + 1) * STREAM_FIELDS])
+        for fd in (0, 1, 2)
+    )
     argc = int(fields[ARGC_AT])
     first = ARGC_AT + 1
     argv = [os.fsdecode(arg) for arg in fields[first : first + argc]]
@@ -64,6 +92,8 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
         key, sep, value = item.partition(b"=")
         if sep and key and b"\0" not in item:
             os.environb[key] = value
+    time.tzset()  # the caller's TZ, as the time module would have read it at start-up
+    adopt_signals(fields[STREAMS_AT - 2], fields[STREAMS_AT - 1])
     return argv
 
 
@@ -83,9 +113,19 @@ def _listen_to_caller(conn: socket.socket) -> None:
 
 
 def run_for_caller(conn: socket.socket, argv: list[str]) -> int:
-    """Run the CLI for the caller and send it the exit code; the fork's own exit status."""
-    conn.settimeout(None)
+    """Announce, wait for "go", run the CLI, send the exit code; the fork's exit status.
+
+    Without "go" (the client timed out, died or fell back to running in-process) nothing
+    runs: a command is never run twice.
+    """
+    conn.settimeout(GO_SECONDS)
     send_frame(conn, [b"accepted"])
+    try:
+        if recv_frame(conn) != [b"go"]:
+            return 0
+    except (OSError, WireError):
+        return 0
+    conn.settimeout(None)
     threading.Thread(target=_listen_to_caller, args=(conn,), daemon=True).start()
     from oneoff.cli import main
 

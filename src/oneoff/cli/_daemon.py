@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import math
 import os
+import platform
 import sys
 import time
 
 from oneoff._daemon.paths import DaemonPathError, runtime_dir, socket_path, trusted_dir
+from oneoff._daemon.peer import IOPRIO_GET
 from oneoff._daemon.server import daemon_status, serve, stop_daemon
 from oneoff.errors import OneoffError, UsageError
 
@@ -21,18 +25,32 @@ def _directory() -> str:
         raise OneoffError(f"refusing the daemon's directory: {exc}") from None
 
 
+def _supported() -> None:
+    machine = platform.machine()
+    if not sys.platform.startswith("linux") or machine not in IOPRIO_GET:
+        raise OneoffError(
+            f"oneoff daemon runs on Linux on {' and '.join(sorted(IOPRIO_GET))} only "
+            f"(this is {sys.platform} on {machine}); oneoff works in-process here"
+        )
+
+
 def cmd_daemon_start(args: argparse.Namespace) -> int:
-    if args.idle <= 0:
+    if not (math.isfinite(args.idle) and args.idle > 0):
         raise UsageError("--idle wants a positive number of seconds")
+    _supported()
     directory = _directory()
+    # One starter at a time: the lock is held until the new daemon listens.
+    lock = os.open(socket_path(directory) + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     running = daemon_status(directory)
     if running is not None:
+        os.close(lock)
         print(f"oneoff daemon already running (pid {running.pid}, {running.socket})")
         return 0
     if args.foreground:
         print(f"oneoff daemon listening on {socket_path(directory)} (pid {os.getpid()})")
         sys.stdout.flush()
-        return serve(directory, args.idle, foreground=True)
+        return serve(directory, args.idle, foreground=True, lock=lock)
     ready_r, ready_w = os.pipe()
     if os.fork() == 0:  # detach: new session, then a grandchild no terminal can reclaim
         os.close(ready_r)
@@ -42,10 +60,11 @@ def cmd_daemon_start(args: argparse.Namespace) -> int:
         os.chdir("/")
         code = 1
         try:
-            code = serve(directory, args.idle, foreground=False, ready=ready_w)
+            code = serve(directory, args.idle, foreground=False, ready=ready_w, lock=lock)
         finally:
             os._exit(code)
     os.close(ready_w)
+    os.close(lock)  # the daemon holds its own copy until it listens
     with os.fdopen(ready_r, "rb") as ready:
         pid = ready.read().strip()
     if not pid:
@@ -74,6 +93,8 @@ def cmd_daemon_status(args: argparse.Namespace) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.started))
     print(
         f"oneoff daemon: running (pid {info.pid}, since {started}, {info.served} runs served, "
-        f"exits after {info.idle:g} s idle)\nsocket: {info.socket}"
+        f"exits after {info.idle:g} s idle)\nsocket: {info.socket}\n"
+        "It serves only callers identical to it in ids, limits, namespaces and cgroup; "
+        "`ONEOFF_DAEMON=debug oneoff ...` says why a command ran in-process."
     )
     return 0

@@ -1,0 +1,103 @@
+"""Whether the daemon may serve a run request, or must refuse it (the client then runs
+in-process). Every check compares the caller with the daemon; a fork cannot take over
+what differs, so any difference is a refusal, named without values."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from oneoff._daemon.client import ARGC_AT, STREAMS_AT, caller_state
+from oneoff._daemon.paths import install_identity
+from oneoff._daemon.peer import differences, umask_of
+from oneoff._daemon.preload import code_fingerprint
+from oneoff._version import __version__
+
+__all__ = ["FDS", "STALE", "Baseline", "refusal", "startup_environment"]
+
+FDS = 4  # stdin, stdout, stderr, working directory
+STALE = "oneoff's code changed on disk since the daemon started"
+# Read once at interpreter or library start-up, so a fork keeps the daemon's: the
+# caller's must be the same (names are compared by value, reported by name only).
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "OPENSSL_", "MALLOC_", "LC_")
+_STARTUP_NAMES = frozenset({"LANG", "LANGUAGE", "GLIBC_TUNABLES"})
+
+
+def startup_environment(environ: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    return {
+        key: value
+        for key, value in environ.items()
+        if key.startswith(tuple(p.encode() for p in _STARTUP_PREFIXES))
+        or key.decode(errors="replace") in _STARTUP_NAMES
+    }
+
+
+class Baseline:
+    """The daemon's own side of every comparison, taken once at start."""
+
+    def __init__(self, code: list[str], traits: dict[str, str]) -> None:
+        executable, package = install_identity()
+        self.code = code
+        self.fingerprint = code_fingerprint(code)
+        self.traits = traits
+        self.identity = {
+            1: __version__.encode(),
+            2: os.fsencode(executable),
+            3: os.fsencode(package),
+            4: sys.getfilesystemencoding().encode(),
+            5: repr(tuple(sys.flags)).encode(),
+            6: os.fsencode("\0".join(sys.path)),
+            7: repr((sys.warnoptions, sorted(sys._xoptions.items()))).encode(),
+        }
+        self.personality = caller_state()[0]
+        self.environment = startup_environment(os.environb)
+
+
+def _environment_of(fields: list[bytes]) -> dict[bytes, bytes]:
+    argc = int(fields[ARGC_AT])
+    environ = {}
+    for item in fields[ARGC_AT + 1 + argc :]:
+        key, _, value = item.partition(b"=")
+        environ[key] = value
+    return environ
+
+
+def _is_hex(value: bytes) -> bool:
+    return bool(value) and all(c in b"0123456789abcdefABCDEF" for c in value)
+
+
+def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> str | None:
+    """Why this request cannot be served, or None."""
+    if (
+        len(fields) <= ARGC_AT
+        or len(fds) != FDS
+        or not fields[ARGC_AT].isdigit()
+        or len(fields) < ARGC_AT + 1 + int(fields[ARGC_AT])
+        or not all(_is_hex(f) for f in fields[STREAMS_AT - 3 : STREAMS_AT])
+    ):
+        return "malformed request"
+    for index, value in base.identity.items():
+        if fields[index] != value:
+            return "a different interpreter, oneoff version, installation or import path"
+    if code_fingerprint(base.code) != base.fingerprint:
+        return STALE
+    if fields[STREAMS_AT - 3] != base.personality:
+        return "the caller differs from the daemon in: personality"
+    caller_env = startup_environment(_environment_of(fields))
+    if caller_env != base.environment:
+        names = sorted(
+            k.decode(errors="replace") for k in caller_env.keys() ^ base.environment.keys()
+        )
+        names += sorted(
+            k.decode(errors="replace")
+            for k in caller_env.keys() & base.environment.keys()
+            if caller_env[k] != base.environment[k]
+        )
+        return "start-up variables differ from the daemon's: " + ", ".join(names)
+    if umask_of(pid) is None:
+        return "the caller's umask cannot be read"
+    differ = differences(base.traits, pid)
+    if differ:
+        return "the caller differs from the daemon in: " + ", ".join(differ)
+    return None
