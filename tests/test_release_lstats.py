@@ -97,3 +97,36 @@ def test_with_other_threads_it_stays_in_one_process(
         stop.set()
         worker.join()
     assert forks == [1]  # with a second thread it never forked
+
+
+def test_a_thread_declared_fork_safe_does_not_stop_the_split(
+    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oneoff._release import lstats
+
+    keys = b"".join(map(key_of, tree))
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    monkeypatch.setattr(lstats, "_fork_safe", set())
+    declared, stop = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        lstats.fork_safe_thread()
+        declared.set()
+        stop.wait()
+
+    worker = threading.Thread(target=waiter)
+    worker.start()
+    try:
+        declared.wait(10)
+        assert keys_match(tree, keys, KEY)
+    finally:
+        stop.set()
+        worker.join()
+    assert forks == [1]

@@ -99,6 +99,9 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
 
 def _listen_to_caller(conn: socket.socket) -> None:
     """Forward the caller's signals to this process; its disappearance is a SIGTERM."""
+    from oneoff._release.lstats import fork_safe_thread
+
+    fork_safe_thread()  # blocked in recv, or signalling: a warm verify may still fork
     me = os.getpid()
     while True:
         try:

@@ -6,8 +6,9 @@ faster). Threads do not help: every return from the syscall fights for the GIL. 
 child does: it checks the second half of the paths while this process checks the first,
 and reports one byte. The child touches no lock, file or module state of ours; it runs
 only lstat, struct packing and a comparison, then ``os._exit``. Forking is skipped when
-this process has other threads (a fork could copy a lock another thread holds), for short
-lists, and on one CPU.
+this process has other threads (a fork could copy a lock another thread holds) unless they
+declared themselves safe with ``fork_safe_thread`` (a thread that only waits in a system
+call, like the daemon runner's signal listener), for short lists, and on one CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from itertools import starmap
 from operator import attrgetter
 
-__all__ = ["SPLIT_MIN", "keys_match"]
+__all__ = ["SPLIT_MIN", "fork_safe_thread", "keys_match"]
 
 SPLIT_MIN = 4000  # below this a fork (~1-2 ms) costs more than half the lstats save
 _fields = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
@@ -31,11 +32,24 @@ def _live_keys(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:
         return None  # a path vanished or became unreadable: not unchanged
 
 
+_fork_safe: set[int] = set()
+
+
+def fork_safe_thread() -> None:
+    """Declare the calling thread harmless to fork beside: it holds no lock a child could
+    need (it only blocks in system calls and never runs while the forking thread holds the
+    GIL)."""
+    import threading
+
+    _fork_safe.add(threading.get_native_id())
+
+
 def _single_threaded() -> bool:
     try:
-        return len(os.listdir("/proc/self/task")) == 1  # OS threads, not only Python's
+        threads = {int(tid) for tid in os.listdir("/proc/self/task")}  # OS threads
     except OSError:
         return False
+    return len(threads - _fork_safe) == 1
 
 
 def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
