@@ -48,11 +48,14 @@ params.token = { type = "secret" }
 
 [tasks.wait]
 argv = ["python", "-c", '''
-import signal, sys, time, pathlib
+import signal, subprocess, sys, time, pathlib
 def bye(signum, frame):
     print("task got", signum, flush=True)
     sys.exit(3)
 signal.signal(signal.SIGTERM, bye)
+# A grandchild in a session of its own: no process group or terminal signal reaches it.
+helper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+pathlib.Path("helper.pid").write_text(str(helper.pid))
 pathlib.Path("task.pid").write_text(str(__import__("os").getpid()))
 print("waiting", flush=True)
 time.sleep(60)
@@ -245,6 +248,21 @@ def test_sigterm_to_the_caller_reaches_the_task(app: Path, daemon: dict[str, str
         assert "task got 15" in out
         outcomes.append((proc.returncode, runs(app)[0]["status"], served(daemon) - before))
     assert outcomes == [(3, "cancelled", 0), (3, "cancelled", 1)]  # same as in-process
+
+
+def test_stopping_the_daemon_lets_runs_in_progress_finish(
+    app: Path, daemon: dict[str, str]
+) -> None:
+    pid = _daemon_pid(daemon)
+    proc = start_waiting_task(app, daemon)
+    assert oneoff(["daemon", "stop"], app, daemon).returncode == 0
+    assert oneoff(["daemon", "status"], app, daemon).returncode == 1  # the socket is gone
+    assert not gone(pid, within=0.5)  # but it still guards the run in progress
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert "task got 15" in out
+    assert proc.returncode == 3
+    assert gone(pid)  # its last run over, the daemon exits
 
 
 def test_a_killed_caller_stops_the_task_and_ends_the_run(app: Path, daemon: dict[str, str]) -> None:
@@ -586,15 +604,34 @@ def test_a_socket_served_by_another_uid_is_ignored(
     assert f"served by uid {real}" in capsys.readouterr().err
 
 
+def gone(pid: int, within: float = 10.0) -> bool:
+    """True once ``pid`` no longer exists or is a zombie (dead, awaiting its parent)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rpartition(")")[2].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_runner_that_dies_is_reported_never_retried(app: Path, daemon: dict[str, str]) -> None:
     proc = start_waiting_task(app, daemon)
     task_pid = int((app / "task.pid").read_text())
+    helper_pid = int((app / "helper.pid").read_text())
     with open(f"/proc/{task_pid}/stat") as fh:
         runner_pid = int(fh.read().rpartition(")")[2].split()[1])
     os.kill(runner_pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "ended without an exit code" in err
+    # The daemon (a subreaper) inherits what the dead runner left and kills all of it,
+    # the grandchild in its own session too.
+    assert gone(task_pid)
+    assert gone(helper_pid)
     waits = [r for r in runs(app) if r["task"] == "wait"]
     assert len(waits) == 1  # the run it started, and no second one in-process
     assert waits[0]["status"] == "lost"  # found by the next command (`runs`)

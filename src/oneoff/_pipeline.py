@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
+from oneoff._after import after_reply
 from oneoff._app import App
 from oneoff._clock import utc_iso
 from oneoff._identity import os_user
@@ -293,6 +294,7 @@ def run_task(
         finally:
             # [stage: record] release locks; checkpoint the audit log.
             grant.end()
-        app.audit.checkpoint_or_warn()
+        # [stage: record] sign a checkpoint: after the reply under the daemon (see _after).
+        after_reply(app.audit.checkpoint_or_warn)
     run = store.get_run(run.id)
     return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 __all__ = [
+    "PARENT_GUARDS_TASKS",
     "PR_GET_CHILD_SUBREAPER",
     "PR_SET_CHILD_SUBREAPER",
     "PR_SET_PDEATHSIG",
@@ -19,6 +20,10 @@ __all__ = [
 ]
 
 PR_SET_PDEATHSIG = 1
+# Set in a daemon runner, whose parent (the daemon, a subreaper) kills whatever a dead
+# runner leaves behind: tasks then need no PR_SET_PDEATHSIG, and so no preexec_fn, and
+# are spawned with vfork (see oneoff._daemon.guard).
+PARENT_GUARDS_TASKS = False
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -45,7 +50,9 @@ class Libc:
 
 
 def child_setup(parent: int, libc: Libc | None, interactive: bool) -> Callable[[], None] | None:
-    """The code run in the child between fork and exec."""
+    """The code run in the child between fork and exec (None: nothing to run)."""
+    if PARENT_GUARDS_TASKS:
+        libc = None
     if libc is None and not interactive:
         return None
     if interactive:

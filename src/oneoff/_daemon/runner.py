@@ -69,6 +69,9 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
     """Adopt the caller's streams, directory, umask, signals and environment; return its
     argv. The daemon blocked SIGTERM and SIGINT around the fork; this unblocks them."""
     os.setpgid(0, 0)  # out of the daemon's process group: its signals are not ours
+    from oneoff import _proctree
+
+    _proctree.PARENT_GUARDS_TASKS = True  # the daemon outlives us and kills our orphans
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
     os.fchdir(fds[3])
@@ -130,8 +133,10 @@ def run_for_caller(conn: socket.socket, argv: list[str]) -> int:
         return 0
     conn.settimeout(None)
     threading.Thread(target=_listen_to_caller, args=(conn,), daemon=True).start()
+    from oneoff import _after
     from oneoff.cli import main
 
+    _after.hold()
     code = 1
     try:
         code = main(argv)
@@ -149,4 +154,5 @@ def run_for_caller(conn: socket.socket, argv: list[str]) -> int:
                 stream.flush()
         with contextlib.suppress(OSError):
             send_frame(conn, [b"exit", str(code).encode()])
+    _after.run_held()
     return code

@@ -10,20 +10,21 @@ stop``, on SIGTERM, or as soon as the code on disk no longer matches what it loa
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import selectors
 import signal
 import socket
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 
+from oneoff._daemon.guard import Guard
 from oneoff._daemon.paths import socket_path, trusted_dir
 from oneoff._daemon.peer import process_traits, umask_of
 from oneoff._daemon.preload import code_paths, preload
 from oneoff._daemon.request import FDS, STALE, Baseline, refusal
+from oneoff._daemon.spare import Spare, close_inherited_fds, fork_runner
 from oneoff._daemon.wire import MAX_FRAME, WireError, decode, frame_size, recv_frame, send_frame
 
 __all__ = ["REQUEST_SECONDS", "DaemonInfo", "daemon_status", "serve", "stop_daemon"]
@@ -64,11 +65,19 @@ class _Pending:
 class _State:
     base: Baseline
     idle: float
+    guard: Guard
+    sel: selectors.BaseSelector
     started: float = field(default_factory=time.time)
     served: int = 0
     last: float = field(default_factory=time.monotonic)
-    children: set[int] = field(default_factory=set)
     stop: bool = False
+    spare: Spare | None = None
+
+    def sweep(self) -> None:
+        """Reap what ended; stop watching runners that did (see guard.py)."""
+        for pidfd in self.guard.sweep(self.spare.pid if self.spare else None):
+            self.sel.unregister(pidfd)
+            os.close(pidfd)
 
 
 def _peer(conn: socket.socket) -> tuple[int, int]:
@@ -113,19 +122,6 @@ def stop_daemon(directory: str | None = None) -> bool:
     return reply is not None and reply[:1] == [b"stopping"]
 
 
-def close_inherited_fds(keep: set[int]) -> None:
-    """Close every descriptor above stderr but ``keep``: a wrapper's lock or a pipe someone
-    waits on must not stay open for the daemon's whole life."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError as exc:
-                if exc.errno != errno.EBADF:  # the directory listing's own descriptor
-                    raise
-
-
 def serve(
     directory: str | None, idle: float, *, foreground: bool, ready: int = -1, lock: int = -1
 ) -> int:
@@ -134,7 +130,8 @@ def serve(
     close_inherited_fds({ready, lock})
     path = socket_path(directory)
     preload()
-    state = _State(base=Baseline(code_paths(), process_traits()), idle=idle)
+    sel = selectors.DefaultSelector()
+    state = _State(base=Baseline(code_paths(), process_traits()), idle=idle, guard=Guard(), sel=sel)
     listener, inode = _listen(path)
     for fd in (ready, lock):
         if fd >= 0:
@@ -153,31 +150,55 @@ def serve(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     pending: dict[socket.socket, _Pending] = {}
-    sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     try:
-        while not state.stop:
-            _reap(state)
-            now = time.monotonic()
-            if now - state.last > state.idle and not pending:
-                break
-            for conn in [c for c, p in pending.items() if p.deadline <= now]:
-                _drop(sel, pending, conn)  # too slow: it holds nothing but itself
-            timeout = min([1.0, *(p.deadline - now for p in pending.values())])
-            for key, _ in sel.select(max(timeout, 0.0)):
-                if key.fileobj is listener:
-                    _accept(listener, sel, pending)
-                elif isinstance(key.fileobj, socket.socket):
-                    _read(key.fileobj, sel, pending, listener, state)
+        _serve_requests(listener, pending, state)
     except _Stop:
         pass
     finally:
+        if state.spare is not None:
+            state.spare.close()
+            state.spare = None
         for conn in list(pending):
             _drop(sel, pending, conn)
-        sel.close()
+        sel.unregister(listener)
         listener.close()
         _unlink_if_ours(path, inode)
+    # New commands now run in-process (or reach a new daemon); keep guarding the runs in
+    # progress until they end. A second SIGTERM ends this early.
+    try:
+        while state.guard.runners:
+            state.sweep()
+            sel.select(1.0)
+        state.sweep()
+    except _Stop:
+        pass
+    finally:
+        sel.close()
     return 0
+
+
+def _serve_requests(
+    listener: socket.socket, pending: dict[socket.socket, _Pending], state: _State
+) -> None:
+    sel = state.sel
+    while not state.stop:
+        state.sweep()
+        if state.spare is None:
+            with contextlib.suppress(OSError):  # no spare: requests fork on arrival
+                state.spare = Spare()
+        now = time.monotonic()
+        if now - state.last > state.idle and not pending:
+            return
+        for conn in [c for c, p in pending.items() if p.deadline <= now]:
+            _drop(sel, pending, conn)  # too slow: it holds nothing but itself
+        timeout = min([1.0, *(p.deadline - now for p in pending.values())])
+        for key, _ in sel.select(max(timeout, 0.0)):
+            if key.fileobj is listener:
+                _accept(listener, sel, pending)
+            elif isinstance(key.fileobj, socket.socket):
+                _read(key.fileobj, sel, pending, state)
+            # else: a runner's pidfd; the next sweep reaps it and kills what it left
 
 
 def _listen(path: str) -> tuple[socket.socket, int]:
@@ -202,16 +223,6 @@ def _unlink_if_ours(path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
-
-
-def _reap(state: _State) -> None:
-    for pid in list(state.children):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            state.children.discard(pid)
 
 
 def _accept(
@@ -246,7 +257,6 @@ def _read(
     conn: socket.socket,
     sel: selectors.BaseSelector,
     pending: dict[socket.socket, _Pending],
-    listener: socket.socket,
     state: _State,
 ) -> None:
     """Take what arrived; once a whole request is in, answer it."""
@@ -278,7 +288,7 @@ def _read(
     try:
         conn.setblocking(True)
         conn.settimeout(REQUEST_SECONDS)
-        _answer(conn, fields, request, listener, state)
+        _answer(conn, fields, request, state)
     except (OSError, WireError):
         pass
     finally:
@@ -286,13 +296,7 @@ def _read(
         conn.close()
 
 
-def _answer(
-    conn: socket.socket,
-    fields: list[bytes],
-    request: _Pending,
-    listener: socket.socket,
-    state: _State,
-) -> None:
+def _answer(conn: socket.socket, fields: list[bytes], request: _Pending, state: _State) -> None:
     kind = fields[0] if fields else b""
     if kind == b"status":
         send_frame(conn, [
@@ -314,36 +318,12 @@ def _answer(
         send_frame(conn, [b"refused", (reason or "the caller's umask").encode()])
         state.stop = reason == STALE
         return
-    # No SIGTERM may reach the fork while it still has the daemon's handler (which would
-    # unwind into serve's clean-up and unlink the live socket); the fork unblocks them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        child = os.fork()
-        if child == 0:
-            _run_forked(conn, listener, fields, request.fds, umask)  # never returns
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    state.children.add(child)
+    spare, state.spare = state.spare, None
+    if spare is not None and spare.hand_over(conn, fields, request.fds, umask):
+        child = spare.pid
+    else:
+        child = fork_runner(conn, fields, request.fds, umask)
+    if spare is not None:
+        spare.close()  # reaped by a sweep once it ends, whether it ran or not
+    state.sel.register(state.guard.watch(child), selectors.EVENT_READ)
     state.served += 1
-
-
-def _run_forked(
-    conn: socket.socket, listener: socket.socket, fields: list[bytes], fds: list[int], umask: int
-) -> None:
-    """In the fork: become the caller's runner, run ``main(argv)``, report, exit."""
-    code = 1
-    try:
-        listener.close()
-        # Other clients' connections and descriptors, the selector: none of ours to hold.
-        close_inherited_fds({conn.fileno(), *fds})
-        from oneoff._daemon.runner import become_caller, run_for_caller
-
-        argv = become_caller(fields, list(fds), umask)
-        fds.clear()
-        code = run_for_caller(conn, argv)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-    finally:
-        os._exit(code)

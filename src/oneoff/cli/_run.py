@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from oneoff._after import after_reply
 from oneoff._environ import materialize
 from oneoff._identity import signer_from
 from oneoff._pipeline import RunRequest, make_plan, run_task
@@ -115,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ask=ask if interactive else None,
         )
     finally:
-        app.close()
+        after_reply(app.close)  # the held checkpoint (daemon) still needs the store
     if not args.quiet:
         run = outcome.run
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
