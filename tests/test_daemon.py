@@ -635,3 +635,18 @@ def test_a_runner_that_dies_is_reported_never_retried(app: Path, daemon: dict[st
     waits = [r for r in runs(app) if r["task"] == "wait"]
     assert len(waits) == 1  # the run it started, and no second one in-process
     assert waits[0]["status"] == "lost"  # found by the next command (`runs`)
+
+
+def test_without_a_spare_the_daemon_forks_on_demand(app: Path, daemon: dict[str, str]) -> None:
+    pid = _daemon_pid(daemon)
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        spares = [int(p) for p in fh.read().split()]
+    assert len(spares) == 1  # idle: just the spare
+    os.kill(spares[0], signal.SIGKILL)
+    assert gone(spares[0])
+    before = served(daemon)
+    done = oneoff(["run", "hello", "--env", "development"], app, daemon)
+    assert done.returncode == 0, done.stderr
+    assert served(daemon) == before + 1
+    assert oneoff(["run", "hello", "--env", "development"], app, daemon).returncode == 0
+    assert served(daemon) == before + 2

@@ -30,6 +30,16 @@ class Guard:
     def __init__(self) -> None:
         Libc().prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.runners: dict[int, int] = {}
+        self.retiring: set[int] = set()  # our own forks on their way out (spares)
+
+    def retire(self, pid: int) -> None:
+        """A fork of ours that ends by itself: not an orphan, just reap it."""
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # already reaped (it died while it was the spare)
+        if not done:
+            self.retiring.add(pid)
 
     def watch(self, pid: int) -> int:
         """Start guarding runner ``pid``; its pidfd turns readable when it ends."""
@@ -48,10 +58,11 @@ class Guard:
                 break
             if pid == 0:
                 break
+            self.retiring.discard(pid)
             pidfd = self.runners.pop(pid, None)
             if pidfd is not None:
                 ended.append(pidfd)
-        known = set(self.runners) | ({spare} if spare is not None else set())
+        known = set(self.runners) | self.retiring | ({spare} if spare is not None else set())
         orphans = children(os.getpid()) - known
         if orphans:
             for pid in orphans | descendants(sorted(orphans)):

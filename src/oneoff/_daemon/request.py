@@ -14,7 +14,7 @@ from oneoff._daemon.peer import differences, umask_of
 from oneoff._daemon.preload import code_fingerprint
 from oneoff._version import __version__
 
-__all__ = ["FDS", "STALE", "Baseline", "refusal", "startup_environment"]
+__all__ = ["FDS", "STALE", "Baseline", "refusal", "startup_environment", "well_formed"]
 
 FDS = 4  # stdin, stdout, stderr, working directory
 STALE = "oneoff's code changed on disk since the daemon started"
@@ -67,15 +67,20 @@ def _is_hex(value: bytes) -> bool:
     return bool(value) and all(c in b"0123456789abcdefABCDEF" for c in value)
 
 
-def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> str | None:
-    """Why this request cannot be served, or None."""
-    if (
+def well_formed(fields: list[bytes], fds: list[int]) -> bool:
+    """The request has every field a runner reads (checked before a runner sees it)."""
+    return not (
         len(fields) <= ARGC_AT
         or len(fds) != FDS
         or not fields[ARGC_AT].isdigit()
         or len(fields) < ARGC_AT + 1 + int(fields[ARGC_AT])
         or not all(_is_hex(f) for f in fields[STREAMS_AT - 3 : STREAMS_AT])
-    ):
+    )
+
+
+def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> str | None:
+    """Why this request cannot be served, or None."""
+    if not well_formed(fields, fds):
         return "malformed request"
     for index, value in base.identity.items():
         if fields[index] != value:

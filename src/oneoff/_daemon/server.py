@@ -23,7 +23,7 @@ from oneoff._daemon.guard import Guard
 from oneoff._daemon.paths import socket_path, trusted_dir
 from oneoff._daemon.peer import process_traits, umask_of
 from oneoff._daemon.preload import code_paths, preload
-from oneoff._daemon.request import FDS, STALE, Baseline, refusal
+from oneoff._daemon.request import FDS, STALE, Baseline, refusal, well_formed
 from oneoff._daemon.spare import Spare, close_inherited_fds, fork_runner
 from oneoff._daemon.wire import MAX_FRAME, WireError, decode, frame_size, recv_frame, send_frame
 
@@ -158,6 +158,7 @@ def serve(
     finally:
         if state.spare is not None:
             state.spare.close()
+            state.guard.retire(state.spare.pid)
             state.spare = None
         for conn in list(pending):
             _drop(sel, pending, conn)
@@ -199,6 +200,34 @@ def _serve_requests(
             elif isinstance(key.fileobj, socket.socket):
                 _read(key.fileobj, sel, pending, state)
             # else: a runner's pidfd; the next sweep reaps it and kills what it left
+
+
+def _start_runner(
+    conn: socket.socket,
+    fields: list[bytes],
+    request: _Pending,
+    umask: int | None,
+    spare: Spare | None,
+    state: _State,
+) -> int | None:
+    """The runner serving this request, or None when it was refused (and told so)."""
+    if (
+        spare is not None
+        and umask is not None
+        and well_formed(fields, request.fds)
+        and spare.hand_over(conn, fields, request.fds, umask)
+    ):
+        # The spare takes the caller's state while the checks run here; it answers the
+        # client itself, and runs nothing unless told "go".
+        reason = refusal(fields, request.fds, request.pid, state.base)
+        state.stop = reason == STALE
+        return spare.pid if spare.verdict(reason) and reason is None else None
+    reason = refusal(fields, request.fds, request.pid, state.base)
+    if reason is not None or umask is None:
+        send_frame(conn, [b"refused", (reason or "the caller's umask").encode()])
+        state.stop = reason == STALE
+        return None
+    return fork_runner(conn, fields, request.fds, umask)
 
 
 def _listen(path: str) -> tuple[socket.socket, int]:
@@ -312,18 +341,17 @@ def _answer(conn: socket.socket, fields: list[bytes], request: _Pending, state: 
         send_frame(conn, [b"refused", b"unknown request"])
         return
     state.last = time.monotonic()  # only runs keep the daemon alive, not status polls
-    reason = refusal(fields, request.fds, request.pid, state.base)
     umask = umask_of(request.pid)
-    if reason is not None or umask is None:
-        send_frame(conn, [b"refused", (reason or "the caller's umask").encode()])
-        state.stop = reason == STALE
-        return
     spare, state.spare = state.spare, None
-    if spare is not None and spare.hand_over(conn, fields, request.fds, umask):
-        child = spare.pid
-    else:
-        child = fork_runner(conn, fields, request.fds, umask)
-    if spare is not None:
-        spare.close()  # reaped by a sweep once it ends, whether it ran or not
+    child = None
+    try:
+        child = _start_runner(conn, fields, request, umask, spare, state)
+    finally:
+        if spare is not None:
+            spare.close()
+            if spare.pid != child:
+                state.guard.retire(spare.pid)  # it refused, or never got the request
+    if child is None:
+        return
     state.sel.register(state.guard.watch(child), selectors.EVENT_READ)
     state.served += 1

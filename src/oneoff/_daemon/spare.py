@@ -17,7 +17,15 @@ import socket
 import sys
 
 from oneoff._daemon.request import FDS
-from oneoff._daemon.wire import WireError, decode, encode, frame_size, recv_exact
+from oneoff._daemon.wire import (
+    WireError,
+    decode,
+    encode,
+    frame_size,
+    recv_exact,
+    recv_frame,
+    send_frame,
+)
 
 __all__ = ["Spare", "close_inherited_fds", "fork_runner"]
 
@@ -34,20 +42,38 @@ def close_inherited_fds(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def run_forked(conn: socket.socket, fields: list[bytes], fds: list[int], umask: int) -> None:
-    """In a fork: become the caller's runner, run ``main(argv)``, report, exit."""
+def run_forked(
+    conn: socket.socket,
+    fields: list[bytes],
+    fds: list[int],
+    umask: int,
+    verdict: socket.socket | None = None,
+) -> None:
+    """In a fork: become the caller's runner, run ``main(argv)``, report, exit. With
+    ``verdict``, first wait there for the daemon's checks: "go", or a refusal to pass on."""
     code = 1
     try:
+        keep = {conn.fileno(), *fds, *([verdict.fileno()] if verdict else [])}
         # Other clients' connections and descriptors, the listener, the selector: not ours.
-        close_inherited_fds({conn.fileno(), *fds})
+        close_inherited_fds(keep)
         from oneoff._daemon.runner import become_caller, run_for_caller
 
         argv = become_caller(fields, fds, umask)
+        if verdict is not None:
+            answer = recv_frame(verdict)
+            verdict.close()
+            if answer != [b"go"]:
+                reason = answer[1] if answer[:1] == [b"refused"] and len(answer) == 2 else b"?"
+                send_frame(conn, [b"refused", reason])
+                code = 0
+                return
         code = run_for_caller(conn, argv)
     except BaseException:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
     finally:
         os._exit(code)
 
@@ -95,6 +121,14 @@ class Spare:
             return False
         return True
 
+    def verdict(self, reason: str | None) -> bool:
+        """Tell a spare that has a request whether the checks passed; False if it is gone."""
+        try:
+            send_frame(self.sock, [b"go"] if reason is None else [b"refused", reason.encode()])
+        except OSError:
+            return False
+        return True
+
     def close(self) -> None:
         self.sock.close()  # an idle spare reads EOF and exits; a handed-over one runs on
 
@@ -113,10 +147,9 @@ def _wait_for_work(sock: socket.socket) -> None:
         if len(head) < 4 or len(fds) != FDS + 1:
             os._exit(0)  # the daemon went away, or sent nothing we can use
         fields = decode(recv_exact(sock, frame_size(head)))
-        sock.close()
     except (OSError, WireError):
         os._exit(0)
     if len(fields) < 2 or not fields[0].isdigit():
         os._exit(1)
     conn = socket.socket(fileno=fds[0])
-    run_forked(conn, fields[1:], fds[1:], int(fields[0]))  # never returns
+    run_forked(conn, fields[1:], fds[1:], int(fields[0]), verdict=sock)  # never returns
