@@ -650,3 +650,116 @@ def test_without_a_spare_the_daemon_forks_on_demand(app: Path, daemon: dict[str,
     assert served(daemon) == before + 1
     assert oneoff(["run", "hello", "--env", "development"], app, daemon).returncode == 0
     assert served(daemon) == before + 2
+
+
+# --- the daemon as guard and book-keeper ---------------------------------------------------
+
+
+def audit_counts(app: Path) -> tuple[int, int]:
+    done = oneoff(["audit", "verify", "--json"], app, {**os.environ, "ONEOFF_DAEMON": "off"})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    return int(report["events"]), int(report["checkpointed"])
+
+
+def test_runs_through_the_daemon_get_their_checkpoint(app: Path, daemon: dict[str, str]) -> None:
+    before = served(daemon)
+    for _ in range(3):
+        assert oneoff(["run", "hello", "--env", "development"], app, daemon).returncode == 0
+    assert served(daemon) == before + 3
+    deadline = time.monotonic() + 10
+    events, checkpointed = audit_counts(app)
+    while checkpointed != events and time.monotonic() < deadline:
+        time.sleep(0.1)  # signed right after the reply, by the runner
+        events, checkpointed = audit_counts(app)
+    assert checkpointed == events >= 6
+
+
+def test_one_runner_dying_leaves_other_runs_alone(app: Path, daemon: dict[str, str]) -> None:
+    first = start_waiting_task(app, daemon)
+    first_task = int((app / "task.pid").read_text())
+    second = start_waiting_task(app, daemon)
+    second_task = int((app / "task.pid").read_text())
+    with open(f"/proc/{first_task}/stat") as fh:
+        first_runner = int(fh.read().rpartition(")")[2].split()[1])
+    os.kill(first_runner, signal.SIGKILL)
+    first.communicate(timeout=30)
+    assert gone(first_task)
+    assert not gone(second_task, within=1.0)  # the other run goes on
+    second.send_signal(signal.SIGTERM)
+    out, _ = second.communicate(timeout=30)
+    assert "task got 15" in out
+    assert second.returncode == 3
+
+
+def test_sigterm_to_the_daemon_lets_runs_in_progress_finish(
+    app: Path, daemon: dict[str, str]
+) -> None:
+    pid = _daemon_pid(daemon)
+    proc = start_waiting_task(app, daemon)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while oneoff(["daemon", "status"], app, daemon).returncode == 0:
+        assert time.monotonic() < deadline, "SIGTERM must close the socket"
+        time.sleep(0.1)
+    assert not gone(pid, within=0.5)  # still guarding
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, "task got 15" in out) == (3, True)
+    assert gone(pid)
+
+
+def test_a_run_longer_than_the_idle_time_keeps_its_daemon(
+    app: Path, daemon_env: dict[str, str]
+) -> None:
+    assert oneoff(["daemon", "start", "--idle", "1"], app, daemon_env).returncode == 0
+    try:
+        pid = _daemon_pid(daemon_env)
+        proc = start_waiting_task(app, daemon_env)
+        time.sleep(2.5)  # well past --idle
+        assert not gone(pid, within=0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert (proc.returncode, "task got 15" in out) == (3, True)
+        assert gone(pid)  # idle again after the run: it exits by itself
+    finally:
+        subprocess.run([ONEOFF, "daemon", "stop"], env=daemon_env, capture_output=True)
+
+
+NO_PIDFD_DAEMON = """
+import os, sys
+sys.path[0] = os.path.dirname(sys.argv[1])  # as the console script's own path
+del os.pidfd_open  # as on Linux < 5.3, or under a seccomp profile that refuses it
+from oneoff._daemon.server import serve
+serve(None, 60.0, foreground=True)
+"""
+
+
+def test_without_pidfds_runners_are_still_guarded_not_killed(
+    app: Path, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    script = tmp_path / "daemon.py"
+    script.write_text(NO_PIDFD_DAEMON)
+    server = subprocess.Popen(
+        [sys.executable, str(script), ONEOFF], env=daemon_env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        status = [ONEOFF, "daemon", "status"]
+        while subprocess.run(status, env=daemon_env, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline
+            assert server.poll() is None
+            time.sleep(0.1)
+        before = served(daemon_env)
+        proc = start_waiting_task(app, daemon_env)
+        task_pid = int((app / "task.pid").read_text())
+        time.sleep(1.5)  # a sweep or two: the runner must not be taken for an orphan
+        assert not gone(task_pid, within=0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert (proc.returncode, "task got 15" in out) == (3, True)
+        assert served(daemon_env) == before + 1
+    finally:
+        subprocess.run([ONEOFF, "daemon", "stop"], env=daemon_env, capture_output=True)
+        server.communicate(timeout=30)

@@ -10,6 +10,7 @@ checkpoint are chained, just not signed yet).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 __all__ = ["after_reply", "hold", "run_held"]
@@ -40,4 +41,9 @@ def run_held() -> None:
         except Exception as exc:  # the answer is out: report, never hide, carry on
             from oneoff._log import log
 
-            log("after_reply.failed", f"book-keeping after the run failed: {exc}", level="warning")
+            with contextlib.suppress(Exception):  # the caller may have closed stderr
+                log(
+                    "after_reply.failed",
+                    f"book-keeping after the run failed: {exc}",
+                    level="warning",
+                )

@@ -19,18 +19,19 @@ import contextlib
 import os
 import signal
 
-from oneoff._proctree import PR_SET_CHILD_SUBREAPER, Libc, children, descendants, killpg
+from oneoff._proctree import PR_SET_CHILD_SUBREAPER, Libc, children, killpg
 
 __all__ = ["Guard"]
 
 
 class Guard:
-    """Runners by pid (with their pidfds), and the orphans they leave."""
+    """Runners by pid (with their pidfds, when the kernel has them), and what they leave."""
 
     def __init__(self) -> None:
         Libc().prctl(PR_SET_CHILD_SUBREAPER, 1)
-        self.runners: dict[int, int] = {}
+        self.runners: dict[int, int] = {}  # pid -> pidfd, or -1 (then sweeps find the end)
         self.retiring: set[int] = set()  # our own forks on their way out (spares)
+        self.killed = False  # the last sweep killed orphans: sweep again soon
 
     def retire(self, pid: int) -> None:
         """A fork of ours that ends by itself: not an orphan, just reap it."""
@@ -42,14 +43,21 @@ class Guard:
             self.retiring.add(pid)
 
     def watch(self, pid: int) -> int:
-        """Start guarding runner ``pid``; its pidfd turns readable when it ends."""
-        pidfd = os.pidfd_open(pid)
-        self.runners[pid] = pidfd
-        return pidfd
+        """Guard runner ``pid``; its pidfd (turns readable when it ends), or -1 without."""
+        self.runners[pid] = -1  # known first: a sweep must never take it for an orphan
+        # ENOSYS (Linux < 5.3), EPERM (seccomp), EMFILE: without it a sweep still finds the end
+        with contextlib.suppress(AttributeError, OSError):
+            self.runners[pid] = os.pidfd_open(pid)
+        return self.runners[pid]
 
     def sweep(self, spare: int | None) -> list[int]:
-        """Reap every child that ended, kill whatever a dead runner left behind; the pidfds
-        of runners that ended (the caller unregisters and this closes them)."""
+        """Reap every child that ended and kill whatever a dead runner left behind; the
+        pidfds of runners that ended (the caller unregisters them; this closes nothing).
+
+        Only our direct children are killed (with their process groups): their pids stay
+        ours until we reap them, so no reused pid is ever hit. Their own children come to
+        us when they die (we are a subreaper) and go in a later sweep.
+        """
         ended: list[int] = []
         while True:
             try:
@@ -60,13 +68,17 @@ class Guard:
                 break
             self.retiring.discard(pid)
             pidfd = self.runners.pop(pid, None)
-            if pidfd is not None:
+            if pidfd is not None and pidfd >= 0:
                 ended.append(pidfd)
         known = set(self.runners) | self.retiring | ({spare} if spare is not None else set())
         orphans = children(os.getpid()) - known
-        if orphans:
-            for pid in orphans | descendants(sorted(orphans)):
-                killpg(pid, signal.SIGKILL)  # the task leads its own process group
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        for pid in sorted(orphans):
+            killpg(pid, signal.SIGKILL)  # a task leads its own process group
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.killed = bool(orphans)
         return ended
+
+    def busy(self) -> bool:
+        """Runners still running, or orphans still being put down."""
+        return bool(self.runners) or self.killed

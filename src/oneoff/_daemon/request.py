@@ -14,7 +14,9 @@ from oneoff._daemon.peer import differences, umask_of
 from oneoff._daemon.preload import code_fingerprint
 from oneoff._version import __version__
 
-__all__ = ["FDS", "STALE", "Baseline", "refusal", "startup_environment", "well_formed"]
+__all__ = [
+    "FDS", "STALE", "Baseline", "quick_refusal", "refusal", "startup_environment", "well_formed",
+]  # fmt: skip
 
 FDS = 4  # stdin, stdout, stderr, working directory
 STALE = "oneoff's code changed on disk since the daemon started"
@@ -78,13 +80,22 @@ def well_formed(fields: list[bytes], fds: list[int]) -> bool:
     )
 
 
-def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> str | None:
-    """Why this request cannot be served, or None."""
+def quick_refusal(fields: list[bytes], fds: list[int], base: Baseline) -> str | None:
+    """The checks a runner must pass before it may even read the request: its shape, and
+    the interpreter and installation it comes from."""
     if not well_formed(fields, fds):
         return "malformed request"
     for index, value in base.identity.items():
         if fields[index] != value:
             return "a different interpreter, oneoff version, installation or import path"
+    return None
+
+
+def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> str | None:
+    """Why this request cannot be served, or None."""
+    quick = quick_refusal(fields, fds, base)
+    if quick is not None:
+        return quick
     if code_fingerprint(base.code) != base.fingerprint:
         return STALE
     if fields[STREAMS_AT - 3] != base.personality:

@@ -72,6 +72,11 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
     from oneoff import _proctree
 
     _proctree.PARENT_GUARDS_TASKS = True  # the daemon outlives us and kills our orphans
+    # And should the daemon die (SIGKILL), the run is stopped as if told SIGTERM.
+    daemon = os.getppid()
+    _proctree.Libc().prctl(_proctree.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != daemon:
+        raise WireError("the daemon is gone")
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target, inheritable=True)
     os.fchdir(fds[3])
@@ -100,8 +105,12 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
     return argv
 
 
+_replied = threading.Event()  # the exit code is out: the caller may hang up now
+
+
 def _listen_to_caller(conn: socket.socket) -> None:
-    """Forward the caller's signals to this process; its disappearance is a SIGTERM."""
+    """Forward the caller's signals to this process; its disappearance before the reply
+    is a SIGTERM (after it, the held book-keeping must be allowed to finish)."""
     from oneoff._release.lstats import fork_safe_thread
 
     fork_safe_thread()  # blocked in recv, or signalling: a warm verify may still fork
@@ -110,7 +119,8 @@ def _listen_to_caller(conn: socket.socket) -> None:
         try:
             fields = recv_frame(conn)
         except (OSError, WireError):
-            os.kill(me, signal.SIGTERM)  # the caller is gone: stop as a runner told to stop
+            if not _replied.is_set():
+                os.kill(me, signal.SIGTERM)  # the caller is gone: stop as if told to stop
             return
         if fields[:1] == [b"sig"] and len(fields) == 2 and fields[1].isdigit():
             signum = int(fields[1])
@@ -152,6 +162,7 @@ def run_for_caller(conn: socket.socket, argv: list[str]) -> int:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
+        _replied.set()
         with contextlib.suppress(OSError):
             send_frame(conn, [b"exit", str(code).encode()])
     _after.run_held()

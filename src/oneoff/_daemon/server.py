@@ -23,7 +23,7 @@ from oneoff._daemon.guard import Guard
 from oneoff._daemon.paths import socket_path, trusted_dir
 from oneoff._daemon.peer import process_traits, umask_of
 from oneoff._daemon.preload import code_paths, preload
-from oneoff._daemon.request import FDS, STALE, Baseline, refusal, well_formed
+from oneoff._daemon.request import FDS, STALE, Baseline, quick_refusal, refusal
 from oneoff._daemon.spare import Spare, close_inherited_fds, fork_runner
 from oneoff._daemon.wire import MAX_FRAME, WireError, decode, frame_size, recv_frame, send_frame
 
@@ -31,10 +31,6 @@ __all__ = ["REQUEST_SECONDS", "DaemonInfo", "daemon_status", "serve", "stop_daem
 
 REQUEST_SECONDS = 2.0  # to send a whole request once connected
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-
-
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave the loop."""
 
 
 @dataclass
@@ -71,13 +67,22 @@ class _State:
     served: int = 0
     last: float = field(default_factory=time.monotonic)
     stop: bool = False
+    terms: int = 0  # SIGTERM/SIGINT/SIGHUP received: one stops, a second abandons the guard
     spare: Spare | None = None
 
     def sweep(self) -> None:
         """Reap what ended; stop watching runners that did (see guard.py)."""
+        running = len(self.guard.runners)
         for pidfd in self.guard.sweep(self.spare.pid if self.spare else None):
             self.sel.unregister(pidfd)
             os.close(pidfd)
+        if len(self.guard.runners) < running:
+            self.last = time.monotonic()  # idle time counts from the end of the last run
+
+    def watch(self, pid: int) -> None:
+        pidfd = self.guard.watch(pid)
+        if pidfd >= 0:
+            self.sel.register(pidfd, selectors.EVENT_READ)
 
 
 def _peer(conn: socket.socket) -> tuple[int, int]:
@@ -145,38 +150,41 @@ def serve(
         os.close(null)
 
     def on_term(signum: int, frame: object) -> None:
-        raise _Stop
+        # Never raise from here: a signal between fork() and watch() must not lose a runner.
+        state.stop = True
+        state.terms += 1
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_term)
     pending: dict[socket.socket, _Pending] = {}
     sel.register(listener, selectors.EVENT_READ)
     try:
-        _serve_requests(listener, pending, state)
-    except _Stop:
-        pass
+        try:
+            _serve_requests(listener, pending, state)
+        finally:
+            if state.spare is not None:
+                state.spare.close()
+                state.guard.retire(state.spare.pid)
+                state.spare = None
+            for conn in list(pending):
+                _drop(sel, pending, conn)
+            sel.unregister(listener)
+            listener.close()
+            _unlink_if_ours(path, inode)
     finally:
-        if state.spare is not None:
-            state.spare.close()
-            state.guard.retire(state.spare.pid)
-            state.spare = None
-        for conn in list(pending):
-            _drop(sel, pending, conn)
-        sel.unregister(listener)
-        listener.close()
-        _unlink_if_ours(path, inode)
-    # New commands now run in-process (or reach a new daemon); keep guarding the runs in
-    # progress until they end. A second SIGTERM ends this early.
-    try:
-        while state.guard.runners:
-            state.sweep()
-            sel.select(1.0)
-        state.sweep()
-    except _Stop:
-        pass
-    finally:
+        # Whatever ended the loop (stop, idle, a signal, an error), new commands now run
+        # in-process or reach a new daemon; keep guarding runs in progress until they end.
+        _guard_until_done(state)
         sel.close()
     return 0
+
+
+def _guard_until_done(state: _State) -> None:
+    while state.terms < 2:
+        state.sweep()
+        if not state.guard.busy():
+            return
+        state.sel.select(0.05 if state.guard.killed else 1.0)
 
 
 def _serve_requests(
@@ -189,7 +197,7 @@ def _serve_requests(
             with contextlib.suppress(OSError):  # no spare: requests fork on arrival
                 state.spare = Spare()
         now = time.monotonic()
-        if now - state.last > state.idle and not pending:
+        if now - state.last > state.idle and not pending and not state.guard.runners:
             return
         for conn in [c for c, p in pending.items() if p.deadline <= now]:
             _drop(sel, pending, conn)  # too slow: it holds nothing but itself
@@ -214,7 +222,7 @@ def _start_runner(
     if (
         spare is not None
         and umask is not None
-        and well_formed(fields, request.fds)
+        and quick_refusal(fields, request.fds, state.base) is None
         and spare.hand_over(conn, fields, request.fds, umask)
     ):
         # The spare takes the caller's state while the checks run here; it answers the
@@ -260,6 +268,9 @@ def _accept(
     try:
         conn, _ = listener.accept()
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return
+    except OSError:  # EMFILE, ENFILE, ENOMEM: wait a little, keep serving and guarding
+        time.sleep(0.05)
         return
     try:
         pid, uid = _peer(conn)
@@ -353,5 +364,5 @@ def _answer(conn: socket.socket, fields: list[bytes], request: _Pending, state: 
                 state.guard.retire(spare.pid)  # it refused, or never got the request
     if child is None:
         return
-    state.sel.register(state.guard.watch(child), selectors.EVENT_READ)
+    state.watch(child)
     state.served += 1

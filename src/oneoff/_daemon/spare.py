@@ -52,6 +52,7 @@ def run_forked(
     """In a fork: become the caller's runner, run ``main(argv)``, report, exit. With
     ``verdict``, first wait there for the daemon's checks: "go", or a refusal to pass on."""
     code = 1
+    approved = verdict is None  # with a verdict to wait for, stay silent until it says go
     try:
         keep = {conn.fileno(), *fds, *([verdict.fileno()] if verdict else [])}
         # Other clients' connections and descriptors, the listener, the selector: not ours.
@@ -67,13 +68,15 @@ def run_forked(
                 send_frame(conn, [b"refused", reason])
                 code = 0
                 return
+            approved = True
         code = run_for_caller(conn, argv)
     except BaseException:
-        import traceback
+        if approved:  # before "go" the client runs the command itself: no noise for it
+            import traceback
 
-        traceback.print_exc(file=sys.stderr)
-        with contextlib.suppress(Exception):
-            sys.stderr.flush()
+            traceback.print_exc(file=sys.stderr)
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
     finally:
         os._exit(code)
 
