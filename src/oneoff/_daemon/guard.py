@@ -80,5 +80,7 @@ class Guard:
         return ended
 
     def busy(self) -> bool:
-        """Runners still running, or orphans still being put down."""
-        return bool(self.runners) or self.killed
+        """Runners still running, forks of ours still finishing (a refusing spare must
+        outlive us long enough to say so: its PR_SET_PDEATHSIG would cut it short), or
+        orphans still being put down."""
+        return bool(self.runners) or bool(self.retiring) or self.killed

@@ -184,7 +184,9 @@ def _guard_until_done(state: _State) -> None:
         state.sweep()
         if not state.guard.busy():
             return
-        state.sel.select(0.05 if state.guard.killed else 1.0)
+        # Orphans or retiring forks end within milliseconds; runners are woken by pidfds.
+        quick = state.guard.killed or state.guard.retiring
+        state.sel.select(0.05 if quick else 1.0)
 
 
 def _serve_requests(
