@@ -112,3 +112,30 @@ def test_concurrent_first_use_migrates_once(tmp_path: Path) -> None:
     assert [p.wait(timeout=60) for p in procs] == [0] * 6
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
+    """A run's row and its audit event commit together, or neither does."""
+    from oneoff._audit.log import AuditLog
+
+    store = SQLiteStore(tmp_path / "state.db")
+    audit = AuditLog(store)
+
+    def crash_between_the_two() -> None:
+        with store.tx():
+            store.create_run(record("r1"))
+            audit.append("run.started", actor="os:me", run_id="r1")
+            assert store.db.in_transaction  # the append did not commit on its own
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash_between_the_two()
+    assert audit.head() == 0
+    with pytest.raises(UsageError, match="no run"):
+        store.get_run("r1")
+    with store.tx():
+        store.create_run(record("r2"))
+        audit.append("run.started", actor="os:me", run_id="r2")
+    assert audit.head() == 1
+    assert store.get_run("r2").id == "r2"
+    store.close()

@@ -231,8 +231,6 @@ def run_task(
         break_glass=grant.break_glass,
         reason=grant.reason,
     )
-    with store.tx():
-        store.create_run(run)
     drift = {"allow_drift": True, "drift": list(checked.drift)} if checked.allow_drift else {}
     started_payload = {
         # Secrets never reach argv by construction; redacting it anyway costs nothing.
@@ -241,7 +239,9 @@ def run_task(
         "executor": executor.name,
         **drift,
     }
-    audit_run(app, "run.started", run, actor=principal, payload=started_payload)
+    with store.tx():  # the run and its audit event land together, before anything runs
+        store.create_run(run)
+        audit_run(app, "run.started", run, actor=principal, payload=started_payload)
 
     env = dict(plan.env.values)
     env.update(
@@ -275,12 +275,6 @@ def run_task(
         # recording fails.
         try:
             output = on_output.close()
-            with store.tx():
-                store.finish_run(
-                    run.id, status=status, exit_code=exit_code, ended_at=now(),
-                    output_bytes=output.bytes, output_digest=output.digest,
-                    output_truncated=output.truncated,
-                )  # fmt: skip
             finished = {
                 "status": status,
                 "exit_code": exit_code,
@@ -290,7 +284,13 @@ def run_task(
                 "output_truncated": output.truncated,
                 **({"lease_lost": True} if status == "lost" else {}),
             }
-            audit_run(app, "run.finished", run, actor=principal, payload=finished)
+            with store.tx():  # the outcome and its audit event land together
+                store.finish_run(
+                    run.id, status=status, exit_code=exit_code, ended_at=now(),
+                    output_bytes=output.bytes, output_digest=output.digest,
+                    output_truncated=output.truncated,
+                )  # fmt: skip
+                audit_run(app, "run.finished", run, actor=principal, payload=finished)
         finally:
             # [stage: record] release locks; checkpoint the audit log.
             grant.end()

@@ -65,7 +65,11 @@ class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it lands, or none of it."""
+        """One write transaction: all of it lands, or none of it. Inside another one it
+        joins it (a run's row and its audit event commit together, with one fsync)."""
+        if self.db.in_transaction:
+            yield self.db
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
