@@ -35,18 +35,29 @@ def _utf16_key(key: str) -> bytes:
     return key.encode("utf-16-be", "surrogatepass")
 
 
+# With ensure_ascii=False the encoder writes exactly the JCS escapes: \" \\ \b \f \n \r \t
+# and \u00XX (lower-case hex) for the other control characters. One encoder for all:
+# json.dumps with a non-default option builds a new one on every call.
+_json_str = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _encode_str(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError("string holds a lone surrogate; not representable in I-JSON") from exc
-    # json.dumps with ensure_ascii=False writes exactly the JCS escapes: \" \\ \b \f \n \r \t
-    # and \u00XX (lower-case hex) for the other control characters.
-    return json.dumps(text, ensure_ascii=False)
+    return _json_str(text)
 
 
 def _encode(value: Any, out: list[str]) -> None:
-    if value is None:
+    kind = type(value)
+    if kind is str:  # the common cases first, without ABC checks
+        out.append(_encode_str(value))
+    elif kind is dict:
+        _encode_object(value, out)
+    elif kind is list or kind is tuple:
+        _encode_array(value, out)
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -61,26 +72,34 @@ def _encode(value: Any, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(_encode_str(value))
     elif isinstance(value, Mapping):
-        items = []
-        for key in value:
-            if not isinstance(key, str):
-                raise ValueError(f"object key {key!r} is not a string")
-            items.append(key)
-        items.sort(key=_utf16_key)
-        out.append("{")
-        for i, key in enumerate(items):
-            if i:
-                out.append(",")
-            out.append(_encode_str(key))
-            out.append(":")
-            _encode(value[key], out)
-        out.append("}")
+        _encode_object(value, out)
     elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _encode(item, out)
-        out.append("]")
+        _encode_array(value, out)
     else:
         raise ValueError(f"cannot encode {type(value).__name__} canonically")
+
+
+def _encode_object(value: Mapping[Any, Any], out: list[str]) -> None:
+    items = []
+    for key in value:
+        if not isinstance(key, str):
+            raise ValueError(f"object key {key!r} is not a string")
+        items.append(key)
+    items.sort(key=_utf16_key)
+    out.append("{")
+    for i, key in enumerate(items):
+        if i:
+            out.append(",")
+        out.append(_encode_str(key))
+        out.append(":")
+        _encode(value[key], out)
+    out.append("}")
+
+
+def _encode_array(value: Sequence[Any], out: list[str]) -> None:
+    out.append("[")
+    for i, item in enumerate(value):
+        if i:
+            out.append(",")
+        _encode(item, out)
+    out.append("]")
