@@ -60,6 +60,8 @@ def adopt_signals(ignored: bytes, blocked: bytes) -> None:
             handler = signal.default_int_handler
         else:
             handler = signal.SIG_DFL
+        if signal.getsignal(signum) is handler:
+            continue  # most already are (a sigaction per signal costs ~5 us)
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             signal.signal(signum, handler)  # type: ignore[arg-type]
     signal.pthread_sigmask(signal.SIG_SETMASK, _mask(blocked))
