@@ -45,3 +45,15 @@ def test_refuses_ambiguous_values(bad: object) -> None:
     """Floats, huge ints, non-string keys, lone surrogates and bytes are refused."""
     with pytest.raises(ValueError, match=r"float|integer|key|surrogate|cannot encode"):
         canonical_json(bad)
+
+
+def test_a_document_nested_too_deeply_is_refused_as_bad_input() -> None:
+    import pytest
+
+    from oneoff._canonical import canonical_json
+
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nests too deeply"):
+        canonical_json(deep)

@@ -139,3 +139,15 @@ def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
     assert audit.head() == 1
     assert store.get_run("r2").id == "r2"
     store.close()
+
+
+def test_a_transaction_left_open_is_refused_not_joined(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    store.db.execute("BEGIN IMMEDIATE")  # as if a COMMIT had failed half-way
+    with pytest.raises(StoreError, match="still open"), store.tx():
+        pass
+    store.db.execute("ROLLBACK")
+    with store.tx():
+        store.create_run(record("r1"))
+    assert store.get_run("r1").id == "r1"
+    store.close()

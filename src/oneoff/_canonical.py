@@ -22,7 +22,10 @@ def canonical_json(value: Any) -> bytes:
     refused with ``ValueError`` rather than encoded ambiguously.
     """
     parts: list[str] = []
-    _encode(value, parts)
+    try:
+        _encode(value, parts)
+    except RecursionError:  # only crafted documents nest this deep: refuse like the rest
+        raise ValueError("document nests too deeply to encode") from None
     return "".join(parts).encode("utf-8")
 
 

@@ -284,7 +284,10 @@ def run_task(
                 "output_truncated": output.truncated,
                 **({"lease_lost": True} if status == "lost" else {}),
             }
-            with store.tx():  # the outcome and its audit event land together
+            # The outcome and its audit event land together or not at all: should the
+            # event fail, the run stays "running" and is reaped as lost, never "finished"
+            # without a record in the audit log.
+            with store.tx():
                 store.finish_run(
                     run.id, status=status, exit_code=exit_code, ended_at=now(),
                     output_bytes=output.bytes, output_digest=output.digest,

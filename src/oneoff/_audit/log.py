@@ -152,7 +152,9 @@ class AuditLog:
         plan_hash: str | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> AuditEvent:
-        """Append one event, durably, after the current head; appends never fork the chain."""
+        """Append one event after the current head; appends never fork the chain. Durable
+        when this returns, unless called inside a store transaction: then it lands (or not)
+        with that transaction."""
         fields: dict[str, Any] = {
             "kind": kind, "actor": actor, "environment": environment, "task": task,
             "run_id": run_id, "release_id": release_id, "plan_hash": plan_hash,

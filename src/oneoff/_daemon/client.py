@@ -36,16 +36,18 @@ else:
     import _signal  # the C module: `signal` would import enum
 
 __all__ = [
-    "ARGC_AT", "FORWARDED_SIGNALS", "IN_PROCESS_COMMANDS", "STREAMS_AT", "STREAM_FIELDS",
-    "caller_state", "via_daemon",
+    "ARGC_AT", "EXECUTABLE_AT", "FORWARDED_SIGNALS", "IN_PROCESS_COMMANDS", "PERSONALITY_AT",
+    "SIGBLK_AT", "SIGIGN_AT", "STREAMS_AT", "STREAM_FIELDS", "caller_state", "via_daemon",
 ]  # fmt: skip
 
-# A run request's fields: b"run", version, executable, package, filesystem encoding,
-# sys.flags, sys.path, warning and -X options, then the caller's personality, ignored and
-# blocked signal masks (hex, from /proc/self), then (encoding, errors, buffering) of stdin,
-# stdout and stderr, then argv[0], the argument count, the arguments, and the environment
-# as KEY=VALUE to the end.
-STREAMS_AT = 11
+# A run request's fields: b"run", version, interpreter identity, package, filesystem
+# encoding, sys.flags, sys.path, warning and -X options; then the caller's personality,
+# ignored and blocked signal masks (hex, from /proc/self) and sys.executable (the name it
+# was started by: it ends up on the task's PATH); then (encoding, errors, buffering) of
+# stdin, stdout and stderr; then argv[0], the argument count, the arguments, and the
+# environment as KEY=VALUE to the end.
+PERSONALITY_AT, SIGIGN_AT, SIGBLK_AT, EXECUTABLE_AT = 8, 9, 10, 11
+STREAMS_AT = 12
 STREAM_FIELDS = 3
 ARGC_AT = STREAMS_AT + 3 * STREAM_FIELDS + 1
 
@@ -148,6 +150,7 @@ def _request(argv: list[str]) -> list[bytes]:
         os.fsencode("\0".join(sys.path)),
         options.encode(),
         *caller_state(),
+        os.fsencode(sys.executable),
         *streams,
         os.fsencode(sys.argv[0] if sys.argv else "oneoff"),
         str(len(argv)).encode(),

@@ -27,7 +27,8 @@ def install_identity() -> tuple[str, str]:
     """This interpreter (its real file, and the environment it runs in: ``python`` and
     ``python3`` in one virtualenv are the same) and the directory oneoff is imported from."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.realpath(sys.executable) + "\0" + sys.prefix, package
+    real = os.path.realpath(sys.executable) if sys.executable else ""
+    return real + "\0" + sys.prefix, package
 
 
 def runtime_dir() -> str:

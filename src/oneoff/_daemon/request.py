@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from oneoff._daemon.client import ARGC_AT, STREAMS_AT, caller_state
+from oneoff._daemon.client import ARGC_AT, PERSONALITY_AT, SIGBLK_AT, caller_state
 from oneoff._daemon.paths import install_identity
 from oneoff._daemon.peer import differences, umask_of
 from oneoff._daemon.preload import code_fingerprint
@@ -76,7 +76,7 @@ def well_formed(fields: list[bytes], fds: list[int]) -> bool:
         or len(fds) != FDS
         or not fields[ARGC_AT].isdigit()
         or len(fields) < ARGC_AT + 1 + int(fields[ARGC_AT])
-        or not all(_is_hex(f) for f in fields[STREAMS_AT - 3 : STREAMS_AT])
+        or not all(_is_hex(f) for f in fields[PERSONALITY_AT : SIGBLK_AT + 1])
     )
 
 
@@ -98,7 +98,7 @@ def refusal(fields: list[bytes], fds: list[int], pid: int, base: Baseline) -> st
         return quick
     if code_fingerprint(base.code) != base.fingerprint:
         return STALE
-    if fields[STREAMS_AT - 3] != base.personality:
+    if fields[PERSONALITY_AT] != base.personality:
         return "the caller differs from the daemon in: personality"
     caller_env = startup_environment(_environment_of(fields))
     if caller_env != base.environment:

@@ -18,7 +18,15 @@ import sys
 import threading
 import time
 
-from oneoff._daemon.client import ARGC_AT, FORWARDED_SIGNALS, STREAM_FIELDS, STREAMS_AT
+from oneoff._daemon.client import (
+    ARGC_AT,
+    EXECUTABLE_AT,
+    FORWARDED_SIGNALS,
+    SIGBLK_AT,
+    SIGIGN_AT,
+    STREAM_FIELDS,
+    STREAMS_AT,
+)
 from oneoff._daemon.wire import WireError, recv_frame, send_frame
 
 __all__ = ["adopt_signals", "become_caller", "run_for_caller"]
@@ -97,13 +105,15 @@ def become_caller(fields: list[bytes], fds: list[int], umask: int) -> list[str]:
     if len(argv) != argc:
         raise WireError("malformed request: argv is cut short")
     sys.argv = [os.fsdecode(fields[ARGC_AT - 1]), *argv]
+    # The same interpreter (checked), by the name the caller used: it is on a task's PATH.
+    sys.executable = os.fsdecode(fields[EXECUTABLE_AT])
     os.environ.clear()
     for item in fields[first + argc :]:
         key, sep, value = item.partition(b"=")
         if sep and key and b"\0" not in item:
             os.environb[key] = value
     time.tzset()  # the caller's TZ, as the time module would have read it at start-up
-    adopt_signals(fields[STREAMS_AT - 2], fields[STREAMS_AT - 1])
+    adopt_signals(fields[SIGIGN_AT], fields[SIGBLK_AT])
     return argv
 
 

@@ -27,6 +27,7 @@ class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._depth = 0  # tx() nesting: inner ones join the outermost
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fresh = not path.exists()
@@ -67,13 +68,20 @@ class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it lands, or none of it. Inside another one it
         joins it (a run's row and its audit event commit together, with one fsync)."""
-        if self.db.in_transaction:
-            yield self.db
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
             return
+        if self.db.in_transaction:  # a COMMIT or ROLLBACK that failed left one open
+            raise StoreError(f"{self.path}: a failed transaction is still open; not writing")
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreError(f"{self.path}: cannot lock the store: {exc}") from None
+        self._depth = 1
         try:
             yield self.db
         except BaseException:
@@ -81,6 +89,8 @@ class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
             raise
         else:
             self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def close(self) -> None:
         self.db.close()
