@@ -67,18 +67,22 @@ def test_wrong_key_column_length_never_matches(tree: list[bytes]) -> None:
     assert not keys_match(tree[:-1], keys, KEY)
 
 
-def test_with_other_threads_it_stays_in_one_process(
-    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    keys = b"".join(map(key_of, tree))
-    forks: list[int] = []
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per os.fork() from here on (the fork still happens)."""
+    calls: list[int] = []
     real_fork = os.fork
 
     def counting_fork() -> int:
-        forks.append(1)
+        calls.append(1)
         return real_fork()
 
     monkeypatch.setattr(os, "fork", counting_fork)
+    return calls
+
+
+def test_with_other_threads_it_stays_in_one_process(tree: list[bytes], forks: list[int]) -> None:
+    keys = b"".join(map(key_of, tree))
     assert keys_match(tree, keys, KEY)
     assert forks == [1]  # alone, it splits the work
     stop = threading.Event()
@@ -100,19 +104,11 @@ def test_with_other_threads_it_stays_in_one_process(
 
 
 def test_a_thread_declared_fork_safe_does_not_stop_the_split(
-    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+    tree: list[bytes], forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from oneoff._release import lstats
 
     keys = b"".join(map(key_of, tree))
-    forks: list[int] = []
-    real_fork = os.fork
-
-    def counting_fork() -> int:
-        forks.append(1)
-        return real_fork()
-
-    monkeypatch.setattr(os, "fork", counting_fork)
     monkeypatch.setattr(lstats, "_fork_safe", set())
     declared, stop = threading.Event(), threading.Event()
 

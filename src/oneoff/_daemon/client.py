@@ -37,7 +37,8 @@ else:
 
 __all__ = [
     "ARGC_AT", "EXECUTABLE_AT", "FORWARDED_SIGNALS", "IN_PROCESS_COMMANDS", "PERSONALITY_AT",
-    "SIGBLK_AT", "SIGIGN_AT", "STREAMS_AT", "STREAM_FIELDS", "caller_state", "via_daemon",
+    "SIGBLK_AT", "SIGIGN_AT", "STREAMS_AT", "STREAM_FIELDS", "caller_state", "identity_fields",
+    "via_daemon",
 ]  # fmt: skip
 
 # A run request's fields: b"run", version, interpreter identity, package, filesystem
@@ -129,26 +130,34 @@ def caller_state() -> list[bytes]:
         return [b"?", b"?", b"?"]  # refused by the daemon: it never guesses
 
 
-def _request(argv: list[str]) -> list[bytes]:
+def identity_fields() -> list[bytes]:
+    """Fields 1-7 of a run request: what must be the same in the caller and the daemon
+    (oneoff version, interpreter, installation, filesystem encoding, flags, import path,
+    warning and -X options). Both sides build them here."""
     from oneoff._version import __version__
 
     executable, package = install_identity()
-    streams: list[bytes] = []
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        streams.append((getattr(stream, "encoding", None) or "utf-8").encode())
-        streams.append((getattr(stream, "errors", None) or "strict").encode())
-        line = b"L" if getattr(stream, "line_buffering", False) else b""
-        streams.append(line + (b"W" if getattr(stream, "write_through", False) else b""))
-    options = repr((sys.warnoptions, sorted(sys._xoptions.items())))
-    fields = [
-        b"run",
+    return [
         __version__.encode(),
         os.fsencode(executable),
         os.fsencode(package),
         sys.getfilesystemencoding().encode(),
         repr(tuple(sys.flags)).encode(),
         os.fsencode("\0".join(sys.path)),
-        options.encode(),
+        repr((sys.warnoptions, sorted(sys._xoptions.items()))).encode(),
+    ]
+
+
+def _request(argv: list[str]) -> list[bytes]:
+    streams: list[bytes] = []
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        streams.append((getattr(stream, "encoding", None) or "utf-8").encode())
+        streams.append((getattr(stream, "errors", None) or "strict").encode())
+        line = b"L" if getattr(stream, "line_buffering", False) else b""
+        streams.append(line + (b"W" if getattr(stream, "write_through", False) else b""))
+    fields = [
+        b"run",
+        *identity_fields(),
         *caller_state(),
         os.fsencode(sys.executable),
         *streams,

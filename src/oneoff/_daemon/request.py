@@ -5,14 +5,17 @@ what differs, so any difference is a refusal, named without values."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 
-from oneoff._daemon.client import ARGC_AT, PERSONALITY_AT, SIGBLK_AT, caller_state
-from oneoff._daemon.paths import install_identity
+from oneoff._daemon.client import (
+    ARGC_AT,
+    PERSONALITY_AT,
+    SIGBLK_AT,
+    caller_state,
+    identity_fields,
+)
 from oneoff._daemon.peer import differences, umask_of
 from oneoff._daemon.preload import code_fingerprint
-from oneoff._version import __version__
 
 __all__ = [
     "FDS", "STALE", "Baseline", "quick_refusal", "refusal", "startup_environment", "well_formed",
@@ -39,19 +42,10 @@ class Baseline:
     """The daemon's own side of every comparison, taken once at start."""
 
     def __init__(self, code: list[str], traits: dict[str, str]) -> None:
-        executable, package = install_identity()
         self.code = code
         self.fingerprint = code_fingerprint(code)
         self.traits = traits
-        self.identity = {
-            1: __version__.encode(),
-            2: os.fsencode(executable),
-            3: os.fsencode(package),
-            4: sys.getfilesystemencoding().encode(),
-            5: repr(tuple(sys.flags)).encode(),
-            6: os.fsencode("\0".join(sys.path)),
-            7: repr((sys.warnoptions, sorted(sys._xoptions.items()))).encode(),
-        }
+        self.identity = dict(enumerate(identity_fields(), start=1))
         self.personality = caller_state()[0]
         self.environment = startup_environment(os.environb)
 

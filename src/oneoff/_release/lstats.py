@@ -19,15 +19,16 @@ from collections.abc import Callable
 from itertools import starmap
 from operator import attrgetter
 
-__all__ = ["SPLIT_MIN", "fork_safe_thread", "keys_match"]
+__all__ = ["SPLIT_MIN", "STAT_FIELDS", "fork_safe_thread", "keys_match"]
 
 SPLIT_MIN = 4000  # below this a fork (~1-2 ms) costs more than half the lstats save
-_fields = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
+# What a stat cache key holds, in order (packed by the caller's struct).
+STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
 
 
 def _live_keys(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:
     try:
-        return b"".join(starmap(pack, map(_fields, map(os.lstat, paths))))
+        return b"".join(starmap(pack, map(STAT_FIELDS, map(os.lstat, paths))))
     except OSError:
         return None  # a path vanished or became unreadable: not unchanged
 

@@ -20,7 +20,7 @@ from oneoff._release.listing import (
     _Ignore,
     _inside_git_dir,
 )
-from oneoff._release.lstats import keys_match
+from oneoff._release.lstats import STAT_FIELDS, keys_match
 
 __all__ = ["StatCache"]
 
@@ -38,7 +38,7 @@ _st_mode = attrgetter("st_mode")
 
 
 def _stat_key(st: os.stat_result) -> bytes:
-    return _KEY.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
+    return _KEY.pack(*STAT_FIELDS(st))
 
 
 class StatCache:
