@@ -1,15 +1,17 @@
-"""The split lstat comparison behind a warm verify: both halves count, on any path."""
+"""The shared lstat comparison behind a warm verify: every chunk counts, in either process."""
 
 from __future__ import annotations
 
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from oneoff._release.lstats import SPLIT_MIN, keys_match
+from oneoff._release import lstats
+from oneoff._release.lstats import CHUNKS, SPLIT_MIN, keys_match
 
 KEY = struct.Struct("<QqqQI")
 
@@ -37,8 +39,11 @@ def test_an_unchanged_tree_matches(tree: list[bytes]) -> None:
     assert keys_match(tree[:100], keys[: 100 * KEY.size], KEY)  # short: no fork
 
 
-@pytest.mark.parametrize("where", [0, SPLIT_MIN // 2 - 1, SPLIT_MIN // 2 + 1, -1])
-def test_a_change_in_either_half_is_seen(tree: list[bytes], where: int) -> None:
+CHUNK = (SPLIT_MIN + 10) // CHUNKS
+
+
+@pytest.mark.parametrize("where", [0, CHUNK - 1, CHUNK, SPLIT_MIN // 2, -CHUNK, -1])
+def test_a_change_in_any_chunk_is_seen(tree: list[bytes], where: int) -> None:
     keys = b"".join(map(key_of, tree))
     target = tree[where]
     old = os.lstat(target)
@@ -49,8 +54,8 @@ def test_a_change_in_either_half_is_seen(tree: list[bytes], where: int) -> None:
         os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
 
 
-@pytest.mark.parametrize("where", [1, -2])
-def test_a_vanished_file_in_either_half_is_seen(tree: list[bytes], where: int) -> None:
+@pytest.mark.parametrize("where", [1, SPLIT_MIN // 2, -2])
+def test_a_vanished_file_in_any_chunk_is_seen(tree: list[bytes], where: int) -> None:
     keys = b"".join(map(key_of, tree))
     target = Path(os.fsdecode(tree[where]))
     data = target.read_bytes()
@@ -59,6 +64,74 @@ def test_a_vanished_file_in_either_half_is_seen(tree: list[bytes], where: int) -
         assert not keys_match(tree, keys, KEY)
     finally:
         target.write_bytes(data)
+
+
+def test_both_processes_share_the_chunks_and_each_is_checked_once(
+    tree: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = b"".join(map(key_of, tree))
+    log = tmp_path / "taken"
+    real_take = lstats._take
+
+    def logged_take(queue: int) -> int | None:
+        i = real_take(queue)
+        if i is not None:  # one short line per chunk, appended atomically
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, f"{os.getpid()} {i}\n".encode())
+            finally:
+                os.close(fd)
+        return i
+
+    def sharing_take(queue: int) -> int | None:
+        i = logged_take(queue)
+        if os.getpid() == parent:  # hold on until the child has taken a chunk too
+            deadline = time.monotonic() + 30
+            while not any(not line.startswith(mine) for line in log.read_text().splitlines()):
+                assert time.monotonic() < deadline, "the child never took a chunk"
+                time.sleep(0.001)
+        return i
+
+    parent, mine = os.getpid(), f"{os.getpid()} "
+    monkeypatch.setattr(lstats, "_take", sharing_take)
+    assert keys_match(tree, keys, KEY)
+    taken = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(int(i) for _pid, i in taken) == list(range(CHUNKS))
+    assert len({pid for pid, _i in taken}) == 2  # this process and the child
+
+
+def test_a_child_that_dies_mid_check_never_proves_anything(
+    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = b"".join(map(key_of, tree))
+    parent = os.getpid()
+    real_take = lstats._take
+
+    def dying_take(queue: int) -> int | None:
+        i = real_take(queue)
+        if os.getpid() != parent:
+            os._exit(3)  # the chunk it took is never checked
+        return i
+
+    monkeypatch.setattr(lstats, "_take", dying_take)
+    assert not keys_match(tree, keys, KEY)
+
+
+def test_a_mismatch_in_this_process_stops_the_child(
+    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = b"".join(map(key_of, tree))
+    parent = os.getpid()
+    real_take = lstats._take
+
+    def stalling_take(queue: int) -> int | None:
+        if os.getpid() != parent:
+            os.pause()  # a child that would never finish
+        return real_take(queue)
+
+    monkeypatch.setattr(lstats, "_take", stalling_take)
+    bad = bytes(len(keys))  # every chunk differs: this process sees it at once
+    assert not keys_match(tree, bad, KEY)  # returns: the stalled child was killed, reaped
 
 
 def test_wrong_key_column_length_never_matches(tree: list[bytes]) -> None:
@@ -106,8 +179,6 @@ def test_with_other_threads_it_stays_in_one_process(tree: list[bytes], forks: li
 def test_a_thread_declared_fork_safe_does_not_stop_the_split(
     tree: list[bytes], forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oneoff._release import lstats
-
     keys = b"".join(map(key_of, tree))
     monkeypatch.setattr(lstats, "_fork_safe", set())
     declared, stop = threading.Event(), threading.Event()
