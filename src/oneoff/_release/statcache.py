@@ -296,8 +296,8 @@ class StatCache:
     def _stats_match(self, root: bytes) -> bool:
         """True when every cached path still has its cached stat key."""
         # The hot loop of a warm verify, kept in C (map/starmap/join run without a Python
-        # frame per path, one bytes comparison replaces ten thousand) and split over two
-        # processes when the tree is large (see lstats.py).
+        # frame per path, one bytes comparison per chunk) and shared by two processes when
+        # the tree is large (see lstats.py).
         if not self._count:
             return True
         prefix = root.rstrip(b"/") + b"/"
