@@ -61,6 +61,16 @@ def median_time(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(times)
 
 
+def find_stats(root: Path) -> None:
+    """The native floor for a warm check: GNU find lstat()s every entry and prints the
+    fields the stat cache compares (size, mtime, ctime, inode, mode)."""
+    subprocess.run(
+        ["find", str(root), "-printf", "%s %T@ %C@ %i %m\\n"],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+
+
 def sha256sum(files: list[Path], parallel: int) -> None:
     listing = b"\0".join(os.fsencode(f) for f in files) + b"\0"
     argv = ["xargs", "-0", "-n", "2000"]
@@ -131,7 +141,7 @@ def main() -> None:
         # check in one process (what a process with other threads gets), so host noise
         # hits both alike.
         split_min = lstats.SPLIT_MIN
-        warm, one = [], []
+        warm, one, native = [], [], []
         for _ in range(max(runs, 15)):
             warm.append(median_time(lambda: verify(root, expected, cache=cache), 1))
             lstats.SPLIT_MIN = 1 << 62
@@ -139,7 +149,9 @@ def main() -> None:
                 one.append(median_time(lambda: verify(root, expected, cache=cache), 1))
             finally:
                 lstats.SPLIT_MIN = split_min
+            native.append(median_time(lambda: find_stats(root), 1))
         t_warm, t_one = statistics.median(warm), statistics.median(one)
+        t_native = statistics.median(native)
         assert verify(root, expected, cache=cache) == []
         cache_size = (root / ".oneoff" / "statcache").stat().st_size
         t_load = median_time(cache.load, max(runs, 15))
@@ -147,6 +159,10 @@ def main() -> None:
         print(
             f"warm verify, one process    median {t_one * 1000:6.1f} ms  "
             f"(two processes take {t_warm / t_one:.2f}x of that)"
+        )
+        print(
+            f"find -printf of the same fields median {t_native * 1000:6.1f} ms  "
+            f"(warm verify takes {t_warm / t_native:.2f}x of that)"
         )
         print(
             f"stat cache load: {len(cache)} entries, {cache_size / 1024:.0f} KiB, "
