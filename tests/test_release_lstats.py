@@ -197,3 +197,24 @@ def test_a_thread_declared_fork_safe_does_not_stop_the_split(
         stop.set()
         worker.join()
     assert forks == [1]
+
+
+def test_without_a_fork_to_spare_it_checks_everything_here(
+    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = b"".join(map(key_of, tree))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    before = sorted(os.listdir("/proc/self/fd"))
+    assert keys_match(tree, keys, KEY)
+    changed = tree[-1]
+    old = os.lstat(changed)
+    os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
+    try:
+        assert not keys_match(tree, keys, KEY)
+    finally:
+        os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert sorted(os.listdir("/proc/self/fd")) == before  # no pipe left open

@@ -80,20 +80,18 @@ def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
         start, end = bounds[i], bounds[i + 1]
         return _live_keys(pack, paths[start:end]) == keys[start * size : end * size]
 
-    queue, fill = os.pipe()
+    fds: list[int] = []
     try:
+        queue, fill = os.pipe()
+        fds += (queue, fill)
         os.write(fill, bytes(range(CHUNKS)))  # far below the pipe's capacity: never blocks
-    finally:
         os.close(fill)  # so an empty queue reads as EOF
-    try:
+        fds.remove(fill)
         result, report = os.pipe()
-    except OSError:
-        os.close(queue)
-        return _live_keys(pack, paths) == keys
-    try:
+        fds += (result, report)
         pid = os.fork()
-    except OSError:
-        for fd in (queue, result, report):
+    except OSError:  # no descriptors or processes to spare: do it all here
+        for fd in fds:
             os.close(fd)
         return _live_keys(pack, paths) == keys
     if pid == 0:  # the child: chunks until the queue is empty, one byte back, gone
@@ -104,7 +102,7 @@ def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
             while same and (i := _take(queue)) is not None:
                 same = chunk_matches(i)
                 if i >= CHUNKS - TAIL:
-                    break  # this process takes the rest while the child's exit runs
+                    break  # the parent takes the rest while this exit runs
             os.write(report, b"1" if same else b"0")
             status = 0
         finally:
