@@ -1,19 +1,30 @@
-"""The shared lstat comparison behind a warm verify: every chunk counts, in either process."""
+"""The shared lstat comparison behind a warm verify: every path is checked exactly once, by
+one of two processes, and a change anywhere, a dead child or a failed fork never reads as
+"unchanged"."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import signal
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from oneoff._release import lstats
-from oneoff._release.lstats import CHUNKS, SPLIT_MIN, keys_match
+from oneoff._release.lstats import CHUNKS, SPLIT_MIN, TAIL, keys_match
 
 KEY = struct.Struct("<QqqQI")
+N = SPLIT_MIN + 10
+SHARED = CHUNKS - TAIL  # chunks handed out through the queue; the tail stays with the parent
+
+two_cpus = pytest.mark.skipif(lstats._cpus() < 2, reason="the check forks only on 2+ CPUs")
 
 
 def key_of(path: bytes) -> bytes:
@@ -21,11 +32,15 @@ def key_of(path: bytes) -> bytes:
     return KEY.pack(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode)
 
 
+def chunk_start(i: int) -> int:
+    return N * i // CHUNKS
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     root = tmp_path_factory.mktemp("lstats")
     paths = []
-    for i in range(SPLIT_MIN + 10):
+    for i in range(N):
         path = root / f"d{i % 20}" / f"f{i}"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x")
@@ -33,30 +48,99 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return paths
 
 
-def test_an_unchanged_tree_matches(tree: list[bytes]) -> None:
-    keys = b"".join(map(key_of, tree))
+@pytest.fixture
+def keys(tree: list[bytes]) -> bytes:
+    return b"".join(map(key_of, tree))
+
+
+class Checks:
+    """Which process checked which paths: one line per chunk checked, appended atomically
+    by whichever process checks it (the parent or the forked child)."""
+
+    def __init__(self, log: Path, tree: list[bytes]) -> None:
+        self.log, self.index, self.parent = log, {p: i for i, p in enumerate(tree)}, os.getpid()
+        log.touch()
+
+    def record(self, paths: list[bytes]) -> None:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        line = (
+            f"{os.getpid()} {self.index[paths[0]]} {len(paths)} "
+            f"{int(gc.isenabled())} {int(signal.SIGTERM in mask and signal.SIGINT in mask)}\n"
+        )
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def lines(self) -> list[tuple[bool, int, int, bool, bool]]:
+        """(by the child, first index, count, gc enabled, signals blocked) per chunk."""
+        out = []
+        for line in self.log.read_text().splitlines():
+            pid, first, count, collecting, blocked = map(int, line.split())
+            out.append((pid != self.parent, first, count, bool(collecting), bool(blocked)))
+        return out
+
+    def checked(self, *, by_child: bool, first: int | None = None) -> bool:
+        """Whether the child (or the parent) has checked a chunk (the one from ``first``)."""
+        return any(c[0] == by_child and first in (None, c[1]) for c in self.lines())
+
+
+@pytest.fixture
+def checks(tmp_path: Path, tree: list[bytes], monkeypatch: pytest.MonkeyPatch) -> Checks:
+    log = Checks(tmp_path / "checked", tree)
+    real_live = lstats._live_keys
+
+    def logged_live(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:
+        log.record(paths)
+        return real_live(pack, paths)
+
+    monkeypatch.setattr(lstats, "_live_keys", logged_live)
+    return log
+
+
+def hold_back(
+    monkeypatch: pytest.MonkeyPatch, who: str, until: Callable[[], bool], what: str
+) -> None:
+    """Before taking its first chunk, ``who`` ("parent" or "child") waits until ``until()``."""
+    real_take, parent, first = lstats._take, os.getpid(), [True]
+
+    def take(queue: int) -> int | None:
+        if first[0] and (os.getpid() == parent) == (who == "parent"):
+            first[0] = False
+            deadline = time.monotonic() + 30
+            while not until():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.001)
+        return real_take(queue)
+
+    monkeypatch.setattr(lstats, "_take", take)
+
+
+@contextlib.contextmanager
+def touched_file(path: bytes) -> Iterator[None]:
+    """``path`` with its mtime one nanosecond later, put back afterwards."""
+    old = os.lstat(path)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
+    try:
+        yield
+    finally:
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+
+def test_an_unchanged_tree_matches(tree: list[bytes], keys: bytes) -> None:
     assert keys_match(tree, keys, KEY)
     assert keys_match(tree[:100], keys[: 100 * KEY.size], KEY)  # short: no fork
 
 
-CHUNK = (SPLIT_MIN + 10) // CHUNKS
-
-
-@pytest.mark.parametrize("where", [0, CHUNK - 1, CHUNK, SPLIT_MIN // 2, -CHUNK, -1])
-def test_a_change_in_any_chunk_is_seen(tree: list[bytes], where: int) -> None:
-    keys = b"".join(map(key_of, tree))
-    target = tree[where]
-    old = os.lstat(target)
-    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
-    try:
+@pytest.mark.parametrize("where", [0, chunk_start(1) - 1, chunk_start(1), N // 2, -1])
+def test_a_change_anywhere_is_seen(tree: list[bytes], keys: bytes, where: int) -> None:
+    with touched_file(tree[where]):
         assert not keys_match(tree, keys, KEY)
-    finally:
-        os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
 
 
-@pytest.mark.parametrize("where", [1, SPLIT_MIN // 2, -2])
-def test_a_vanished_file_in_any_chunk_is_seen(tree: list[bytes], where: int) -> None:
-    keys = b"".join(map(key_of, tree))
+@pytest.mark.parametrize("where", [1, N // 2, -2])
+def test_a_vanished_file_is_seen(tree: list[bytes], keys: bytes, where: int) -> None:
     target = Path(os.fsdecode(tree[where]))
     data = target.read_bytes()
     target.unlink()
@@ -66,44 +150,85 @@ def test_a_vanished_file_in_any_chunk_is_seen(tree: list[bytes], where: int) -> 
         target.write_bytes(data)
 
 
-def test_both_processes_share_the_chunks_and_each_is_checked_once(
-    tree: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_wrong_key_column_length_never_matches(tree: list[bytes], keys: bytes) -> None:
+    assert not keys_match(tree, keys[:-1], KEY)
+    assert not keys_match(tree[:-1], keys, KEY)
+
+
+@two_cpus
+def test_every_path_is_checked_exactly_once_by_one_of_two_processes(
+    tree: list[bytes], keys: bytes, checks: Checks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = b"".join(map(key_of, tree))
-    log = tmp_path / "taken"
-    real_take = lstats._take
-
-    def logged_take(queue: int) -> int | None:
-        i = real_take(queue)
-        if i is not None:  # one short line per chunk, appended atomically
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            try:
-                os.write(fd, f"{os.getpid()} {i}\n".encode())
-            finally:
-                os.close(fd)
-        return i
-
-    def sharing_take(queue: int) -> int | None:
-        i = logged_take(queue)
-        if os.getpid() == parent:  # hold on until the child has taken a chunk too
-            deadline = time.monotonic() + 30
-            while not any(not line.startswith(mine) for line in log.read_text().splitlines()):
-                assert time.monotonic() < deadline, "the child never took a chunk"
-                time.sleep(0.001)
-        return i
-
-    parent, mine = os.getpid(), f"{os.getpid()} "
-    monkeypatch.setattr(lstats, "_take", sharing_take)
+    # The parent starts only once the child has checked a chunk: both must take part.
+    hold_back(monkeypatch, "parent", partial(checks.checked, by_child=True), "child idle")
     assert keys_match(tree, keys, KEY)
-    taken = [line.split() for line in log.read_text().splitlines()]
-    assert sorted(int(i) for _pid, i in taken) == list(range(CHUNKS))
-    assert len({pid for pid, _i in taken}) == 2  # this process and the child
+    lines = checks.lines()
+    covered = sorted((first, count) for _child, first, count, _gc, _sig in lines)
+    assert [first for first, _ in covered] == [chunk_start(i) for i in range(CHUNKS)]
+    assert all(first + count == chunk_start(i + 1) for i, (first, count) in enumerate(covered))
+    by_child = {first for child, first, *_ in lines if child}
+    assert by_child
+    assert len(by_child) < CHUNKS
+    # The tail is always the parent's: it checks it while the child exits.
+    assert not by_child & {chunk_start(i) for i in range(SHARED, CHUNKS)}
 
 
-def test_a_child_that_dies_mid_check_never_proves_anything(
-    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+@two_cpus
+def test_the_child_runs_no_handler_and_no_collection(
+    tree: list[bytes], keys: bytes, checks: Checks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = b"".join(map(key_of, tree))
+    hold_back(monkeypatch, "parent", partial(checks.checked, by_child=True), "child idle")
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert gc.isenabled()
+    assert keys_match(tree, keys, KEY)
+    lines = checks.lines()
+    assert all(not collecting and blocked for child, _f, _n, collecting, blocked in lines if child)
+    # ... and this process is left as it was.
+    assert gc.isenabled()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert all(collecting and not blocked for child, *_, collecting, blocked in lines if not child)
+
+
+@two_cpus
+def test_a_change_the_child_checks_is_seen(
+    tree: list[bytes], keys: bytes, checks: Checks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent holds back until the child has checked chunk 0, which holds the change.
+    until = partial(checks.checked, by_child=True, first=0)
+    hold_back(monkeypatch, "parent", until, "the child never checked chunk 0")
+    with touched_file(tree[3]):
+        assert not keys_match(tree, keys, KEY)
+    assert checks.checked(by_child=True, first=0)
+
+
+@two_cpus
+def test_a_change_this_process_checks_stops_the_child_early(
+    tree: list[bytes], keys: bytes, checks: Checks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent = os.getpid()
+    real_live = lstats._live_keys
+
+    def slow_in_child(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:
+        if os.getpid() != parent:
+            time.sleep(0.2)  # a slow CPU: alone it would need 12 s for its share
+        return real_live(pack, paths)
+
+    monkeypatch.setattr(lstats, "_live_keys", slow_in_child)
+    # The child starts only once this process has checked chunk 0, which holds the change.
+    until = partial(checks.checked, by_child=False, first=0)
+    hold_back(monkeypatch, "child", until, "this process never checked chunk 0")
+    started = time.monotonic()
+    with touched_file(tree[3]):
+        assert not keys_match(tree, keys, KEY)
+    # The mismatch emptied the queue: the child stopped after at most the chunk it held.
+    assert sum(1 for c in checks.lines() if c[0]) <= 1
+    assert time.monotonic() - started < 10
+
+
+@two_cpus
+def test_a_child_that_dies_mid_check_never_proves_anything(
+    tree: list[bytes], keys: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     parent = os.getpid()
     real_take = lstats._take
 
@@ -117,27 +242,17 @@ def test_a_child_that_dies_mid_check_never_proves_anything(
     assert not keys_match(tree, keys, KEY)
 
 
-def test_a_mismatch_in_this_process_stops_the_child(
-    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    keys = b"".join(map(key_of, tree))
-    parent = os.getpid()
-    real_take = lstats._take
-
-    def stalling_take(queue: int) -> int | None:
-        if os.getpid() != parent:
-            os.pause()  # a child that would never finish
-        return real_take(queue)
-
-    monkeypatch.setattr(lstats, "_take", stalling_take)
-    bad = bytes(len(keys))  # every chunk differs: this process sees it at once
-    assert not keys_match(tree, bad, KEY)  # returns: the stalled child was killed, reaped
-
-
-def test_wrong_key_column_length_never_matches(tree: list[bytes]) -> None:
-    keys = b"".join(map(key_of, tree))
-    assert not keys_match(tree, keys[:-1], KEY)
-    assert not keys_match(tree[:-1], keys, KEY)
+@two_cpus
+def test_with_sigchld_ignored_it_still_works(tree: list[bytes], keys: bytes) -> None:
+    # Inherited from whoever started us (the daemon runner keeps ignored signals ignored):
+    # the kernel reaps the child itself, and waiting for it must not fail.
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        assert keys_match(tree, keys, KEY)
+        with touched_file(tree[N // 3]):
+            assert not keys_match(tree, keys, KEY)
+    finally:
+        signal.signal(signal.SIGCHLD, old)
 
 
 @pytest.fixture
@@ -154,67 +269,88 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_with_other_threads_it_stays_in_one_process(tree: list[bytes], forks: list[int]) -> None:
-    keys = b"".join(map(key_of, tree))
+@two_cpus
+def test_with_other_threads_it_stays_in_one_process(
+    tree: list[bytes], keys: bytes, forks: list[int]
+) -> None:
     assert keys_match(tree, keys, KEY)
-    assert forks == [1]  # alone, it splits the work
+    assert forks == [1]  # alone, it shares the work
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait)
     worker.start()
     try:
         assert keys_match(tree, keys, KEY)
-        changed = tree[-1]
-        old = os.lstat(changed)
-        os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
-        try:
+        with touched_file(tree[-1]):
             assert not keys_match(tree, keys, KEY)
-        finally:
-            os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns))
     finally:
         stop.set()
         worker.join()
     assert forks == [1]  # with a second thread it never forked
 
 
-def test_a_thread_declared_fork_safe_does_not_stop_the_split(
-    tree: list[bytes], forks: list[int], monkeypatch: pytest.MonkeyPatch
+@two_cpus
+def test_a_thread_declared_fork_safe_counts_only_while_declared(
+    tree: list[bytes], keys: bytes, forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    keys = b"".join(map(key_of, tree))
     monkeypatch.setattr(lstats, "_fork_safe", set())
-    declared, stop = threading.Event(), threading.Event()
+    declared, undeclared, stop = threading.Event(), threading.Event(), threading.Event()
 
     def waiter() -> None:
-        lstats.fork_safe_thread()
-        declared.set()
+        with lstats.fork_safe_thread():
+            declared.set()
+            stop.wait()
+        undeclared.set()
         stop.wait()
 
     worker = threading.Thread(target=waiter)
     worker.start()
     try:
-        declared.wait(10)
+        assert declared.wait(10)
         assert keys_match(tree, keys, KEY)
+        assert forks == [1]
+        stop.set()
+        assert undeclared.wait(10)
+        if worker.is_alive():  # still running, no longer declared: no fork beside it
+            assert keys_match(tree, keys, KEY)
     finally:
         stop.set()
         worker.join()
     assert forks == [1]
+    assert lstats._fork_safe == set()
 
 
-def test_without_a_fork_to_spare_it_checks_everything_here(
-    tree: list[bytes], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("failing", ["fork", "second pipe"])
+def test_without_a_fork_or_pipe_to_spare_it_checks_everything_here(
+    tree: list[bytes], keys: bytes, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    keys = b"".join(map(key_of, tree))
+    real_pipe = os.pipe
+    pipes: list[int] = []
 
     def no_fork() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(os, "fork", no_fork)
+    def one_pipe() -> tuple[int, int]:
+        pipes.append(1)
+        if len(pipes) % 2 == 0:
+            raise OSError(24, "Too many open files")
+        return real_pipe()
+
+    if failing == "fork":
+        monkeypatch.setattr(os, "fork", no_fork)
+    else:
+        monkeypatch.setattr(os, "pipe", one_pipe)
     before = sorted(os.listdir("/proc/self/fd"))
     assert keys_match(tree, keys, KEY)
-    changed = tree[-1]
-    old = os.lstat(changed)
-    os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns + 1))
-    try:
+    with touched_file(tree[-1]):
         assert not keys_match(tree, keys, KEY)
-    finally:
-        os.utime(changed, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert sorted(os.listdir("/proc/self/fd")) == before  # no pipe left open
+
+
+def test_pinned_to_one_cpu_it_does_not_fork(
+    tree: list[bytes], keys: bytes, forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert keys_match(tree, keys, KEY)
+    with touched_file(tree[-1]):
+        assert not keys_match(tree, keys, KEY)
+    assert forks == []

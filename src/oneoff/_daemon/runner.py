@@ -125,19 +125,19 @@ def _listen_to_caller(conn: socket.socket) -> None:
     is a SIGTERM (after it, the held book-keeping must be allowed to finish)."""
     from oneoff._release.lstats import fork_safe_thread
 
-    fork_safe_thread()  # blocked in recv, or signalling: a warm verify may still fork
     me = os.getpid()
-    while True:
-        try:
-            fields = recv_frame(conn)
-        except (OSError, WireError):
-            if not _replied.is_set():
-                os.kill(me, signal.SIGTERM)  # the caller is gone: stop as if told to stop
-            return
-        if fields[:1] == [b"sig"] and len(fields) == 2 and fields[1].isdigit():
-            signum = int(fields[1])
-            if signum in FORWARDED_SIGNALS:
-                os.kill(me, signum)
+    with fork_safe_thread():  # blocked in recv, or signalling: a warm verify may still fork
+        while True:
+            try:
+                fields = recv_frame(conn)
+            except (OSError, WireError):
+                if not _replied.is_set():
+                    os.kill(me, signal.SIGTERM)  # the caller is gone: stop as if told to
+                return
+            if fields[:1] == [b"sig"] and len(fields) == 2 and fields[1].isdigit():
+                signum = int(fields[1])
+                if signum in FORWARDED_SIGNALS:
+                    os.kill(me, signum)
 
 
 def run_for_caller(conn: socket.socket, argv: list[str]) -> int:

@@ -5,28 +5,31 @@ measures the same) and ~1 µs more to build the stat result in Python; relative 
 and per-directory descriptors save too little to pay for themselves. Threads do not help:
 every return from the syscall fights for the GIL. A forked child does: both processes
 take chunks of the paths from a shared queue until it is empty, so a CPU that runs slower
-(a busy VM host) takes fewer, and the child reports one byte. The child touches no lock,
-file or module state of ours; it runs only lstat, struct packing and a comparison, then
-``os._exit``. Forking is skipped when this process has other threads (a fork could copy a
-lock another thread holds) unless they declared themselves safe with
-``fork_safe_thread`` (a thread that only waits in a system call, like the daemon runner's
-signal listener), for short lists, and on one CPU.
+(a busy VM host) takes fewer, and the child reports one byte. The child runs with every
+signal blocked and the garbage collector off, so no handler, finalizer or cleanup of ours
+runs in it; it does only lstat, struct packing and comparisons, then ``os._exit``. Forking
+is skipped when this process has other threads (a fork could copy a lock another thread
+holds) unless they are inside ``fork_safe_thread`` (a thread that only waits in system
+calls, like the daemon runner's signal listener), for short lists, and on one CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import signal
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import starmap
 from operator import attrgetter
 
-__all__ = ["SPLIT_MIN", "STAT_FIELDS", "fork_safe_thread", "keys_match"]
+__all__ = ["CHUNKS", "SPLIT_MIN", "STAT_FIELDS", "TAIL", "fork_safe_thread", "keys_match"]
 
 SPLIT_MIN = 4000  # below this a fork (~1-2 ms) costs more than half the lstats save
 CHUNKS = 64  # work is shared in this many chunks (at most 256: a chunk number is a byte)
-TAIL = 3  # the child leaves the last chunks to this process: its exit (~1 ms) overlaps them
+TAIL = 2  # the last chunks stay out of the queue: this process checks them while the
+# child's exit (~1 ms of address-space teardown) runs
 # What a stat cache key holds, in order (packed by the caller's struct).
 STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
 
@@ -41,13 +44,18 @@ def _live_keys(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:
 _fork_safe: set[int] = set()
 
 
-def fork_safe_thread() -> None:
-    """Declare the calling thread harmless to fork beside: it holds no lock a child could
-    need (it only blocks in system calls and never runs while the forking thread holds the
-    GIL)."""
+@contextlib.contextmanager
+def fork_safe_thread() -> Iterator[None]:
+    """While inside, the calling thread counts as harmless to fork beside: it must hold no
+    lock a child could need (it blocks in system calls and does nothing lock-taking)."""
     import threading
 
-    _fork_safe.add(threading.get_native_id())
+    tid = threading.get_native_id()
+    _fork_safe.add(tid)
+    try:
+        yield
+    finally:
+        _fork_safe.discard(tid)  # a later thread may reuse the id
 
 
 def _single_threaded() -> bool:
@@ -58,21 +66,32 @@ def _single_threaded() -> bool:
     return len(threads - _fork_safe) == 1
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _take(queue: int) -> int | None:
     """The next chunk number from the shared queue, or None once it is empty."""
     taken = os.read(queue, 1)
     return taken[0] if taken else None
 
 
+def _drain(queue: int) -> None:
+    """Empty the queue, so a child still taking chunks stops after the one it holds."""
+    while os.read(queue, CHUNKS):
+        pass
+
+
 def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
     """True when ``paths`` lstat to exactly ``keys`` (``key``-packed, in order)."""
     if len(keys) != len(paths) * key.size:
         return False
-    if len(paths) < SPLIT_MIN or (os.cpu_count() or 1) < 2 or not _single_threaded():
+    if len(paths) < SPLIT_MIN or _cpus() < 2 or not _single_threaded():
         return _live_keys(key.pack, paths) == keys
-    # Chunks are handed out through a pipe both processes read one byte at a time (a pipe
-    # read is atomic, so each chunk goes to exactly one of them): whichever CPU runs faster
-    # takes more, and neither waits long for the other at the end.
     size, pack = key.size, key.pack
     bounds = [len(paths) * i // CHUNKS for i in range(CHUNKS + 1)]
 
@@ -80,45 +99,66 @@ def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
         start, end = bounds[i], bounds[i + 1]
         return _live_keys(pack, paths[start:end]) == keys[start * size : end * size]
 
-    fds: list[int] = []
+    # Chunks are handed out through a pipe both processes read one byte at a time (a pipe
+    # read is atomic, so each chunk goes to exactly one of them): whichever CPU runs faster
+    # takes more, and neither waits long for the other at the end.
+    shared = CHUNKS - TAIL
+    opened: list[int] = []
+    child: list[int] = []  # the pid, recorded before any signal handler could interrupt
     try:
-        queue, fill = os.pipe()
-        fds += (queue, fill)
-        os.write(fill, bytes(range(CHUNKS)))  # far below the pipe's capacity: never blocks
-        os.close(fill)  # so an empty queue reads as EOF
-        fds.remove(fill)
-        result, report = os.pipe()
-        fds += (result, report)
-        pid = os.fork()
-    except OSError:  # no descriptors or processes to spare: do it all here
-        for fd in fds:
-            os.close(fd)
-        return _live_keys(pack, paths) == keys
-    if pid == 0:  # the child: chunks until the queue is empty, one byte back, gone
-        status = 1
         try:
-            os.close(result)
-            same = True
-            while same and (i := _take(queue)) is not None:
-                same = chunk_matches(i)
-                if i >= CHUNKS - TAIL:
-                    break  # the parent takes the rest while this exit runs
-            os.write(report, b"1" if same else b"0")
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(report)
-    mine = theirs = False
-    try:
+            queue, fill = os.pipe()
+            opened += (queue, fill)
+            os.write(fill, bytes(range(shared)))  # far below the pipe's capacity
+            opened.remove(fill)
+            os.close(fill)  # so an empty queue reads as EOF
+            result, report = os.pipe()
+            opened += (result, report)
+            _fork(child)
+        except OSError:  # no descriptors or processes to spare: do it all here
+            return _live_keys(pack, paths) == keys
+        if child == [0]:  # the child: chunks until the queue is empty, one byte back, gone
+            status = 1
+            try:
+                same = True
+                while same and (i := _take(queue)) is not None:
+                    same = chunk_matches(i)
+                os.write(report, b"1" if same else b"0")
+                status = 0
+            finally:
+                os._exit(status)
+        opened.remove(report)
+        os.close(report)  # so a child that dies reads as EOF
         mine = True
         while mine and (i := _take(queue)) is not None:
             mine = chunk_matches(i)
-        if mine:  # EOF (a dead child) reads as "not proven"
-            theirs = os.read(result, 1) == b"1"
-        else:
-            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still ours
+        for i in range(shared, CHUNKS):
+            mine = mine and chunk_matches(i)
+        # EOF (a dead child) or b"0" is "not proven".
+        return mine and os.read(result, 1) == b"1"
     finally:
-        os.close(result)
-        os.close(queue)
-        os.waitpid(pid, 0)
-    return mine and theirs
+        try:
+            if child:
+                _drain(queue)  # after a mismatch or an exception here: the child stops
+        finally:
+            for fd in opened:
+                os.close(fd)
+            if child:
+                with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: reaped
+                    os.waitpid(child[0], 0)
+
+
+def _fork(child: list[int]) -> None:
+    """Fork, appending the pid to ``child``. The child runs no signal handler and no
+    garbage collection: nothing of this process's (finalizers, cleanup handlers) may run
+    twice, and it leaves by ``os._exit``."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        child.append(os.fork())
+    finally:
+        if child != [0]:  # this process: as it was; the child keeps everything blocked
+            if collecting:
+                gc.enable()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
