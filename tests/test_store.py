@@ -151,3 +151,75 @@ def test_a_transaction_left_open_is_refused_not_joined(tmp_path: Path) -> None:
         store.create_run(record("r1"))
     assert store.get_run("r1").id == "r1"
     store.close()
+
+
+BACKENDS = [SQLiteStore]  # PostgreSQL joins here
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_backend_provides_every_store_method_with_its_signature(backend: type) -> None:
+    """The Store protocol is the whole contract: code outside oneoff._store sees only it."""
+    import inspect
+
+    from oneoff._store import interface
+
+    areas = [c for c in interface.Store.__mro__ if c.__dict__.get("_is_protocol")]
+    methods = {
+        name: member
+        for area in areas
+        for name, member in vars(area).items()
+        if inspect.isfunction(member) and not name.startswith("_")
+    }
+    assert {"tx", "connect_again", "close", "create_run", "audit_append",
+            "add_release", "take_locks", "add_output_chunks"} <= methods.keys()  # fmt: skip
+    for name, declared in methods.items():
+        provided = getattr(backend, name, None)
+        assert callable(provided), f"{backend.__name__} lacks {name}"
+        want, got = (
+            [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
+            for f in (declared, provided)
+        )
+        assert got == want, f"{backend.__name__}.{name}: {got} != {want}"
+
+
+def test_another_connection_sees_committed_work_from_another_thread(tmp_path: Path) -> None:
+    import threading
+
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("r1"))
+    seen: list[str] = []
+
+    def elsewhere() -> None:
+        other = store.connect_again()
+        try:
+            seen.append(other.get_run("r1").id)
+            with other.tx():
+                other.create_run(record("r2"))
+        finally:
+            other.close()
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join(30)
+    assert seen == ["r1"]
+    assert store.get_run("r2").id == "r2"
+    store.close()
+
+
+def test_output_chunks_come_back_in_order_and_join_an_open_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("r1"))
+    store.add_output_chunks("r1", [(1, 1, 1, b"a"), (2, 2, 1, b"b")])
+
+    def crash_after_adding() -> None:
+        with store.tx():
+            store.add_output_chunks("r1", [(3, 1, 1, b"c")])
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash_after_adding()
+    assert list(store.output_chunks("r1")) == [(1, 1, 1, b"a"), (2, 2, 1, b"b")]
+    assert list(store.output_chunks("nope")) == []
+    store.close()

@@ -11,7 +11,7 @@ from oneoff.errors import StoreError
 
 if TYPE_CHECKING:
     from oneoff._audit.log import AuditLog
-    from oneoff._store.sqlite import SQLiteStore
+    from oneoff._store.interface import Store
 
 __all__ = ["App", "open_app"]
 
@@ -25,11 +25,11 @@ class App:
         self.project = project
         self.root = project.root
         self.state_dir = project.root / STATE_DIR
-        self._store: SQLiteStore | None = None
+        self._store: Store | None = None
         self._audit: AuditLog | None = None
 
     @property
-    def store(self) -> SQLiteStore:
+    def store(self) -> Store:
         if self._store is None:
             from oneoff._store.sqlite import SQLiteStore
 

@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oneoff._clock import utc_iso
@@ -31,7 +30,7 @@ from oneoff.errors import LockBusy, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
-    from oneoff._store.sqlite import SQLiteStore
+    from oneoff._store.interface import Store
 
 __all__ = ["LEASE", "RENEW_EVERY", "Lease", "acquire", "reap_locks"]
 
@@ -80,21 +79,19 @@ class Lease:
         self.stopped: list[int] = []  # pids of the task's processes signalled after the loss
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._renew, args=(app.store.path,), name="oneoff-lease", daemon=True
+            target=self._renew, args=(app.store,), name="oneoff-lease", daemon=True
         )
         self._thread.start()
 
-    def _renew(self, path: Path) -> None:
-        from oneoff._store.sqlite import SQLiteStore
-
-        # sqlite3 connections belong to one thread: the renewer opens its own.
-        store: SQLiteStore | None = None
+    def _renew(self, main: Store) -> None:
+        # A connection may belong to one thread (sqlite3's do): the renewer opens its own.
+        store: Store | None = None
         last_ok = time.monotonic()
         reason = ""
         try:
             while not self._stop.wait(min(RENEW_EVERY, self.lease / 3)):
                 try:
-                    store = store or SQLiteStore(path)
+                    store = store or main.connect_again()
                     with store.tx():
                         renewed = store.renew_locks(self.run_id, _iso(_now() + _td(self.lease)))
                 except (sqlite3.Error, OneoffError) as exc:
@@ -116,7 +113,7 @@ class Lease:
             if store is not None:
                 store.close()
 
-    def _on_lost(self, store: SQLiteStore | None, reason: str) -> None:
+    def _on_lost(self, store: Store | None, reason: str) -> None:
         """Stop the task first (it may no longer hold its locks), then say so."""
         self.stopped = _signal_run(self.run_id, signal.SIGTERM)
         from oneoff._log import log

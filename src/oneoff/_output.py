@@ -33,7 +33,7 @@ from oneoff.errors import ManifestError, StoreError
 if TYPE_CHECKING:
     from oneoff._plan import Plan
     from oneoff._redact import Redactor
-    from oneoff._store.sqlite import SQLiteStore
+    from oneoff._store.interface import Store
 
 __all__ = ["DEFAULT_CAP", "OutputRecorder", "OutputSummary", "build_redactors", "replay"]
 
@@ -79,7 +79,7 @@ class OutputRecorder:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         run_id: str,
         redactors: Mapping[int, Redactor],
         sinks: Mapping[int, IO[bytes]],
@@ -178,51 +178,40 @@ class OutputRecorder:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        rows = []
+        rows: list[tuple[int, int, int, bytes]] = []
         for stream, buf in self._pending:
             for start in range(0, len(buf), _SEGMENT):
                 piece = bytes(buf[start : start + _SEGMENT])
                 self._seq += 1
                 self._digest.update(_frame(stream, piece))
-                rows.append(
-                    (self.run_id, self._seq, stream, len(piece), zlib.compress(piece, _ZLIB_LEVEL))
-                )
+                rows.append((self._seq, stream, len(piece), zlib.compress(piece, _ZLIB_LEVEL)))
         self._pending, self._pending_bytes = [], 0
-        with self.store.tx() as db:
-            db.executemany(
-                "INSERT INTO output_chunks (run_id, seq, stream, size, data) VALUES (?,?,?,?,?)",
-                rows,
-            )
+        self.store.add_output_chunks(self.run_id, rows)
 
 
 def _frame(stream: int, data: bytes) -> bytes:
     return bytes([stream]) + len(data).to_bytes(8, "big") + data
 
 
-def replay(store: SQLiteStore, run_id: str) -> Iterator[tuple[int, bytes]]:
+def replay(store: Store, run_id: str) -> Iterator[tuple[int, bytes]]:
     """The stored ``(stream, bytes)`` pieces of a run, in order; StoreError if one is damaged."""
-    cursor = store.db.execute(
-        "SELECT seq, stream, size, data FROM output_chunks WHERE run_id = ? ORDER BY seq",
-        (run_id,),
-    )
     expected = 1
-    while rows := cursor.fetchmany(16):
-        for seq, stream, size, data in rows:
-            if seq != expected or stream not in (1, 2):
-                raise StoreError(f"run {run_id}: output chunk {expected} is missing or damaged")
-            try:
-                # Never inflate more than the row says: a forged row cannot exhaust memory.
-                inflater = zlib.decompressobj()
-                piece = inflater.decompress(data, size + 1)
-            except (zlib.error, TypeError):
-                raise StoreError(f"run {run_id}: output chunk {seq} is corrupt") from None
-            if len(piece) != size:
-                raise StoreError(f"run {run_id}: output chunk {seq} has the wrong size")
-            expected += 1
-            yield stream, piece
+    for seq, stream, size, data in store.output_chunks(run_id):
+        if seq != expected or stream not in (1, 2):
+            raise StoreError(f"run {run_id}: output chunk {expected} is missing or damaged")
+        try:
+            # Never inflate more than the row says: a forged row cannot exhaust memory.
+            inflater = zlib.decompressobj()
+            piece = inflater.decompress(data, size + 1)
+        except (zlib.error, TypeError):
+            raise StoreError(f"run {run_id}: output chunk {seq} is corrupt") from None
+        if len(piece) != size:
+            raise StoreError(f"run {run_id}: output chunk {seq} has the wrong size")
+        expected += 1
+        yield stream, piece
 
 
-def stored_digest(store: SQLiteStore, run_id: str) -> str:
+def stored_digest(store: Store, run_id: str) -> str:
     """Recompute the digest of a run's stored output (compare with the run's record)."""
     digest = hashlib.sha256()
     for stream, piece in replay(store, run_id):

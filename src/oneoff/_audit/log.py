@@ -31,7 +31,7 @@ from oneoff.errors import AuditError, ConfigError, StoreError
 if TYPE_CHECKING:
     from oneoff._audit.checkpoint import Checkpoint
     from oneoff._audit.keys import AuditKey
-    from oneoff._store.sqlite import SQLiteStore
+    from oneoff._store.interface import Store
 
 __all__ = ["GENESIS", "AuditEvent", "AuditLog", "chain_hash", "event_body"]
 
@@ -136,7 +136,7 @@ def _now() -> str:
 class AuditLog:
     """Appends to and reads the audit log of one store."""
 
-    def __init__(self, store: SQLiteStore, key: AuditKey | None = None) -> None:
+    def __init__(self, store: Store, key: AuditKey | None = None) -> None:
         self.store = store
         self.key = key
 

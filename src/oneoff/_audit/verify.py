@@ -40,7 +40,7 @@ from oneoff.errors import AuditError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from oneoff._store.sqlite import SQLiteStore
+    from oneoff._store.interface import Store
 
 __all__ = [
     "ALL_SIGNATURES_BELOW", "VerifyReport", "prove_consistency", "prove_inclusion", "verify_log",
@@ -96,7 +96,7 @@ _Row = tuple[Any, ...]
 
 
 def _checkpoints(
-    store: SQLiteStore, key: Ed25519PublicKey | None, all_signatures: bool | None
+    store: Store, key: Ed25519PublicKey | None, all_signatures: bool | None
 ) -> tuple[list[_Row], int]:
     """Checkpoint rows, oldest first, well formed and naming ``key``; signatures checked."""
     rows = [tuple(row) for row in store.audit_checkpoint_rows()]
@@ -145,7 +145,7 @@ def _parse(row: _Row) -> Checkpoint:
 
 
 def verify_log(
-    store: SQLiteStore, key: Ed25519PublicKey | None, *, all_signatures: bool | None = None
+    store: Store, key: Ed25519PublicKey | None, *, all_signatures: bool | None = None
 ) -> VerifyReport:
     """Recompute the chain, the Merkle tree and every checkpoint; AuditError names the first fault.
 
@@ -269,7 +269,7 @@ class _Tree:
         return None
 
 
-def _stored_checkpoint(store: SQLiteStore, size: int | None) -> Checkpoint:
+def _stored_checkpoint(store: Store, size: int | None) -> Checkpoint:
     if size is None:
         latest = store.audit_latest_checkpoint()
         if latest is None:
@@ -282,7 +282,7 @@ def _stored_checkpoint(store: SQLiteStore, size: int | None) -> Checkpoint:
 
 
 def prove_inclusion(
-    store: SQLiteStore, key: Ed25519PublicKey, seq: int
+    store: Store, key: Ed25519PublicKey, seq: int
 ) -> tuple[InclusionProofDoc, bytes]:
     """Proof that event ``seq`` is in the newest signed checkpoint, and the event's entry."""
     cp = _stored_checkpoint(store, None)
@@ -304,7 +304,7 @@ def prove_inclusion(
 
 
 def prove_consistency(
-    store: SQLiteStore, key: Ed25519PublicKey, old: Checkpoint, new_size: int | None = None
+    store: Store, key: Ed25519PublicKey, old: Checkpoint, new_size: int | None = None
 ) -> ConsistencyProofDoc:
     """Proof that the stored checkpoint ``new_size`` (default newest) extends ``old``."""
     new = _stored_checkpoint(store, new_size)
@@ -316,6 +316,6 @@ def prove_consistency(
     return ConsistencyProofDoc(old=old, new=new, path=tuple(consistency_proof(old.size, leaves)))
 
 
-def stored_checkpoint(store: SQLiteStore, size: int | None) -> Checkpoint:
+def stored_checkpoint(store: Store, size: int | None) -> Checkpoint:
     """The stored checkpoint of ``size`` events (newest if None)."""
     return _stored_checkpoint(store, size)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from oneoff._record import dataclass, field
+
+if TYPE_CHECKING:
+    from oneoff._audit.checkpoint import Checkpoint
+    from oneoff._audit.log import AuditEvent
 
 __all__ = [
     "RUN_STATUSES",
     "AccessStore",
     "ApprovalRecord",
+    "AuditStore",
     "LockRecord",
     "LockStore",
+    "OutputStore",
     "ReleaseRecord",
     "ReleaseStore",
     "RequestRecord",
@@ -89,12 +96,6 @@ class RunStore(Protocol):
     def mark_lost(self, run_id: str, *, ended_at: str) -> bool:
         """Mark a still-running run as lost; False if it had already ended."""
         ...
-
-
-class Store(RunStore, Protocol):
-    """The whole store; grows by one protocol per area (audit, releases, approvals, locks)."""
-
-    def close(self) -> None: ...
 
 
 # [releases] appended by issue #3.
@@ -215,3 +216,72 @@ class LockStore(Protocol):
     def renew_locks(self, run_id: str, expires_at: str) -> int: ...
 
     def drop_locks(self, run_id: str, names: Sequence[str] | None = None) -> int: ...
+
+
+class AuditStore(Protocol):
+    """The hash-chained audit log and its signed checkpoints (``oneoff._audit`` checks them)."""
+
+    def audit_head(self) -> tuple[int, bytes]:
+        """``(seq, hash)`` of the newest event, ``(0, GENESIS)`` for an empty log."""
+        ...
+
+    def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+        """Append ``build(head_seq, head_hash)`` under the write lock (joins an open tx)."""
+        ...
+
+    def audit_rows(
+        self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """Raw ``(seq, prev_hash, body, hash)`` rows after ``since``, in order."""
+        ...
+
+    def audit_chain_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
+        ...
+
+    def audit_first_gap(self) -> int | None:
+        """The first missing event number, or None when events are numbered 1..n."""
+        ...
+
+    def audit_hash_at(self, seq: int) -> bytes: ...
+
+    def audit_leaf_hashes(self, size: int) -> list[bytes]:
+        """The hashes (Merkle leaves) of events 1..size; AuditError if any is missing."""
+        ...
+
+    def audit_put_checkpoint(self, cp: Checkpoint, frontier: tuple[bytes, ...]) -> None: ...
+
+    def audit_checkpoint_rows(self, *, size: int | None = None) -> list[tuple[Any, ...]]:
+        """Raw checkpoint rows ``(size, root, timestamp, key_id, signature, frontier)``."""
+        ...
+
+    def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None: ...
+
+
+class OutputStore(Protocol):
+    """A run's recorded (redacted) output, as numbered compressed chunks."""
+
+    def add_output_chunks(self, run_id: str, chunks: Sequence[tuple[int, int, int, bytes]]) -> None:
+        """Append ``(seq, stream, size, zlib data)`` chunks (joins an open tx)."""
+        ...
+
+    def output_chunks(self, run_id: str) -> Iterator[tuple[Any, ...]]:
+        """Raw ``(seq, stream, size, data)`` rows of a run in order (types unchecked)."""
+        ...
+
+
+class Store(RunStore, AuditStore, ReleaseStore, AccessStore, LockStore, OutputStore, Protocol):
+    """The whole store. Code outside ``oneoff._store`` sees only this, so a PostgreSQL
+    backend slots in by providing it (and passing the same tests)."""
+
+    def tx(self) -> AbstractContextManager[object]:
+        """One write transaction: all of it lands, or none of it. Taken at once (no lock
+        upgrade half-way). Inside another one it joins it; there are no savepoints, so an
+        error inside rolls back the outermost transaction."""
+        ...
+
+    def connect_again(self) -> Store:
+        """Another connection to the same store, for use by another thread."""
+        ...
+
+    def close(self) -> None: ...

@@ -7,14 +7,19 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneoff._store._schema import MIGRATIONS
 from oneoff._store.sqlite_access import AccessMixin
 from oneoff._store.sqlite_audit import AuditMixin
 from oneoff._store.sqlite_locks import LocksMixin
+from oneoff._store.sqlite_output import OutputMixin
 from oneoff._store.sqlite_releases import ReleasesMixin
 from oneoff._store.sqlite_runs import RunsMixin
 from oneoff.errors import StoreError
+
+if TYPE_CHECKING:
+    from oneoff._store.interface import Store
 
 __all__ = ["SQLiteStore"]
 
@@ -22,7 +27,7 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 # One mixin per area keeps each file small; PostgreSQL will mirror the same split.
-class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin):
+class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin):
     """A store in one SQLite file, safe for several runners on one machine."""
 
     def __init__(self, path: Path) -> None:
@@ -92,6 +97,10 @@ class SQLiteStore(RunsMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
         finally:
             self._depth = 0
 
+    def connect_again(self) -> SQLiteStore:
+        """A new connection to the same file (sqlite3 connections belong to one thread)."""
+        return SQLiteStore(self.path)
+
     def close(self) -> None:
         self.db.close()
 
@@ -100,3 +109,7 @@ def _statements(script: str) -> list[str]:
     # executescript() would COMMIT our transaction; split on ';' (the schema has no
     # semicolons inside literals or triggers).
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+if TYPE_CHECKING:  # mypy proves the SQLite store is a whole Store
+    _IS_A_STORE: type[Store] = SQLiteStore
