@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from oneoff._app import open_app
 from oneoff._locks import acquire
 from oneoff._pipeline import RunOutcome
 from oneoff._store.interface import LockRecord
-from oneoff.errors import LockBusy
+from oneoff.errors import LockBusy, StoreError
 from oneoff.testing import run_cli
 
 pytest_plugins = ["_access_kit"]
@@ -203,7 +202,7 @@ def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(
     processes are stopped."""
 
     def broken(self: object, run_id: str, expires_at: str) -> int:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise StoreError("disk I/O error")  # what a backend raises for any failure
 
     ours, theirs = sleeper("r-mine"), sleeper("r-other")
     try:

@@ -223,3 +223,77 @@ def test_output_chunks_come_back_in_order_and_join_an_open_transaction(tmp_path:
     assert list(store.output_chunks("r1")) == [(1, 1, 1, b"a"), (2, 2, 1, b"b")]
     assert list(store.output_chunks("nope")) == []
     store.close()
+
+
+def corrupt_table_root(db_path: Path, table: str) -> None:
+    """Overwrite the b-tree header of ``table``'s root page: the file still opens, and only
+    a query that reads that table finds the damage."""
+    db = sqlite3.connect(db_path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    db.close()
+    with open(db_path, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * 8)
+
+
+@pytest.mark.parametrize(
+    ("table", "argv"), [("runs", ["runs"]), ("audit_events", ["audit", "verify"])]
+)
+def test_damage_found_by_a_later_query_is_a_clear_error(
+    app: Path, cli_env: dict[str, str], table: str, argv: list[str]
+) -> None:
+    assert run_cli(["run", "hello", "--env", "development"], cwd=app, env=cli_env).exit_code == 0
+    corrupt_table_root(app / ".oneoff" / "state.db", table)
+    result = run_cli(argv, cwd=app, env=cli_env)
+    assert result.exit_code == 7, result.stderr
+    assert "store unreadable (database disk image is malformed); is it corrupt?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_damage_found_while_iterating_is_a_store_error(tmp_path: Path) -> None:
+    from oneoff._audit.log import AuditLog
+
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    log = AuditLog(store)
+    for i in range(200):  # several pages of events
+        log.append("x", actor=f"os:{i}" * 20)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
+    with open(path, "r+b") as f:  # a leaf page near the end: the first rows still read
+        f.seek((pages - 1) * page_size)
+        f.write(b"\xff" * 8)
+    store = SQLiteStore(path)
+    rows = store.audit_rows()
+    with pytest.raises(StoreError, match="is it corrupt"):
+        for _row in rows:
+            pass
+    store.close()
+
+
+def test_a_store_locked_past_the_busy_timeout_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import oneoff._store.sqlite as backend
+
+    path = tmp_path / "state.db"
+    SQLiteStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another runner, writing for a long time
+    monkeypatch.setattr(backend, "BUSY_TIMEOUT_MS", 50)
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(StoreError, match="stayed locked by another runner"), store.tx():
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with store.tx():  # free again: the failed attempt left nothing open
+        store.create_run(record("r1"))
+    store.close()

@@ -17,7 +17,6 @@ import contextlib
 import datetime as _dt
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -94,7 +93,7 @@ class Lease:
                     store = store or main.connect_again()
                     with store.tx():
                         renewed = store.renew_locks(self.run_id, _iso(_now() + _td(self.lease)))
-                except (sqlite3.Error, OneoffError) as exc:
+                except OneoffError as exc:  # the store raises StoreError
                     # Retry until the lease would have expired: only then may another
                     # runner take the locks, so only then is the loss certain enough.
                     if time.monotonic() - last_ok < self.lease:
@@ -137,7 +136,7 @@ class Lease:
                     "signal": "SIGTERM" if self.stopped else None,
                 },
             )
-        except (sqlite3.Error, OneoffError) as exc:
+        except OneoffError as exc:  # the store raises StoreError
             log("lock.lease_lost_unaudited", f"lease loss not audited: {exc}", level="warning")
         stopping = "; stopping the task" if self.stopped else ""
         log(

@@ -272,7 +272,8 @@ class OutputStore(Protocol):
 
 class Store(RunStore, AuditStore, ReleaseStore, AccessStore, LockStore, OutputStore, Protocol):
     """The whole store. Code outside ``oneoff._store`` sees only this, so a PostgreSQL
-    backend slots in by providing it (and passing the same tests)."""
+    backend slots in by providing it (and passing the same tests). Every failure of the
+    backend (a lost connection, a lock held too long, damage) is raised as StoreError."""
 
     def tx(self) -> AbstractContextManager[object]:
         """One write transaction: all of it lands, or none of it. Taken at once (no lock

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from oneoff._store._schema import MIGRATIONS
 from oneoff._store.sqlite_access import AccessMixin
 from oneoff._store.sqlite_audit import AuditMixin
+from oneoff._store.sqlite_errors import store_error, translate_errors
 from oneoff._store.sqlite_locks import LocksMixin
 from oneoff._store.sqlite_output import OutputMixin
 from oneoff._store.sqlite_releases import ReleasesMixin
@@ -27,6 +28,7 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 # One mixin per area keeps each file small; PostgreSQL will mirror the same split.
+@translate_errors(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
 class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin):
     """A store in one SQLite file, safe for several runners on one machine."""
 
@@ -49,8 +51,8 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"{path}: could not enable WAL journaling")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: store unreadable ({exc}); is it corrupt?") from None
+        except sqlite3.Error as exc:
+            raise store_error(path, exc) from None
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -84,16 +86,23 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
             raise StoreError(f"{self.path}: a failed transaction is still open; not writing")
         try:
             self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot lock the store: {exc}") from None
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
         self._depth = 1
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as exc:
+            if _still_open(self.db):  # SQLite may have rolled back (a full disk, I/O error)
+                try:
+                    self.db.execute("ROLLBACK")
+                except sqlite3.Error as failed:
+                    raise store_error(self.path, failed) from exc
             raise
         else:
-            self.db.execute("COMMIT")
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from None
         finally:
             self._depth = 0
 
@@ -103,6 +112,10 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
 
     def close(self) -> None:
         self.db.close()
+
+
+def _still_open(db: sqlite3.Connection) -> bool:
+    return db.in_transaction
 
 
 def _statements(script: str) -> list[str]:

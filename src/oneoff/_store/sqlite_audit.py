@@ -64,7 +64,9 @@ class AuditMixin:
 
     def audit_chain_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
-        return iter(self.db.execute("SELECT prev_hash, body, hash FROM audit_events ORDER BY seq"))
+        cursor = self.db.execute("SELECT prev_hash, body, hash FROM audit_events ORDER BY seq")
+        while rows := cursor.fetchmany(_FETCH):
+            yield from rows
 
     def audit_first_gap(self) -> int | None:
         """The first missing event number, or None when events are numbered 1..n."""

@@ -1,0 +1,63 @@
+"""SQLite's exceptions as ``StoreError``: whatever fails in the backend reaches callers as
+the one error type every backend raises, with the store's path and a plain reason, never
+as a traceback (a page found corrupt only by a later query, a lock held past the busy
+timeout, a full disk)."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from oneoff.errors import StoreError
+
+__all__ = ["store_error", "translate_errors"]
+
+_T = TypeVar("_T")
+_GENERATOR = 0x20  # CO_GENERATOR (inspect.CO_GENERATOR, without importing inspect)
+
+
+def store_error(path: object, exc: sqlite3.Error) -> StoreError:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return StoreError(f"{path}: the store stayed locked by another runner ({text})")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"{path}: store unreadable ({text}); is it corrupt?")
+    return StoreError(f"{path}: store error ({text})")
+
+
+def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+    if method.__code__.co_flags & _GENERATOR:
+
+        @functools.wraps(method)
+        def rows(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from None
+
+        return rows
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
+
+    return call
+
+
+def translate_errors(*mixins: type) -> Callable[[type[_T]], type[_T]]:
+    """Class decorator: every public method the ``mixins`` define raises StoreError for a
+    sqlite3 error (an iterator, while it is being iterated)."""
+
+    def decorate(cls: type[_T]) -> type[_T]:
+        for mixin in mixins:
+            for name, member in vars(mixin).items():
+                if not name.startswith("_") and callable(member) and hasattr(member, "__code__"):
+                    setattr(cls, name, _wrap(member))
+        return cls
+
+    return decorate
