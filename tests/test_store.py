@@ -101,17 +101,20 @@ def test_corrupt_run_row_is_a_store_error(tmp_path: Path) -> None:
         store.get_run("r1")
 
 
-def test_concurrent_first_use_migrates_once(tmp_path: Path) -> None:
-    """Several processes opening a new store at once all succeed on one schema."""
+@pytest.mark.parametrize("round_", range(4))
+def test_concurrent_first_use_migrates_once(tmp_path: Path, round_: int) -> None:
+    """Several processes opening a new store at once all succeed on one schema (one of
+    them switching it to WAL made the others' switch fail at once, 1 time in ~30)."""
     path = tmp_path / "state.db"
     code = (
         "import sys; from pathlib import Path; from oneoff._store.sqlite import SQLiteStore;"
         f"SQLiteStore(Path({str(path)!r})).close()"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(6)]
-    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(8)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 8
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_nested_transaction_joins_the_outer_one(tmp_path: Path) -> None:
@@ -297,3 +300,42 @@ def test_a_store_locked_past_the_busy_timeout_is_a_clear_error(
     with store.tx():  # free again: the failed attempt left nothing open
         store.create_run(record("r1"))
     store.close()
+
+
+class FlakyWalSwitch:
+    """A connection whose switch to WAL is refused ``refusals`` times with ``error``."""
+
+    def __init__(self, refusals: int, error: str) -> None:
+        self.refusals, self.error, self.calls = refusals, error, 0
+
+    def execute(self, sql: str) -> sqlite3.Cursor:
+        if sql == "PRAGMA journal_mode":
+            return sqlite3.connect(":memory:").execute("SELECT 'delete'")
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise sqlite3.OperationalError(self.error)
+        return sqlite3.connect(":memory:").execute("SELECT 'wal'")
+
+
+def test_a_refused_switch_to_wal_is_retried_only_while_locked() -> None:
+    from oneoff._store.sqlite import _journal_mode_wal
+
+    flaky = FlakyWalSwitch(3, "database is locked")
+    assert _journal_mode_wal(flaky) == ("wal",)  # type: ignore[arg-type]
+    assert flaky.calls == 4
+    broken = FlakyWalSwitch(1, "disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _journal_mode_wal(broken)  # type: ignore[arg-type]
+    assert broken.calls == 1
+
+
+def test_a_switch_to_wal_locked_past_the_busy_timeout_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import oneoff._store.sqlite as backend
+
+    monkeypatch.setattr(backend, "BUSY_TIMEOUT_MS", 30)
+    stuck = FlakyWalSwitch(10**9, "database is locked")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        backend._journal_mode_wal(stuck)  # type: ignore[arg-type]
+    assert 2 <= stuck.calls < 100

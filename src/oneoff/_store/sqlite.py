@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oneoff._store._schema import MIGRATIONS
 from oneoff._store.sqlite_access import AccessMixin
@@ -44,7 +45,7 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
             if fresh:
                 os.chmod(path, 0o600)
             self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = _journal_mode_wal(self.db)
             # FULL: a committed run or audit event survives a power cut (~0.2 ms a commit).
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA foreign_keys = ON")
@@ -112,6 +113,25 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
 
     def close(self) -> None:
         self.db.close()
+
+
+def _journal_mode_wal(db: sqlite3.Connection) -> Any:
+    """Switch to WAL (kept in the file, so usually already on). While another process is
+    switching a new store, SQLite answers "database is locked" at once instead of waiting
+    out the busy timeout: retry until that timeout instead."""
+    mode = db.execute("PRAGMA journal_mode").fetchone()
+    if mode is not None and str(mode[0]).lower() == "wal":
+        return mode
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return db.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
 
 
 def _still_open(db: sqlite3.Connection) -> bool:
