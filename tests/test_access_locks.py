@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from oneoff._app import open_app
 from oneoff._locks import acquire
 from oneoff._pipeline import RunOutcome
 from oneoff._store.interface import LockRecord
-from oneoff.errors import LockBusy, StoreError
+from oneoff.errors import LockBusy
 from oneoff.testing import run_cli
 
 pytest_plugins = ["_access_kit"]
@@ -195,20 +196,19 @@ def sleeper(run_id: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], env=env, process_group=0)
 
 
-def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(root: Path) -> None:
     """A store that keeps failing loses the lease once it may have expired; only this run's
     processes are stopped."""
-
-    def broken(self: object, run_id: str, expires_at: str) -> int:
-        raise StoreError("disk I/O error")  # what a backend raises for any failure
-
     ours, theirs = sleeper("r-mine"), sleeper("r-other")
     try:
         app = open_app(root)
         try:
-            monkeypatch.setattr("oneoff._store.sqlite.SQLiteStore.renew_locks", broken)
+            # A real failure inside SQLite on every renewal (an UPDATE of locks), as the
+            # renewer's own connection meets it.
+            db = sqlite3.connect(app.state_dir / "state.db")
+            db.execute("CREATE TRIGGER broken BEFORE UPDATE ON locks "
+                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")  # fmt: skip
+            db.commit()
             lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
                             task="hold", environment="development", grace=30)  # fmt: skip
             assert lease is not None
@@ -216,6 +216,8 @@ def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(
             assert lease.lost
             lease.release()
             assert app.store.lock_holders() == []
+            db.execute("DROP TRIGGER broken")
+            db.close()
         finally:
             app.close()
         assert theirs.poll() is None
@@ -224,7 +226,8 @@ def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(
             proc.kill()
             proc.wait()
     lost = events(root, "lock.lease_lost")[-1]
-    assert "cannot renew for 0.6s: disk I/O error" in lost.payload["reason"]
+    assert lost.payload["reason"].startswith("cannot renew for 0.6s: ")
+    assert "disk I/O error" in lost.payload["reason"]
     assert lost.payload["stopped_pids"] == [ours.pid]
 
 

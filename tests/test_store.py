@@ -269,7 +269,7 @@ def test_damage_found_while_iterating_is_a_store_error(tmp_path: Path) -> None:
     page_size = db.execute("PRAGMA page_size").fetchone()[0]
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.close()
-    with open(path, "r+b") as f:  # a leaf page near the end: the first rows still read
+    with open(path, "r+b") as f:  # a page near the end: found only while reading rows
         f.seek((pages - 1) * page_size)
         f.write(b"\xff" * 8)
     store = SQLiteStore(path)
@@ -339,3 +339,67 @@ def test_a_switch_to_wal_locked_past_the_busy_timeout_fails(
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         backend._journal_mode_wal(stuck)  # type: ignore[arg-type]
     assert 2 <= stuck.calls < 100
+
+
+def test_a_refused_write_is_not_called_corruption(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("r1"))
+    duplicate = pytest.raises(StoreError, match=r"refused the write \(UNIQUE constraint")
+    with duplicate as raised, store.tx():
+        store.create_run(record("r1"))
+    assert "corrupt" not in str(raised.value)
+    store.close()
+
+
+def test_misusing_a_connection_is_a_bug_not_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.get_run("r1")
+
+
+def test_a_failed_commit_ends_its_transaction_and_frees_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+
+    def orphan_output() -> None:
+        with store.tx():
+            # Checked only at COMMIT, which fails and (SQLite's way) keeps the transaction.
+            store.db.execute("PRAGMA defer_foreign_keys = ON")
+            store.add_output_chunks("no-such-run", [(1, 1, 1, b"x")])
+
+    with pytest.raises(StoreError, match="refused the write"):
+        orphan_output()
+    assert not store.db.in_transaction
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+    other.execute("ROLLBACK")
+    other.close()
+    with store.tx():
+        store.create_run(record("r1"))
+    assert list(store.output_chunks("no-such-run")) == []
+    store.close()
+
+
+def test_an_interrupt_inside_a_transaction_stays_an_interrupt(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+
+    def interrupted() -> None:
+        with store.tx():
+            store.create_run(record("r1"))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert not store.db.in_transaction
+    with pytest.raises(UsageError, match="no run"):
+        store.get_run("r1")
+    store.close()
+
+
+def test_a_store_directory_that_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        SQLiteStore(blocker / "state.db")

@@ -93,7 +93,11 @@ class Lease:
                     store = store or main.connect_again()
                     with store.tx():
                         renewed = store.renew_locks(self.run_id, _iso(_now() + _td(self.lease)))
-                except OneoffError as exc:  # the store raises StoreError
+                except Exception as exc:  # StoreError; anything else is a bug: fail safe
+                    if store is not None:  # a fresh connection next time: a broken one
+                        with contextlib.suppress(Exception):  # may still hold a lock
+                            store.close()
+                        store = None
                     # Retry until the lease would have expired: only then may another
                     # runner take the locks, so only then is the loss certain enough.
                     if time.monotonic() - last_ok < self.lease:
@@ -107,6 +111,9 @@ class Lease:
                 self.lost = True
                 break
             if self.lost:
+                if store is None:  # one more try, for the audit event
+                    with contextlib.suppress(Exception):
+                        store = main.connect_again()
                 self._on_lost(store, reason)
         finally:
             if store is not None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from oneoff._store._schema import MIGRATIONS
 from oneoff._store.sqlite_access import AccessMixin
 from oneoff._store.sqlite_audit import AuditMixin
-from oneoff._store.sqlite_errors import store_error, translate_errors
+from oneoff._store.sqlite_errors import is_a_bug, store_error, translate_errors
 from oneoff._store.sqlite_locks import LocksMixin
 from oneoff._store.sqlite_output import OutputMixin
 from oneoff._store.sqlite_releases import ReleasesMixin
@@ -38,22 +38,35 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
         self._depth = 0  # tx() nesting: inner ones join the outermost
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fresh = not path.exists()
-            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a
-            # writer takes the write lock up front and never fails half-way on upgrade.
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-            if fresh:
-                os.chmod(path, 0o600)
-            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = _journal_mode_wal(self.db)
-            # FULL: a committed run or audit event survives a power cut (~0.2 ms a commit).
-            self.db.execute("PRAGMA synchronous = FULL")
-            self.db.execute("PRAGMA foreign_keys = ON")
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StoreError(f"{path}: could not enable WAL journaling")
-            self._migrate()
+            self.db = self._connect(fresh=not path.exists())
+            try:
+                self._migrate()
+            except BaseException:
+                self.db.close()
+                raise
         except sqlite3.Error as exc:
             raise store_error(path, exc) from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open the store ({exc.strerror or exc})") from None
+
+    def _connect(self, *, fresh: bool = False) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a writer
+        # takes the write lock up front and never fails half-way on upgrade.
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            if fresh:
+                os.chmod(self.path, 0o600)
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = _journal_mode_wal(db)
+            # FULL: a committed run or audit event survives a power cut (~0.2 ms a commit).
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(f"{self.path}: could not enable WAL journaling")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -92,23 +105,45 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
         self._depth = 1
         try:
             yield self.db
-        except BaseException as exc:
-            if _still_open(self.db):  # SQLite may have rolled back (a full disk, I/O error)
-                try:
-                    self.db.execute("ROLLBACK")
-                except sqlite3.Error as failed:
-                    raise store_error(self.path, failed) from exc
+        except Exception as exc:
+            try:
+                self._abandon()
+            except sqlite3.Error as failed:
+                raise store_error(self.path, failed) from exc
+            raise
+        except BaseException:  # an interrupt stays what it is
+            with contextlib.suppress(sqlite3.Error):
+                self._abandon()
             raise
         else:
             try:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
+                # SQLite may keep the transaction, and its write lock, after a failed
+                # COMMIT (a full disk, an I/O error): end it, or every writer would wait.
+                with contextlib.suppress(sqlite3.Error):
+                    self._abandon()
+                if is_a_bug(exc):
+                    raise
                 raise store_error(self.path, exc) from None
         finally:
             self._depth = 0
 
+    def _abandon(self) -> None:
+        """End a transaction that cannot commit: roll it back (SQLite may have already),
+        or, when even that fails, drop the connection (its locks go with it) for a new one."""
+        if not _still_open(self.db):
+            return
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = self._connect()
+
     def connect_again(self) -> SQLiteStore:
-        """A new connection to the same file (sqlite3 connections belong to one thread)."""
+        """A new connection to the same file; call it from the thread that will use it
+        (sqlite3 connections belong to one thread)."""
         return SQLiteStore(self.path)
 
     def close(self) -> None:

@@ -12,19 +12,29 @@ from typing import Any, TypeVar
 
 from oneoff.errors import StoreError
 
-__all__ = ["store_error", "translate_errors"]
+__all__ = ["is_a_bug", "store_error", "translate_errors"]
 
 _T = TypeVar("_T")
 _GENERATOR = 0x20  # CO_GENERATOR (inspect.CO_GENERATOR, without importing inspect)
 
 
 def store_error(path: object, exc: sqlite3.Error) -> StoreError:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+    """The StoreError for ``exc``, saying what an operator can do about it."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    text = str(exc) or name or type(exc).__name__
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return StoreError(f"{path}: the store stayed locked by another runner ({text})")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return StoreError(f"{path}: store unreadable ({text}); is it corrupt?")
+    if name.startswith("SQLITE_CONSTRAINT"):
+        return StoreError(f"{path}: the store refused the write ({text})")
     return StoreError(f"{path}: store error ({text})")
+
+
+def is_a_bug(exc: sqlite3.Error) -> bool:
+    """Misuse of the connection (closed, wrong thread, bad bindings): a traceback, not a
+    store error an operator could fix."""
+    return isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError))
 
 
 def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,6 +45,8 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 yield from method(self, *args, **kwargs)
             except sqlite3.Error as exc:
+                if is_a_bug(exc):
+                    raise
                 raise store_error(self.path, exc) from None
 
         return rows
@@ -44,6 +56,8 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
+            if is_a_bug(exc):
+                raise
             raise store_error(self.path, exc) from None
 
     return call
@@ -51,7 +65,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def translate_errors(*mixins: type) -> Callable[[type[_T]], type[_T]]:
     """Class decorator: every public method the ``mixins`` define raises StoreError for a
-    sqlite3 error (an iterator, while it is being iterated)."""
+    sqlite3 error (an iterator, while it is being iterated), except for ``is_a_bug``."""
 
     def decorate(cls: type[_T]) -> type[_T]:
         for mixin in mixins:
