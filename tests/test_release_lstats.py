@@ -16,13 +16,18 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oneoff._release import lstats
-from oneoff._release.lstats import CHUNKS, SPLIT_MIN, TAIL, keys_match
+from oneoff._release.lstats import SPLIT_MIN, TAIL, keys_match
 
 KEY = struct.Struct("<QqqQI")
 N = SPLIT_MIN + 10
-SHARED = CHUNKS - TAIL  # chunks handed out through the queue; the tail stays with the parent
+NAMES = [f"d{i % 20}/f{i}".encode() for i in range(N)]
+# (start byte, end byte, first entry, end entry) of each chunk: cut by bytes, not entries.
+CHUNKS = lstats._chunks(b"\x00".join(NAMES), N)
+SHARED = len(CHUNKS) - TAIL  # chunks handed out through the queue; the tail is the parent's
 
 two_cpus = pytest.mark.skipif(lstats._cpus() < 2, reason="the check forks only on 2+ CPUs")
 
@@ -33,15 +38,23 @@ def key_of(path: bytes) -> bytes:
 
 
 def chunk_start(i: int) -> int:
-    return N * i // CHUNKS
+    return CHUNKS[i][2]
+
+
+def match(paths: list[bytes], keys: bytes) -> bool:
+    """keys_match over ``paths``, all under one directory (as the stat cache calls it)."""
+    prefix = os.path.dirname(os.path.dirname(paths[0])) + b"/"
+    assert all(p.startswith(prefix) for p in paths)
+    names = b"\x00".join(p[len(prefix) :] for p in paths)
+    return keys_match(prefix, names, len(paths), keys, KEY)
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     root = tmp_path_factory.mktemp("lstats")
     paths = []
-    for i in range(N):
-        path = root / f"d{i % 20}" / f"f{i}"
+    for name in NAMES:
+        path = root / os.fsdecode(name)
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"x")
         paths.append(os.fsencode(path))
@@ -129,14 +142,14 @@ def touched_file(path: bytes) -> Iterator[None]:
 
 
 def test_an_unchanged_tree_matches(tree: list[bytes], keys: bytes) -> None:
-    assert keys_match(tree, keys, KEY)
-    assert keys_match(tree[:100], keys[: 100 * KEY.size], KEY)  # short: no fork
+    assert match(tree, keys)
+    assert match(tree[:100], keys[: 100 * KEY.size])  # short: no fork
 
 
 @pytest.mark.parametrize("where", [0, chunk_start(1) - 1, chunk_start(1), N // 2, -1])
 def test_a_change_anywhere_is_seen(tree: list[bytes], keys: bytes, where: int) -> None:
     with touched_file(tree[where]):
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
 
 
 @pytest.mark.parametrize("where", [1, N // 2, -2])
@@ -145,14 +158,14 @@ def test_a_vanished_file_is_seen(tree: list[bytes], keys: bytes, where: int) -> 
     data = target.read_bytes()
     target.unlink()
     try:
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
     finally:
         target.write_bytes(data)
 
 
 def test_wrong_key_column_length_never_matches(tree: list[bytes], keys: bytes) -> None:
-    assert not keys_match(tree, keys[:-1], KEY)
-    assert not keys_match(tree[:-1], keys, KEY)
+    assert not match(tree, keys[:-1])
+    assert not match(tree[:-1], keys)
 
 
 @two_cpus
@@ -161,16 +174,16 @@ def test_every_path_is_checked_exactly_once_by_one_of_two_processes(
 ) -> None:
     # The parent starts only once the child has checked a chunk: both must take part.
     hold_back(monkeypatch, "parent", partial(checks.checked, by_child=True), "child idle")
-    assert keys_match(tree, keys, KEY)
+    assert match(tree, keys)
     lines = checks.lines()
     covered = sorted((first, count) for _child, first, count, _gc, _sig in lines)
-    assert [first for first, _ in covered] == [chunk_start(i) for i in range(CHUNKS)]
-    assert all(first + count == chunk_start(i + 1) for i, (first, count) in enumerate(covered))
+    assert [first for first, _ in covered] == [chunk_start(i) for i in range(len(CHUNKS))]
+    assert all(first + count == CHUNKS[i][3] for i, (first, count) in enumerate(covered))
     by_child = {first for child, first, *_ in lines if child}
     assert by_child
-    assert len(by_child) < CHUNKS
+    assert len(by_child) < len(CHUNKS)
     # The tail is always the parent's: it checks it while the child exits.
-    assert not by_child & {chunk_start(i) for i in range(SHARED, CHUNKS)}
+    assert not by_child & {chunk_start(i) for i in range(SHARED, len(CHUNKS))}
 
 
 @two_cpus
@@ -180,7 +193,7 @@ def test_the_child_runs_no_handler_and_no_collection(
     hold_back(monkeypatch, "parent", partial(checks.checked, by_child=True), "child idle")
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert gc.isenabled()
-    assert keys_match(tree, keys, KEY)
+    assert match(tree, keys)
     lines = checks.lines()
     assert all(not collecting and blocked for child, _f, _n, collecting, blocked in lines if child)
     # ... and this process is left as it was.
@@ -197,7 +210,7 @@ def test_a_change_the_child_checks_is_seen(
     until = partial(checks.checked, by_child=True, first=0)
     hold_back(monkeypatch, "parent", until, "the child never checked chunk 0")
     with touched_file(tree[3]):
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
     assert checks.checked(by_child=True, first=0)
 
 
@@ -219,7 +232,7 @@ def test_a_change_this_process_checks_stops_the_child_early(
     hold_back(monkeypatch, "child", until, "this process never checked chunk 0")
     started = time.monotonic()
     with touched_file(tree[3]):
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
     # The mismatch emptied the queue: the child stopped after at most the chunk it held.
     assert sum(1 for c in checks.lines() if c[0]) <= 1
     assert time.monotonic() - started < 10
@@ -239,7 +252,7 @@ def test_a_child_that_dies_mid_check_never_proves_anything(
         return i
 
     monkeypatch.setattr(lstats, "_take", dying_take)
-    assert not keys_match(tree, keys, KEY)
+    assert not match(tree, keys)
 
 
 @two_cpus
@@ -248,9 +261,9 @@ def test_with_sigchld_ignored_it_still_works(tree: list[bytes], keys: bytes) -> 
     # the kernel reaps the child itself, and waiting for it must not fail.
     old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
-        assert keys_match(tree, keys, KEY)
+        assert match(tree, keys)
         with touched_file(tree[N // 3]):
-            assert not keys_match(tree, keys, KEY)
+            assert not match(tree, keys)
     finally:
         signal.signal(signal.SIGCHLD, old)
 
@@ -273,15 +286,15 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_with_other_threads_it_stays_in_one_process(
     tree: list[bytes], keys: bytes, forks: list[int]
 ) -> None:
-    assert keys_match(tree, keys, KEY)
+    assert match(tree, keys)
     assert forks == [1]  # alone, it shares the work
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait)
     worker.start()
     try:
-        assert keys_match(tree, keys, KEY)
+        assert match(tree, keys)
         with touched_file(tree[-1]):
-            assert not keys_match(tree, keys, KEY)
+            assert not match(tree, keys)
     finally:
         stop.set()
         worker.join()
@@ -306,12 +319,12 @@ def test_a_thread_declared_fork_safe_counts_only_while_declared(
     worker.start()
     try:
         assert declared.wait(10)
-        assert keys_match(tree, keys, KEY)
+        assert match(tree, keys)
         assert forks == [1]
         stop.set()
         assert undeclared.wait(10)
         if worker.is_alive():  # still running, no longer declared: no fork beside it
-            assert keys_match(tree, keys, KEY)
+            assert match(tree, keys)
     finally:
         stop.set()
         worker.join()
@@ -340,9 +353,9 @@ def test_without_a_fork_or_pipe_to_spare_it_checks_everything_here(
     else:
         monkeypatch.setattr(os, "pipe", one_pipe)
     before = sorted(os.listdir("/proc/self/fd"))
-    assert keys_match(tree, keys, KEY)
+    assert match(tree, keys)
     with touched_file(tree[-1]):
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
     assert sorted(os.listdir("/proc/self/fd")) == before  # no pipe left open
 
 
@@ -350,7 +363,37 @@ def test_pinned_to_one_cpu_it_does_not_fork(
     tree: list[bytes], keys: bytes, forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert keys_match(tree, keys, KEY)
+    assert match(tree, keys)
     with touched_file(tree[-1]):
-        assert not keys_match(tree, keys, KEY)
+        assert not match(tree, keys)
     assert forks == []
+
+
+def test_a_names_column_that_disagrees_with_the_count_never_matches(
+    tree: list[bytes], keys: bytes
+) -> None:
+    prefix = os.path.dirname(os.path.dirname(tree[0])) + b"/"
+    names = b"\x00".join(NAMES)
+    assert keys_match(prefix, names, N, keys, KEY)
+    assert not keys_match(prefix, names + b"\x00", N, keys, KEY)  # one name too many
+    assert not keys_match(prefix, names.replace(b"\x00", b"/", 1), N, keys, KEY)  # too few
+    assert not keys_match(prefix, b"", N, keys, KEY)
+    assert keys_match(prefix, b"", 0, b"", KEY)  # nothing to check
+    assert not keys_match(prefix, b"x", 0, b"", KEY)
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: b"\x00" not in b), min_size=1,
+             max_size=600)
+)  # fmt: skip
+def test_chunks_cover_every_name_once_in_order(names: list[bytes]) -> None:
+    blob = b"\x00".join(names)
+    chunks = lstats._chunks(blob, len(names))
+    assert 1 <= len(chunks) <= lstats.CHUNKS
+    assert chunks[0][2] == 0
+    assert chunks[-1][3] == len(names)
+    for (start, end, first, last), following in zip(chunks, [*chunks[1:], None], strict=True):
+        assert blob[start:end].split(b"\x00") == names[first:last]
+        if following is not None:
+            assert following[0] == end + 1
+            assert following[2] == last

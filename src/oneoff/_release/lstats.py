@@ -86,23 +86,52 @@ def _drain(queue: int) -> None:
         pass
 
 
-def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
-    """True when ``paths`` lstat to exactly ``keys`` (``key``-packed, in order)."""
-    if len(keys) != len(paths) * key.size:
+def _paths(prefix: bytes, names: bytes) -> list[bytes]:
+    """``prefix + name`` for each NUL-separated name (built in C, one list)."""
+    return (prefix + names.replace(b"\x00", b"\x00" + prefix)).split(b"\x00")
+
+
+def _chunks(names: bytes, count: int) -> list[tuple[int, int, int, int]]:
+    """``(start, end, first, last)`` byte and entry ranges of up to CHUNKS chunks of about
+    equal size, cut at separators; entries ``first..last-1`` are ``names[start:end]``."""
+    out: list[tuple[int, int, int, int]] = []
+    start = first = 0
+    for i in range(1, CHUNKS):
+        cut = names.find(b"\x00", max(start, len(names) * i // CHUNKS))
+        if cut < 0:
+            break
+        last = first + names.count(b"\x00", start, cut) + 1
+        out.append((start, cut, first, last))
+        start, first = cut + 1, last
+    out.append((start, len(names), first, count))
+    return out
+
+
+def keys_match(prefix: bytes, names: bytes, count: int, keys: bytes, key: struct.Struct) -> bool:
+    """True when the ``count`` paths ``prefix + name`` (``names`` NUL-separated, in order)
+    lstat to exactly ``keys`` (``key``-packed, in the same order)."""
+    if len(keys) != count * key.size:
         return False
-    if len(paths) < SPLIT_MIN or _cpus() < 2 or not _single_threaded():
-        return _live_keys(key.pack, paths) == keys
+    if count == 0 or names.count(b"\x00") != count - 1:
+        return count == 0 and not names  # malformed unless both are empty
     size, pack = key.size, key.pack
-    bounds = [len(paths) * i // CHUNKS for i in range(CHUNKS + 1)]
+    if count < SPLIT_MIN or _cpus() < 2 or not _single_threaded():
+        return _live_keys(pack, _paths(prefix, names)) == keys
+    chunks = _chunks(names, count)
 
     def chunk_matches(i: int) -> bool:
-        start, end = bounds[i], bounds[i + 1]
-        return _live_keys(pack, paths[start:end]) == keys[start * size : end * size]
+        # Each process builds only the paths it checks: no work before the fork, and no
+        # shared objects whose reference counts would copy pages on write.
+        start, end, first, last = chunks[i]
+        paths = _paths(prefix, names[start:end])
+        return len(paths) == last - first and (
+            _live_keys(pack, paths) == keys[first * size : last * size]
+        )
 
     # Chunks are handed out through a pipe both processes read one byte at a time (a pipe
     # read is atomic, so each chunk goes to exactly one of them): whichever CPU runs faster
     # takes more, and neither waits long for the other at the end.
-    shared = CHUNKS - TAIL
+    shared = max(0, len(chunks) - TAIL)
     opened: list[int] = []
     child: list[int] = []  # the pid, recorded before any signal handler could interrupt
     try:
@@ -116,7 +145,7 @@ def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
             opened += (result, report)
             _fork(child)
         except OSError:  # no descriptors or processes to spare: do it all here
-            return _live_keys(pack, paths) == keys
+            return _live_keys(pack, _paths(prefix, names)) == keys
         if child == [0]:  # the child: chunks until the queue is empty, one byte back, gone
             status = 1
             try:
@@ -132,7 +161,7 @@ def keys_match(paths: list[bytes], keys: bytes, key: struct.Struct) -> bool:
         mine = True
         while mine and (i := _take(queue)) is not None:
             mine = chunk_matches(i)
-        for i in range(shared, CHUNKS):
+        for i in range(shared, len(chunks)):
             mine = mine and chunk_matches(i)
         # EOF (a dead child) or b"0" is "not proven".
         return mine and os.read(result, 1) == b"1"

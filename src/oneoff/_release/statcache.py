@@ -300,15 +300,14 @@ class StatCache:
         # the tree is large (see lstats.py).
         if not self._count:
             return True
-        prefix = root.rstrip(b"/") + b"/"
-        full = (prefix + self._path_blob.replace(b"\x00", b"\x00" + prefix)).split(b"\x00")
-        if self._path_blob.startswith(b"\x00") or not self._path_blob:
+        names, count, keys = self._path_blob, self._count, self._keys
+        if names.startswith(b"\x00") or not names:
             # Paths are sorted, so the walked root (b"") comes first: lstat it as given,
             # not through a trailing slash that would follow a symlink.
-            full[0] = root
-        if len(full) != self._count:
-            return False  # malformed path column
-        return keys_match(full, self._keys, _KEY)
+            if not keys_match(root, b"", 1, keys[:_KEY_SIZE], _KEY):
+                return False
+            names, count, keys = names[1:], count - 1, keys[_KEY_SIZE:]
+        return keys_match(root.rstrip(b"/") + b"/", names, count, keys, _KEY)
 
 
 def _git_state(root: bytes) -> tuple[bytes, int]:
