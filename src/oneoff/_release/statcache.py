@@ -301,6 +301,8 @@ class StatCache:
         if not self._count:
             return True
         names, count, keys = self._path_blob, self._count, self._keys
+        if names.count(b"\x00") != count - 1:
+            return False  # malformed path column (b"" alone is one name: the root's)
         if names.startswith(b"\x00") or not names:
             # Paths are sorted, so the walked root (b"") comes first: lstat it as given,
             # not through a trailing slash that would follow a symlink.
