@@ -24,14 +24,22 @@ from collections.abc import Callable, Iterator
 from itertools import starmap
 from operator import attrgetter
 
-__all__ = ["CHUNKS", "SPLIT_MIN", "STAT_FIELDS", "TAIL", "fork_safe_thread", "keys_match"]
+__all__ = [
+    "CHUNKS", "KEY", "SPLIT_MIN", "STAT_FIELDS", "TAIL", "fork_safe_thread", "keys_match",
+    "stat_key",
+]  # fmt: skip
 
 SPLIT_MIN = 4000  # below this a fork (~1-2 ms) costs more than half the lstats save
 CHUNKS = 64  # work is shared in this many chunks (at most 256: a chunk number is a byte)
 TAIL = 2  # the last chunks stay out of the queue: this process checks them while the
 # child's exit (~1 ms of address-space teardown) runs
-# What a stat cache key holds, in order (packed by the caller's struct).
+# What a stat cache key holds, in order, and how it is packed.
 STAT_FIELDS = attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_mode")
+KEY = struct.Struct("<QqqQI")
+
+
+def stat_key(st: os.stat_result) -> bytes:
+    return KEY.pack(*STAT_FIELDS(st))
 
 
 def _live_keys(pack: Callable[..., bytes], paths: list[bytes]) -> bytes | None:

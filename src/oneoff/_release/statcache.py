@@ -6,21 +6,18 @@ import contextlib
 import hashlib
 import hmac
 import os
-import stat
 import struct
-from collections.abc import Container, Iterable
-from operator import attrgetter
 from typing import Final
 
+from oneoff._release.gitstate import NO_STATE, git_state, real_dirs, same_tracked
 from oneoff._release.listing import (
     Source,
-    _dec,
     _git_files,
     _git_listing,
     _Ignore,
     _inside_git_dir,
 )
-from oneoff._release.lstats import STAT_FIELDS, keys_match
+from oneoff._release.lstats import KEY, keys_match, stat_key
 
 __all__ = ["StatCache"]
 
@@ -31,14 +28,10 @@ _CACHE_MAGIC: Final = b"ONEOFFSC\x00\x03"
 # then the NUL-separated paths. Keeping the keys contiguous lets the warm check compare
 # one bytes object instead of ten thousand records.
 _CACHE_HEADER: Final = struct.Struct("<10sIBc32s32s32s32s")
-_KEY: Final = struct.Struct("<QqqQI")
-_KEY_SIZE: Final = _KEY.size
-_NO_DIGEST: Final = b"\x00" * 32
-_st_mode = attrgetter("st_mode")
-
-
-def _stat_key(st: os.stat_result) -> bytes:
-    return _KEY.pack(*STAT_FIELDS(st))
+_KEY: Final = KEY
+_KEY_SIZE: Final = KEY.size
+_NO_DIGEST: Final = NO_STATE  # no digest recorded (32 zero bytes, like "no git state")
+_stat_key = stat_key
 
 
 class StatCache:
@@ -67,7 +60,7 @@ class StatCache:
     or renamed file changes its directory's mtime, a modified file its own stat. In git
     mode it also keeps the stat of the repository's ``.git``, ``.git/index`` and
     ``.git/config`` (same racy rule): while they are unchanged the tracked set is too, and
-    ``git ls-files`` is not run again (see ``_git_state`` for when this is not used). A
+    ``git ls-files`` is not run again (see ``gitstate.git_state`` for when this is not used). A
     warm check that had to ask git records that state, rewriting the cache once.
 
     Saving is best-effort: on a read-only tree the cache is simply not written.
@@ -258,19 +251,19 @@ class StatCache:
         rels = self._rels()
         if rels is None:
             return False
-        state, newest = _git_state(root)
+        state, newest = git_state(root)
         if self._git != _NO_DIGEST and state == self._git:
             # Same index, config and repository as when every tracked path was cached:
             # the tracked set is the cached paths, so only their stats can have moved.
-            return _real_dirs(root, rels) and self._stats_match(root)
+            return real_dirs(root, rels) and self._stats_match(root)
         tracked = _git_files(root)
         if tracked is None:
             return False
-        if _same_tracked(tracked, set(rels), self._count, ignore):
+        if same_tracked(tracked, set(rels), self._count, ignore):
             # The ignore filter is path-only and unchanged: the listing is the cached
             # paths again if their ancestors are still real directories (no symlink
             # leads outside) and each path still has its cached stat.
-            if not (_real_dirs(root, rels) and self._stats_match(root)):
+            if not (real_dirs(root, rels) and self._stats_match(root)):
                 return False
             if state != _NO_DIGEST:
                 # Every tracked path is cached: record the state (taken before listing)
@@ -310,94 +303,6 @@ class StatCache:
                 return False
             names, count, keys = names[1:], count - 1, keys[_KEY_SIZE:]
         return keys_match(root.rstrip(b"/") + b"/", names, count, keys, _KEY)
-
-
-def _git_state(root: bytes) -> tuple[bytes, int]:
-    """A digest of what ``git ls-files --cached`` reads (``_NO_DIGEST``: always ask git),
-    and the newest mtime/ctime among the files it covers.
-
-    The nearest ``.git`` above ``root`` (the repository git would find), and the stat keys
-    of that directory, its ``index`` and its ``config``: any change to the tracked set
-    rewrites the index (a new inode and timestamp). Only a plain ``.git`` directory
-    without submodules qualifies; a ``.git`` file (linked worktree, submodule checkout) or
-    a ``.gitmodules``/``.git/modules`` means other indexes count too, so git is asked
-    every time. The caller records the digest only when that newest time is strictly older
-    than its "now": otherwise the index could be rewritten within the same timestamp tick
-    without its stat changing (racy, as for files).
-    """
-    path = os.path.abspath(root)
-    while True:
-        dotgit = os.path.join(path, b".git")
-        try:
-            git_st = os.lstat(dotgit)
-            break
-        except FileNotFoundError:
-            parent = os.path.dirname(path)
-            if parent == path:
-                return _NO_DIGEST, 0
-            path = parent
-        except OSError:
-            return _NO_DIGEST, 0
-    if not stat.S_ISDIR(git_st.st_mode):
-        return _NO_DIGEST, 0
-    try:
-        index_st = os.lstat(os.path.join(dotgit, b"index"))
-        config_st = os.lstat(os.path.join(dotgit, b"config"))
-    except OSError:
-        return _NO_DIGEST, 0
-    if os.path.lexists(os.path.join(path, b".gitmodules")) or os.path.lexists(
-        os.path.join(dotgit, b"modules")
-    ):
-        return _NO_DIGEST, 0
-    stats = (git_st, index_st, config_st)
-    h = hashlib.sha256(b"oneoff-git-state-v1\x00" + dotgit + b"\x00")
-    for s in stats:
-        h.update(_stat_key(s))
-    return h.digest(), max(max(s.st_mtime_ns, s.st_ctime_ns) for s in stats)
-
-
-def _same_tracked(
-    tracked: list[bytes], recs: Container[bytes], count: int, ignore: _Ignore
-) -> bool:
-    """True when ``tracked`` is the cached paths plus only paths the ignore rules drop."""
-    if len(tracked) < count:
-        return False
-    seen = 0
-    for rel in tracked:
-        if rel in recs:
-            seen += 1
-        elif not _ignored(rel, ignore):
-            return False  # e.g. absent when cached: whether it exists now needs the listing
-    return seen == count
-
-
-def _ignored(rel: bytes, ignore: _Ignore) -> bool:
-    parent, _, name = rel.rpartition(b"/")
-    if ignore.file(_dec(rel), _dec(name)):
-        return True
-    while parent:
-        directory = parent
-        parent, _, name = directory.rpartition(b"/")
-        if ignore.dir(_dec(directory), _dec(name)):
-            return True
-    return False
-
-
-def _real_dirs(root: bytes, rels: Iterable[bytes]) -> bool:
-    """True when every ancestor directory of ``rels`` is a real directory (not a link)."""
-    dirs: set[bytes] = set()
-    # Distinct parents first (few), then their ancestors: ten thousand paths share a few
-    # hundred directories.
-    for parent in {rel.rpartition(b"/")[0] for rel in rels}:
-        while parent and parent not in dirs:
-            dirs.add(parent)
-            parent = parent.rpartition(b"/")[0]
-    prefix = root.rstrip(b"/") + b"/"
-    try:
-        modes = map(_st_mode, map(os.lstat, [prefix + d for d in dirs]))
-        return all(map(stat.S_ISDIR, modes))
-    except OSError:
-        return False
 
 
 def _unlink_quietly(path: str) -> None:

@@ -41,6 +41,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple, cast
 
 from oneoff._record import dataclass
+from oneoff._release.gitstate import git_state
 from oneoff._release.listing import (
     DEFAULT_IGNORE,
     Source,
@@ -53,7 +54,7 @@ from oneoff._release.listing import (
     _Listing,
     _walk,
 )
-from oneoff._release.statcache import _NO_DIGEST, StatCache, _git_state
+from oneoff._release.statcache import _NO_DIGEST, StatCache
 from oneoff.errors import DriftError, ReleaseError
 
 __all__ = [
@@ -246,7 +247,7 @@ def _list(
 ) -> tuple[Source, _Listing, _Listing, bytes]:
     """Source, files, directories walked, and the git state the listing was made from."""
     # The state is taken before listing: a change after it shows up as a changed state.
-    state, newest = _git_state(root)
+    state, newest = git_state(root)
     if now_ns is None or newest >= now_ns:
         state = _NO_DIGEST
     tracked = _git_files(root)
