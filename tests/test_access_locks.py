@@ -231,6 +231,52 @@ def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(root: Path) -> N
     assert lost.payload["stopped_pids"] == [ours.pid]
 
 
+def test_a_lost_lease_stops_the_task_before_reopening_the_store(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease is mostly lost because the store is unreachable, when reopening it can take
+    the whole busy timeout: the task is told to stop first, the audit event comes after."""
+    import oneoff._locks as locks
+    from oneoff._store.sqlite import SQLiteStore
+
+    order: list[str] = []
+    real_connect, real_signal = SQLiteStore.connect_again, locks._signal_run
+
+    def connect(self: SQLiteStore) -> SQLiteStore:
+        order.append("connect")
+        return real_connect(self)
+
+    def signal_run(run_id: str, signum: int, **kw: object) -> list[int]:
+        order.append("signal")
+        return real_signal(run_id, signum, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SQLiteStore, "connect_again", connect)
+    monkeypatch.setattr(locks, "_signal_run", signal_run)
+    ours = sleeper("r-mine")
+    try:
+        app = open_app(root)
+        try:
+            db = sqlite3.connect(app.state_dir / "state.db")
+            db.execute("CREATE TRIGGER broken BEFORE UPDATE ON locks "
+                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")  # fmt: skip
+            db.commit()
+            lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
+                            task="hold", environment="development", grace=30)  # fmt: skip
+            assert lease is not None
+            assert ours.wait(timeout=60) == -signal.SIGTERM
+            lease.release()
+            db.execute("DROP TRIGGER broken")
+            db.close()
+        finally:
+            app.close()
+    finally:
+        ours.kill()
+        ours.wait()
+    first_signal = order.index("signal")
+    assert order[first_signal - 1] == "connect"  # the renewal attempt that failed
+    assert order[first_signal + 1] == "connect"  # the audit event's, only after the signal
+
+
 def test_a_task_that_ignores_sigterm_is_killed_after_its_grace(root: Path) -> None:
     """After the grace period, what is left of the run gets SIGKILL."""
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"

@@ -306,14 +306,15 @@ def test_a_thread_declared_fork_safe_counts_only_while_declared(
     tree: list[bytes], keys: bytes, forks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lstats, "_fork_safe", set())
-    declared, undeclared, stop = threading.Event(), threading.Event(), threading.Event()
+    declared, undeclared = threading.Event(), threading.Event()
+    leave, finish = threading.Event(), threading.Event()
 
     def waiter() -> None:
         with lstats.fork_safe_thread():
             declared.set()
-            stop.wait()
+            leave.wait()
         undeclared.set()
-        stop.wait()
+        finish.wait()  # still running, no longer declared
 
     worker = threading.Thread(target=waiter)
     worker.start()
@@ -321,12 +322,12 @@ def test_a_thread_declared_fork_safe_counts_only_while_declared(
         assert declared.wait(10)
         assert match(tree, keys)
         assert forks == [1]
-        stop.set()
+        leave.set()
         assert undeclared.wait(10)
-        if worker.is_alive():  # still running, no longer declared: no fork beside it
-            assert match(tree, keys)
+        assert match(tree, keys)  # beside an undeclared thread: in one process
     finally:
-        stop.set()
+        leave.set()
+        finish.set()
         worker.join()
     assert forks == [1]
     assert lstats._fork_safe == set()
@@ -423,3 +424,15 @@ def test_the_stat_cache_refuses_a_path_column_that_disagrees_with_its_count(
     cache._path_blob, cache._count = blob, count
     cache._keys = b"".join(live[name] for name in keyed)
     assert cache._stats_match(root) is verdict
+
+
+def test_a_thread_that_appears_just_before_the_fork_stops_it(
+    tree: list[bytes], keys: bytes, forks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter([True, False, True, False])  # alone when asked first, not at the fork
+
+    monkeypatch.setattr(lstats, "_single_threaded", lambda: next(answers))
+    assert match(tree, keys)
+    with touched_file(tree[-1]):
+        assert not match(tree, keys)
+    assert forks == []

@@ -403,3 +403,35 @@ def test_a_store_directory_that_cannot_be_made_is_a_store_error(tmp_path: Path) 
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot open the store"):
         SQLiteStore(blocker / "state.db")
+
+
+def test_a_connection_that_cannot_be_rolled_back_or_replaced_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "state.db")
+    real = store.db
+
+    class RollbackFails:
+        in_transaction = True
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "ROLLBACK":
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+        def close(self) -> None:
+            real.close()
+
+    def cannot_reopen(**_kw: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    store.db = RollbackFails()  # type: ignore[assignment]
+    monkeypatch.setattr(store, "_connect", cannot_reopen)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        store._abandon()
+    # Every later use is a StoreError (exit 7), not a closed-connection traceback.
+    with pytest.raises(StoreError, match="connection to the store was lost"):
+        store.get_run("r1")
+    with pytest.raises(StoreError, match="connection to the store was lost"), store.tx():
+        pass
+    store.close()

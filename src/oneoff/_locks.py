@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from oneoff._clock import utc_iso
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._store.interface import LockRecord
-from oneoff.errors import LockBusy, OneoffError, StoreError, UsageError
+from oneoff.errors import LockBusy, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
@@ -111,16 +111,14 @@ class Lease:
                 self.lost = True
                 break
             if self.lost:
-                if store is None:  # one more try, for the audit event
-                    with contextlib.suppress(Exception):
-                        store = main.connect_again()
-                self._on_lost(store, reason)
+                store = self._on_lost(store, main, reason)
         finally:
             if store is not None:
                 store.close()
 
-    def _on_lost(self, store: Store | None, reason: str) -> None:
-        """Stop the task first (it may no longer hold its locks), then say so."""
+    def _on_lost(self, store: Store | None, main: Store, reason: str) -> Store | None:
+        """Stop the task first (it may no longer hold its locks), then say so; the
+        connection used (the caller closes it)."""
         self.stopped = _signal_run(self.run_id, signal.SIGTERM)
         from oneoff._log import log
 
@@ -128,8 +126,8 @@ class Lease:
             from oneoff._audit.keys import AuditKey
             from oneoff._audit.log import AuditLog
 
-            if store is None:
-                raise StoreError("the store could not be opened")
+            if store is None:  # one more try, for the audit event, once the task is told
+                store = main.connect_again()
             AuditLog(store, AuditKey(self.app.state_dir)).append(
                 "lock.lease_lost",
                 actor=self.holder,
@@ -143,7 +141,7 @@ class Lease:
                     "signal": "SIGTERM" if self.stopped else None,
                 },
             )
-        except OneoffError as exc:  # the store raises StoreError
+        except Exception as exc:  # StoreError; anything else must not skip the kill below
             log("lock.lease_lost_unaudited", f"lease loss not audited: {exc}", level="warning")
         stopping = "; stopping the task" if self.stopped else ""
         log(
@@ -160,6 +158,7 @@ class Lease:
                 _signal_run(self.run_id, signal.SIGKILL)
             else:
                 self.stopped += _signal_run(self.run_id, signal.SIGTERM, skip=self.stopped)
+        return store
 
     def release(self) -> None:
         self._stop.set()

@@ -164,7 +164,7 @@ def verify_log(
     append = hashes.append
     block_end = _BLOCK
     sha256, zero = hashlib.sha256, b"\x00"
-    # The hot loop: one SHA-256 per event, nothing decoded, rows straight off the cursor.
+    # The hot loop: one SHA-256 per event, nothing decoded, rows as the store fetched them.
     for row in store.audit_chain_rows():
         seq += 1
         p, body, digest = row

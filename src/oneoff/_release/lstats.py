@@ -16,6 +16,7 @@ calls, like the daemon runner's signal listener), for short lists, and on one CP
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import signal
@@ -57,7 +58,12 @@ def fork_safe_thread() -> Iterator[None]:
     """While inside, the calling thread counts as harmless to fork beside: it must hold no
     lock a child could need (it blocks in system calls and does nothing lock-taking)."""
     import threading
+    import warnings
 
+    # Python 3.12+ warns about any fork beside another thread; this one is declared safe.
+    warnings.filterwarnings(
+        "ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning, __name__
+    )
     tid = threading.get_native_id()
     _fork_safe.add(tid)
     try:
@@ -187,12 +193,15 @@ def keys_match(prefix: bytes, names: bytes, count: int, keys: bytes, key: struct
 
 def _fork(child: list[int]) -> None:
     """Fork, appending the pid to ``child``. The child runs no signal handler and no
-    garbage collection: nothing of this process's (finalizers, cleanup handlers) may run
-    twice, and it leaves by ``os._exit``."""
+    garbage collection, so no finalizer or cleanup of this process's runs twice (only the
+    standard library's own after-fork hooks run in it), and it leaves by ``os._exit``.
+    OSError when it cannot, or when another thread appeared since the caller looked."""
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     collecting = gc.isenabled()
     gc.disable()
     try:
+        if not _single_threaded():  # again, just before: a declared thread may have left
+            raise OSError(errno.EAGAIN, "another thread is running")
         child.append(os.fork())
     finally:
         if child != [0]:  # this process: as it was; the child keeps everything blocked

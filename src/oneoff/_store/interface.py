@@ -278,7 +278,8 @@ class Store(RunStore, AuditStore, ReleaseStore, AccessStore, LockStore, OutputSt
     def tx(self) -> AbstractContextManager[object]:
         """One write transaction: all of it lands, or none of it. Taken at once (no lock
         upgrade half-way). Inside another one it joins it; there are no savepoints, so an
-        error inside rolls back the outermost transaction."""
+        error leaving the inner one rolls back the outermost, and one caught inside the
+        outer one lets the inner writes commit with it."""
         ...
 
     def connect_again(self) -> Store:

@@ -112,7 +112,7 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
                 raise store_error(self.path, failed) from exc
             raise
         except BaseException:  # an interrupt stays what it is
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, StoreError):
                 self._abandon()
             raise
         else:
@@ -121,7 +121,7 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
             except sqlite3.Error as exc:
                 # SQLite may keep the transaction, and its write lock, after a failed
                 # COMMIT (a full disk, an I/O error): end it, or every writer would wait.
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error, StoreError):
                     self._abandon()
                 if is_a_bug(exc):
                     raise
@@ -139,7 +139,13 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):
                 self.db.close()
-            self.db = self._connect()
+            try:
+                self.db = self._connect()
+            except BaseException:
+                # No usable connection: every later use says so (a StoreError, exit 7)
+                # instead of failing on a closed one as if it were a bug.
+                self.db = _Lost(self.path)  # type: ignore[assignment]
+                raise
 
     def connect_again(self) -> SQLiteStore:
         """A new connection to the same file; call it from the thread that will use it
@@ -148,6 +154,19 @@ class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin
 
     def close(self) -> None:
         self.db.close()
+
+
+class _Lost:
+    """Stands in for a connection that failed and could not be replaced."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError(f"{self._path}: the connection to the store was lost; run again")
 
 
 def _journal_mode_wal(db: sqlite3.Connection) -> Any:

@@ -70,7 +70,9 @@ def translate_errors(*mixins: type) -> Callable[[type[_T]], type[_T]]:
     def decorate(cls: type[_T]) -> type[_T]:
         for mixin in mixins:
             for name, member in vars(mixin).items():
-                if not name.startswith("_") and callable(member) and hasattr(member, "__code__"):
+                if name.startswith("_") or name in vars(cls):  # the class's own: kept
+                    continue
+                if callable(member) and hasattr(member, "__code__"):
                     setattr(cls, name, _wrap(member))
         return cls
 
