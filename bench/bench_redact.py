@@ -184,7 +184,9 @@ def main() -> None:
         )
     a = statistics.median(r for r, _ in plain)
     b = statistics.median(r for r, _ in redacted)
-    print(f"ratio b/a = {b / a:.2f} (target >= 0.50)")
+    # Issue #4's >= 0.50 target is for oneoff's whole output path (bench_output.py); this
+    # bare loop, writing to /dev/null at several hundred MB/s, shows the redactor's own cost.
+    print(f"ratio b/a = {b / a:.2f} (the redactor alone; the target is bench_output.py's)")
 
 
 if __name__ == "__main__":
