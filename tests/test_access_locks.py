@@ -3,7 +3,6 @@ and a runner that loses its lease stops its task."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -12,14 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _access_kit import events, run_as
-from oneoff._app import App, open_app
-from oneoff._locks import Lease, acquire
+from oneoff._app import open_app
+from oneoff._locks import acquire
 from oneoff._pipeline import RunOutcome
 from oneoff._store.interface import LockRecord
 from oneoff.errors import LockBusy
@@ -198,28 +196,28 @@ def sleeper(run_id: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], env=env, process_group=0)
 
 
-@contextlib.contextmanager
-def renewals_failing(app: App) -> Iterator[None]:
-    """A real failure inside SQLite on every renewal (an UPDATE of locks), as the renewer's
-    own connection meets it."""
+def lose_lease(root: Path, task: subprocess.Popen[bytes]) -> None:
+    """Take a 0.6 s lease (renewed every 0.2 s) on "database" for run r-mine while a real
+    failure inside SQLite aborts every renewal (an UPDATE of locks), as the renewer's own
+    connection meets it; return once ``task`` got SIGTERM and the lease is released."""
+    app = open_app(root)
     db = sqlite3.connect(app.state_dir / "state.db")
-    db.execute("CREATE TRIGGER broken BEFORE UPDATE ON locks "
-               "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")  # fmt: skip
-    db.commit()
     try:
-        yield
+        db.execute("CREATE TRIGGER broken BEFORE UPDATE ON locks "
+                   "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")  # fmt: skip
+        db.commit()
+        lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
+                        task="hold", environment="development", grace=30)  # fmt: skip
+        assert lease is not None
+        assert task.wait(timeout=60) == -signal.SIGTERM
+        assert lease.lost
+        lease.release()
+        assert app.store.lock_holders() == []
     finally:
-        db.execute("DROP TRIGGER broken")
+        db.execute("DROP TRIGGER IF EXISTS broken")
         db.commit()
         db.close()
-
-
-def lease_on_database(app: App) -> Lease:
-    """A 0.6 s lease (renewed every 0.2 s) on "database" for run r-mine."""
-    lease = acquire(app, ["database"], run_id="r-mine", holder="alice", lease=0.6,
-                    task="hold", environment="development", grace=30)  # fmt: skip
-    assert lease is not None
-    return lease
+        app.close()
 
 
 def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(root: Path) -> None:
@@ -227,16 +225,7 @@ def test_a_lease_that_cannot_be_renewed_is_lost_after_one_lease(root: Path) -> N
     processes are stopped."""
     ours, theirs = sleeper("r-mine"), sleeper("r-other")
     try:
-        app = open_app(root)
-        try:
-            with renewals_failing(app):
-                lease = lease_on_database(app)
-                assert ours.wait(timeout=60) == -signal.SIGTERM
-                assert lease.lost
-                lease.release()
-            assert app.store.lock_holders() == []
-        finally:
-            app.close()
+        lose_lease(root, ours)
         assert theirs.poll() is None
     finally:
         for proc in (ours, theirs):
@@ -271,14 +260,7 @@ def test_a_lost_lease_stops_the_task_before_reopening_the_store(
     monkeypatch.setattr(locks, "_signal_run", signal_run)
     ours = sleeper("r-mine")
     try:
-        app = open_app(root)
-        try:
-            with renewals_failing(app):
-                lease = lease_on_database(app)
-                assert ours.wait(timeout=60) == -signal.SIGTERM
-                lease.release()
-        finally:
-            app.close()
+        lose_lease(root, ours)
     finally:
         ours.kill()
         ours.wait()

@@ -46,7 +46,7 @@ def match(paths: list[bytes], keys: bytes) -> bool:
     prefix = os.path.dirname(os.path.dirname(paths[0])) + b"/"
     assert all(p.startswith(prefix) for p in paths)
     names = b"\x00".join(p[len(prefix) :] for p in paths)
-    return keys_match(prefix, names, len(paths), keys, KEY)
+    return keys_match(prefix, names, len(paths), keys)
 
 
 @pytest.fixture(scope="module")
@@ -375,12 +375,12 @@ def test_a_names_column_that_disagrees_with_the_count_never_matches(
 ) -> None:
     prefix = os.path.dirname(os.path.dirname(tree[0])) + b"/"
     names = b"\x00".join(NAMES)
-    assert keys_match(prefix, names, N, keys, KEY)
-    assert not keys_match(prefix, names + b"\x00", N, keys, KEY)  # one name too many
-    assert not keys_match(prefix, names.replace(b"\x00", b"/", 1), N, keys, KEY)  # too few
-    assert not keys_match(prefix, b"", N, keys, KEY)
-    assert keys_match(prefix, b"", 0, b"", KEY)  # nothing to check
-    assert not keys_match(prefix, b"x", 0, b"", KEY)
+    assert keys_match(prefix, names, N, keys)
+    assert not keys_match(prefix, names + b"\x00", N, keys)  # one name too many
+    assert not keys_match(prefix, names.replace(b"\x00", b"/", 1), N, keys)  # too few
+    assert not keys_match(prefix, b"", N, keys)
+    assert keys_match(prefix, b"", 0, b"")  # nothing to check
+    assert not keys_match(prefix, b"x", 0, b"")
 
 
 @given(

@@ -121,14 +121,14 @@ def _chunks(names: bytes, count: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def keys_match(prefix: bytes, names: bytes, count: int, keys: bytes, key: struct.Struct) -> bool:
+def keys_match(prefix: bytes, names: bytes, count: int, keys: bytes) -> bool:
     """True when the ``count`` paths ``prefix + name`` (``names`` NUL-separated, in order)
-    lstat to exactly ``keys`` (``key``-packed, in the same order)."""
-    if len(keys) != count * key.size:
+    lstat to exactly ``keys`` (``stat_key``s, in the same order)."""
+    if len(keys) != count * KEY.size:
         return False
     if count == 0 or names.count(b"\x00") != count - 1:
         return count == 0 and not names  # malformed unless both are empty
-    size, pack = key.size, key.pack
+    size, pack = KEY.size, KEY.pack
     if count < SPLIT_MIN or _cpus() < 2 or not _single_threaded():
         return _live_keys(pack, _paths(prefix, names)) == keys
     chunks = _chunks(names, count)

@@ -28,10 +28,8 @@ _CACHE_MAGIC: Final = b"ONEOFFSC\x00\x03"
 # then the NUL-separated paths. Keeping the keys contiguous lets the warm check compare
 # one bytes object instead of ten thousand records.
 _CACHE_HEADER: Final = struct.Struct("<10sIBc32s32s32s32s")
-_KEY: Final = KEY
 _KEY_SIZE: Final = KEY.size
 _NO_DIGEST: Final = NO_STATE  # no digest recorded (32 zero bytes, like "no git state")
-_stat_key = stat_key
 
 
 class StatCache:
@@ -164,7 +162,7 @@ class StatCache:
         i = self._index.get(rel)
         if i is None:
             return None
-        key = _stat_key(st)
+        key = stat_key(st)
         if self._keys[i * _KEY_SIZE : (i + 1) * _KEY_SIZE] != key:
             return None
         digest = self._digests[i * 32 : (i + 1) * 32]
@@ -173,7 +171,7 @@ class StatCache:
 
     def _put(self, rel: bytes, st: os.stat_result, digest: bytes) -> None:
         if self._fresh(st):
-            self._new[rel] = _stat_key(st) + digest
+            self._new[rel] = stat_key(st) + digest
         else:
             self._complete = False
 
@@ -282,7 +280,7 @@ class StatCache:
         index, keys = self._index, self._keys
         for rel, st in listing:
             i = index.get(rel)
-            if i is None or keys[i * _KEY_SIZE : (i + 1) * _KEY_SIZE] != _stat_key(st):
+            if i is None or keys[i * _KEY_SIZE : (i + 1) * _KEY_SIZE] != stat_key(st):
                 return False
         return True
 
@@ -299,10 +297,10 @@ class StatCache:
         if names.startswith(b"\x00") or not names:
             # Paths are sorted, so the walked root (b"") comes first: lstat it as given,
             # not through a trailing slash that would follow a symlink.
-            if not keys_match(root, b"", 1, keys[:_KEY_SIZE], _KEY):
+            if not keys_match(root, b"", 1, keys[:_KEY_SIZE]):
                 return False
             names, count, keys = names[1:], count - 1, keys[_KEY_SIZE:]
-        return keys_match(root.rstrip(b"/") + b"/", names, count, keys, _KEY)
+        return keys_match(root.rstrip(b"/") + b"/", names, count, keys)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -29,7 +29,7 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 # One mixin per area keeps each file small; PostgreSQL will mirror the same split.
-@translate_errors(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin)
+@translate_errors
 class SQLiteStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMixin, LocksMixin):
     """A store in one SQLite file, safe for several runners on one machine."""
 

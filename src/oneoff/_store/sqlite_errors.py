@@ -63,17 +63,14 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def translate_errors(*mixins: type) -> Callable[[type[_T]], type[_T]]:
-    """Class decorator: every public method the ``mixins`` define raises StoreError for a
-    sqlite3 error (an iterator, while it is being iterated), except for ``is_a_bug``."""
-
-    def decorate(cls: type[_T]) -> type[_T]:
-        for mixin in mixins:
-            for name, member in vars(mixin).items():
-                if name.startswith("_") or name in vars(cls):  # the class's own: kept
-                    continue
-                if callable(member) and hasattr(member, "__code__"):
-                    setattr(cls, name, _wrap(member))
-        return cls
-
-    return decorate
+def translate_errors(cls: type[_T]) -> type[_T]:
+    """Class decorator: every public method the class's bases (its mixins) define raises
+    StoreError for a sqlite3 error (an iterator, while it is being iterated), except for
+    ``is_a_bug``. Methods the class defines itself handle their own errors."""
+    for mixin in cls.__bases__:
+        for name, member in vars(mixin).items():
+            if name.startswith("_") or name in vars(cls):
+                continue
+            if callable(member) and hasattr(member, "__code__"):
+                setattr(cls, name, _wrap(member))
+    return cls
