@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from oneoff._environ import mask_url, materialize, url_password
+from oneoff._environ import PROCESS_DEFAULTS, mask_url, materialize, url_password
 from oneoff._manifest import load_project
 from oneoff.errors import ConfigError
 from oneoff.testing import make_app
@@ -37,7 +37,7 @@ def test_operator_shell_does_not_leak(tmp_path: Path) -> None:
     """Nothing of the operator's shell reaches the process except the terminal allow-list."""
     p = project(tmp_path, 'config = [{ dotenv = ".env" }]\n', {".env": "A=1\n"})
     env = build(p)
-    assert set(env.values) == {"PATH", "HOME", "TERM", "LC_ALL", "A"}
+    assert set(env.values) == {"PATH", "HOME", "TERM", "LC_ALL", "A", *dict(PROCESS_DEFAULTS)}
     assert "/evil/bin" not in env.values["PATH"]
     assert env.values["HOME"] != "/home/someone-else"
 

@@ -84,8 +84,10 @@ def test_procfile_is_read_as_argv(tmp_path: Path) -> None:
 def test_procfile_shell_syntax_refused(tmp_path: Path) -> None:
     """A Procfile line that needs a shell is refused, not run through one."""
     make_app(tmp_path, ENV, {"Procfile": "web: migrate && gunicorn app\n"})
+    project = load_project(tmp_path)
+    assert "web" not in project.processes
     with pytest.raises(ManifestError, match=r"Procfile:1: '&&' needs a shell"):
-        load_project(tmp_path)
+        project.process("web")
 
 
 def test_environment_is_never_guessed(tmp_path: Path) -> None:

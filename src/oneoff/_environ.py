@@ -38,6 +38,13 @@ DANGEROUS_VARS = frozenset({
 DANGEROUS_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_")
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
+# Set for every process unless its config sets them (config wins). FLASK_SKIP_DOTENV: the
+# `flask` command and app.run() otherwise load .env/.flaskenv by themselves when
+# python-dotenv is installed, so a run would see values its plan never showed.
+# PYTHONUNBUFFERED: a task's stdout is a pipe, where Python buffers; without it output is
+# late on the terminal and lost when a timed-out task is killed.
+PROCESS_DEFAULTS = (("FLASK_SKIP_DOTENV", "1"), ("PYTHONUNBUFFERED", "1"))
+
 
 def is_dangerous(name: str) -> bool:
     return name in DANGEROUS_VARS or name.startswith(DANGEROUS_PREFIXES)
@@ -133,9 +140,9 @@ def materialize(
 ) -> Materialized:
     """The complete environment of a one-off or long-running process of ``env``.
 
-    Built from (in order, later wins): a fixed base (PATH, HOME of the OS user, the
-    terminal allow-list), the environment's config sources, and ``run_vars`` (only
-    ``ONEOFF_*``). Nothing else of ``operator_env`` gets in.
+    Built from (in order, later wins): a fixed base (PATH, HOME of the OS user,
+    ``PROCESS_DEFAULTS``, the terminal allow-list), the environment's config sources, and
+    ``run_vars`` (only ``ONEOFF_*``). Nothing else of ``operator_env`` gets in.
     """
     shell = os.environ if operator_env is None else operator_env
     values: dict[str, str] = {}
@@ -147,6 +154,8 @@ def materialize(
 
     put("PATH", default_path(project), "oneoff default")
     put("HOME", pwd.getpwuid(os.getuid()).pw_dir, "OS user")
+    for key, value in PROCESS_DEFAULTS:
+        put(key, value, "oneoff default")
     for key, value in shell.items():
         if key in TERMINAL_VARS or key.startswith(TERMINAL_PREFIXES):
             put(key, value, "terminal")

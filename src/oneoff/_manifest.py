@@ -83,6 +83,8 @@ class Task:
     interactive: bool = False
     cwd: str = "."
     approvals: Mapping[str, Any] | None = None
+    # A Procfile's release: line: its $VARs are filled from the environment's config.
+    expand_env: bool = False
 
     def allowed_in(self, environment: str) -> bool:
         return self.environments is None or environment in self.environments
@@ -101,6 +103,22 @@ class Project:
     python: str | None = None
     path: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Procfile lines that could not be read (name -> why); the rest of the app still loads.
+    broken_processes: Mapping[str, str] = field(default_factory=dict)
+
+    def process(self, name: str) -> tuple[str, ...]:
+        """A process type's argv, or a usage error that says why there is none."""
+        if name in self.processes:
+            return self.processes[name]
+        if name in self.broken_processes:
+            raise ManifestError(self.broken_processes[name])
+        if name in self.tasks and self.tasks[name].expand_env:
+            raise UsageError(
+                f"{name!r} is the Procfile's release phase, a one-off task here",
+                hint=f"run it with `oneoff run {name}`, which records the run",
+            )
+        known = ", ".join(sorted(self.processes)) or "none declared"
+        raise UsageError(f"unknown process type {name!r} (process types: {known})")
 
     def section(self, name: str) -> Mapping[str, Any]:
         """A raw top-level table ([release], [audit], [access]) for its owning module."""
@@ -222,13 +240,19 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     if python is not None and not isinstance(python, str):
         raise ManifestError(f"{path}: [app] python must be a string")
     app_path = _str_list(app.get("path", []), f"{path}: [app] path")
-    processes = _processes(root, path, _table(data.get("processes"), f"{path}: [processes]"))
+    processes, broken = _processes(
+        root, path, _table(data.get("processes"), f"{path}: [processes]")
+    )
     envs_raw = _table(data.get("environments"), f"{path}: [environments]")
     if not envs_raw:
         raise ManifestError(f"{path}: declares no [environments.<name>]")
     environments = {n: _environment(path, n, e) for n, e in envs_raw.items()}
     tasks_raw = _table(data.get("tasks"), f"{path}: [tasks]")
     tasks = {n: _task(path, n, t, environments) for n, t in tasks_raw.items()}
+    if "release" in processes and "release" not in tasks:
+        # Heroku's release phase is a one-off process run on each release (usually
+        # migrations): a task, so it is planned, authorised and recorded like one.
+        tasks["release"] = _release_task(processes.pop("release"))
     from oneoff._access import validate_access  # [access] and approval rules (issue #5)
 
     validate_access(path, data, environments, tasks)
@@ -242,10 +266,13 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
         python=python,
         path=app_path,
         raw=data,
+        broken_processes=broken,
     )
 
 
-def _processes(root: Path, path: Path, table: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+def _processes(
+    root: Path, path: Path, table: dict[str, Any]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     processes: dict[str, tuple[str, ...]] = {}
     for pname, argv in table.items():
         where = _line_of(path, pname) + f": process {pname!r}"
@@ -256,8 +283,22 @@ def _processes(root: Path, path: Path, table: dict[str, Any]) -> dict[str, tuple
     if not processes and procfile.is_file():
         from oneoff._procfile import parse_procfile
 
-        processes = parse_procfile(procfile)
-    return processes
+        parsed = parse_procfile(procfile)
+        return dict(parsed.processes), dict(parsed.problems)
+    return processes, {}
+
+
+def _release_task(argv: tuple[str, ...]) -> Task:
+    # Braces are literal in a Procfile; in a task argv they would be placeholders.
+    escaped = tuple(a.replace("{", "{{").replace("}", "}}") for a in argv)
+    return Task(
+        name="release",
+        argv=escaped,
+        params={},
+        description="the Procfile's release phase",
+        risk="high",
+        expand_env=True,
+    )
 
 
 def _argv(value: Any, where: str) -> tuple[str, ...]:
@@ -371,6 +412,10 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     argv = _argv(table["argv"], where)
     params_raw = _table(table.get("params"), f"{where}: params")
     params = {p: parse_param_spec(name, p, spec, str(path)) for p, spec in params_raw.items()}
+    delivered = [s.env_var for s in params.values() if s.secret and s.deliver == "env"]
+    if len(set(delivered)) != len(delivered):
+        twice = next(v for v in delivered if delivered.count(v) > 1)
+        raise ManifestError(f"{where}: two secret params are delivered as {twice}")
     used: set[str] = set()
     for index, arg in enumerate(argv):
         for placeholder in placeholders(arg, f"{where}: argv[{index}]"):

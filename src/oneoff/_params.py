@@ -44,6 +44,7 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
     must_exist: bool = False
     deliver: Literal["env", "stdin"] = "env"
+    env: str | None = None  # the variable a secret is delivered as, if not ONEOFF_PARAM_*
     _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -53,12 +54,14 @@ class ParamSpec:
     @property
     def env_var(self) -> str:
         """The variable a secret param is delivered in (never argv)."""
+        if self.env is not None:
+            return self.env
         return "ONEOFF_PARAM_" + self.name.upper().replace("-", "_")
 
 
 _KNOWN_KEYS = {
     "type", "description", "required", "default", "pattern", "max_length", "min_length",
-    "min", "max", "choices", "must_exist", "deliver",
+    "min", "max", "choices", "must_exist", "deliver", "env",
 }  # fmt: skip
 
 
@@ -112,6 +115,7 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         raise ManifestError(f'{ctx}: deliver must be "env" or "stdin"')
     if deliver != "env" and ptype != "secret":
         raise ManifestError(f"{ctx}: only secret params have a delivery; others go in argv")
+    env_name = _delivered_as(raw.get("env"), ptype, deliver, ctx)
     required = raw.get("required", default is None)
     if not isinstance(required, bool):
         raise ManifestError(f"{ctx}: required must be true or false")
@@ -131,6 +135,7 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         choices=tuple(choices),
         must_exist=bool(raw.get("must_exist", False)),
         deliver=deliver,
+        env=env_name,
         _regex=regex,
     )
     if spec.default is not None:
@@ -139,6 +144,28 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         except ParamError as exc:
             raise ManifestError(f"{ctx}: default is invalid: {exc.message}") from None
     return spec
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _delivered_as(value: Any, ptype: str, deliver: str, ctx: str) -> str | None:
+    """``env = "DJANGO_SUPERUSER_PASSWORD"``: deliver a secret as the variable the program
+    reads. Collisions with config are checked when a plan is built (config is only known
+    then); variables that load code or that oneoff owns are refused here."""
+    if value is None:
+        return None
+    if ptype != "secret" or deliver != "env":
+        raise ManifestError(f"{ctx}: only a secret param delivered in the environment has env")
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        raise ManifestError(f"{ctx}: env must be a variable name like DJANGO_SUPERUSER_PASSWORD")
+    from oneoff._environ import PROCESS_DEFAULTS, is_dangerous
+
+    if value.startswith("ONEOFF_") or value in {"PATH", "HOME"} | dict(PROCESS_DEFAULTS).keys():
+        raise ManifestError(f"{ctx}: env {value} is set by oneoff itself")
+    if is_dangerous(value):
+        raise ManifestError(f"{ctx}: env {value} would make the process load code from elsewhere")
+    return value
 
 
 def validate_param(spec: ParamSpec, value: str, *, app_root: Path | None) -> str:

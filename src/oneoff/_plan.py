@@ -13,7 +13,7 @@ from oneoff._environ import Materialized, materialize
 from oneoff._manifest import Environment, Project, Task, render_arg
 from oneoff._params import resolve_params
 from oneoff._record import dataclass
-from oneoff.errors import ParamError, UsageError
+from oneoff.errors import ConfigError, ParamError, UsageError
 
 __all__ = ["Plan", "build_plan"]
 
@@ -127,6 +127,7 @@ def build_plan(
             f"task {task.name!r} may not run in {environment.name!r} (only: {allowed})"
         )
     params = resolve_params(task.params, given, task=task.name, app_root=project.root)
+    env = materialize(project, environment, run_vars={}, operator_env=operator_env)
     argv = [task.argv[0]]
     for template in task.argv[1:]:
         value = render_arg(template, params)
@@ -137,10 +138,18 @@ def build_plan(
                 f"param {name!r} starts with '-' and would be read as an option (got {value!r})"
             )
         argv.append(value)
-    env = materialize(project, environment, run_vars={}, operator_env=operator_env)
+    if task.expand_env:
+        argv = _expand_procfile_vars(task.name, argv, env)
     for name, value in params.items():
         spec = task.params[name]
         if spec.secret and spec.deliver == "env":
+            if spec.env_var in env.values:
+                # The param would silently replace (or be replaced by) config: refuse both.
+                raise ConfigError(
+                    f"secret param {name!r} is delivered as {spec.env_var}, which "
+                    f"environment {environment.name!r} also sets ({env.origin[spec.env_var]})",
+                    hint="remove it from the config, or deliver the param as another variable",
+                )
             env = _with_secret_param(env, spec.env_var, value)
     cwd = (project.root / task.cwd).resolve()
     partial = Plan(
@@ -163,3 +172,22 @@ def _with_secret_param(env: Materialized, name: str, value: str) -> Materialized
     values = {**env.values, name: value}
     origin = {**env.origin, name: "secret param"}
     return Materialized(values=values, origin=origin, secret_keys=env.secret_keys | {name})
+
+
+def _expand_procfile_vars(task: str, argv: list[str], env: Materialized) -> list[str]:
+    """Fill a Procfile line's $VARs from config. The plan (and so the run record and the
+    audit log) holds the result, so a secret may not be one of them: refuse rather than
+    store it or show it in ps."""
+    from oneoff._procfile import _VAR, expand_vars
+
+    secrets = env.secret_values()
+    for arg in argv[1:]:
+        for match in _VAR.finditer(arg):
+            name = match.group(1) or match.group(4)
+            if name in env.secret_keys or f"{name}:password" in secrets:
+                raise ConfigError(
+                    f"task {task!r}: ${name} is a secret and would end up in argv",
+                    hint="let the program read it from its environment instead",
+                )
+    where = f"task {task!r}"
+    return [argv[0], *(expand_vars(a, env.values, where) for a in argv[1:])]

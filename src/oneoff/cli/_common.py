@@ -16,7 +16,14 @@ __all__ = ["app_from", "emit_json", "read_params", "terminal_safe"]
 
 
 def app_from(args: argparse.Namespace) -> App:
-    return open_app(args.app)
+    app = open_app(args.app)
+    if app.project.broken_processes:
+        from oneoff._log import log
+
+        # One bad Procfile line is reported, not fatal: every other command still works.
+        for problem in app.project.broken_processes.values():
+            log("procfile.line_skipped", problem + "; line skipped", level="warning")
+    return app
 
 
 def emit_json(value: Any) -> None:

@@ -52,10 +52,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
         payload={"params": plan.public_params},
     )
     app.close()
+    from oneoff._selfload import find_self_loading
+
+    warnings = [
+        found.warning(plan.environment)
+        for found in find_self_loading(app.project, plan.environment)
+    ]
     if args.json:
-        emit_json(plan.to_json())
+        emit_json({**plan.to_json(), "warnings": warnings})
     else:
         sys.stdout.write(render_plan(plan))
+    from oneoff._log import log
+
+    for warning in warnings:
+        log(
+            "plan.self_loading_dotenv", warning, level="warning",
+            hint="make that loading conditional (development only), or remove .env from "
+            "where tasks run",
+        )  # fmt: skip
     return 0
 
 
@@ -134,9 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     app = app_from(args)
     project = app.project
-    if args.process not in project.processes:
-        known = ", ".join(sorted(project.processes)) or "none declared"
-        raise UsageError(f"unknown process type {args.process!r} (process types: {known})")
+    declared = project.process(args.process)
     environment = project.environment(args.env)
     materialized = materialize(project, environment, run_vars={})
     env = dict(materialized.values)
@@ -149,7 +161,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from oneoff._procfile import expand_vars
 
     where = f"process {args.process!r}"
-    argv = [expand_vars(a, env, where) for a in project.processes[args.process]]
+    argv = [expand_vars(a, env, where) for a in declared]
     from oneoff._proc import resolve_command
 
     program = resolve_command(argv[0], env, str(project.root))
@@ -163,7 +175,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
         release_id=checked.release_id,
         payload={
             "process": args.process,
-            "argv": list(project.processes[args.process]),
+            "argv": list(declared),
             "pid": os.getpid(),
             "allow_drift": checked.allow_drift,
         },
@@ -188,9 +200,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         },
     )
     if args.diff:
-        if args.diff not in project.processes:
-            known = ", ".join(sorted(project.processes)) or "none declared"
-            raise UsageError(f"unknown process type {args.diff!r} (process types: {known})")
+        project.process(args.diff)
         process = materialize(project, environment, run_vars={})
         diff = env_diff(admin.values, process.values)
         if args.json:
