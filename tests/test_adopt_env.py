@@ -24,7 +24,6 @@ def test_flask_does_not_load_the_development_dotenv(
 ) -> None:
     """A `flask` task in another environment does not see the development .env that Flask
     (with python-dotenv installed) would load by itself; the plan shows why."""
-    pytest.importorskip("dotenv")
     root = make_app(
         tmp_path / "app",
         STAGING
