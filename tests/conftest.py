@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from oneoff.testing import make_app
+
+if TYPE_CHECKING:
+    from _pgserver import PgServer
+    from oneoff._store.interface import Store
 
 # A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
 # kill a runner by pid expect it in-process); tests/test_daemon.py starts its own.
@@ -101,3 +107,49 @@ def cli_env() -> dict[str, str]:
     # (tests/test_logs.py covers JSON).
     env["ONEOFF_LOG_FORMAT"] = "text"
     return env
+
+
+# [postgres] A throw-away PostgreSQL server for the session (tests/_pgserver.py), started on
+# first use; every test that uses it gets a fresh database.
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL server; skipped, saying why, only when it is not installed."""
+    from _pgserver import PgServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    server = PgServer(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of a fresh database on the session's server, migrated to the current schema."""
+    from oneoff._store.postgres import migrate
+
+    url = pg_server.database()
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of each backend: the contract suite runs once per backend."""
+    opened: Store
+    if request.param == "sqlite":
+        from oneoff._store.sqlite import SQLiteStore
+
+        opened = SQLiteStore(tmp_path / "state.db")
+    else:
+        from oneoff._store.postgres import PostgresStore
+
+        opened = PostgresStore(request.getfixturevalue("pg_url"))
+    try:
+        yield opened
+    finally:
+        opened.close()

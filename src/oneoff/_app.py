@@ -31,11 +31,18 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from oneoff._store.sqlite import SQLiteStore
+            from oneoff._store.select import open_store
 
-            self._ensure_state_dir()
-            self._store = SQLiteStore(self.state_dir / "state.db")
+            self._ensure_state_dir()  # the audit key and other local keys live there
+            self._store = open_store(self.store_url, self.state_dir)
         return self._store
+
+    @property
+    def store_url(self) -> str | None:
+        """The PostgreSQL store's URL, or None for the embedded SQLite store."""
+        from oneoff._store.select import store_url
+
+        return store_url(self.project.section("store"))
 
     @property
     def audit(self) -> AuditLog:

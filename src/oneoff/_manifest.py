@@ -228,8 +228,14 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     # [release], [audit] and [access] are parsed and validated by the modules that own them
     # (oneoff._release, oneoff._audit, oneoff._auth); they are kept raw here.
     _check_keys(
-        data, {"app", "processes", "environments", "tasks", "release", "audit", "access"}, str(path)
+        data,
+        {"app", "processes", "environments", "tasks", "release", "audit", "access", "store"},
+        str(path),
     )
+    if "store" in data:
+        from oneoff._store.select import validate_store_table
+
+        validate_store_table(str(path), data["store"])
     from oneoff._release.settings import validate_release_tables
 
     validate_release_tables(path, data)

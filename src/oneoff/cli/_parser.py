@@ -186,6 +186,10 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     add_audit_commands(sub, _common, _json)
     # [commands: access] oneoff request/approve/deny/requests/policy/locks ...
     add_access_commands(sub, _common, _env, _json, _params)
+    # [commands: server] oneoff server migrate (issue #13)
+    from oneoff.cli._server import add_server_commands
+
+    add_server_commands(sub, _common)
     return parser
 
 

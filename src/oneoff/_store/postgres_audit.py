@@ -1,0 +1,138 @@
+"""Audit events and checkpoints in PostgreSQL.
+
+Only ``seq``, ``prev_hash``, ``body`` and ``hash`` of an event are stored; filters by run or
+kind decode the body as they read it, so nothing can disagree with what the chain hashes.
+Appends take the store-wide write lock (see ``oneoff._store.postgres``) before reading the
+head, so appends from any number of processes and machines never fork the chain; the
+primary key on ``seq`` would refuse a fork even if they did not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from oneoff._store.sqlite_audit import checkpoint_from_row
+from oneoff.errors import AuditError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from oneoff._audit.checkpoint import Checkpoint
+    from oneoff._audit.log import AuditEvent
+
+__all__ = ["AuditMixin"]
+
+_FETCH = 4096
+_HASH = 32
+_CHECKPOINT = "SELECT size, root, timestamp, key_id, signature, frontier FROM audit_checkpoints"
+
+
+def _matches(body: object, run_id: str | None, kind: str | None) -> bool:
+    try:
+        data = json.loads(body)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False  # as SQLite's computed columns: NULL for a body that is not JSON
+    if not isinstance(data, dict):
+        return False
+    return (run_id is None or data.get("run_id") == run_id) and (
+        kind is None or data.get("kind") == kind
+    )
+
+
+class AuditMixin:
+    db: psycopg.Connection[tuple[Any, ...]]
+    tx: Callable[[], AbstractContextManager[object]]
+
+    def audit_head(self) -> tuple[int, bytes]:
+        """``(seq, hash)`` of the newest event, ``(0, GENESIS)`` for an empty log."""
+        row = self.db.execute(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
+
+    def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+        with self.tx():
+            seq, head = self.audit_head()
+            event = build(seq, head)
+            self.db.execute(
+                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (%s, %s, %s, %s)",
+                (event.seq, event.prev_hash, event.body, event.hash),
+            )
+        return event
+
+    def _pages(self, columns: str, since: int) -> Iterator[tuple[Any, ...]]:
+        # Keyset pages: bounded memory, and no long transaction held open while iterating.
+        last = since
+        while True:
+            rows = self.db.execute(
+                f"SELECT seq, {columns} FROM audit_events WHERE seq > %s"  # noqa: S608
+                " ORDER BY seq LIMIT %s",
+                (last, _FETCH),
+            ).fetchall()
+            yield from rows
+            if len(rows) < _FETCH:
+                return
+            last = rows[-1][0]
+
+    def audit_rows(
+        self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
+    ) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """Raw ``(seq, prev_hash, body, hash)`` rows after ``since``, in order."""
+        for row in self._pages("prev_hash, body, hash", since):
+            if (run_id is None and kind is None) or _matches(row[2], run_id, kind):
+                yield row
+
+    def audit_chain_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
+        for row in self._pages("prev_hash, body, hash", 0):
+            yield row[1:]
+
+    def audit_first_gap(self) -> int | None:
+        """The first missing event number, or None when events are numbered 1..n."""
+        row = self.db.execute("SELECT count(*), min(seq), max(seq) FROM audit_events").fetchone()
+        assert row is not None  # an aggregate always returns a row
+        count, low, high = row
+        if count == 0 or (low == 1 and high == count):
+            return None  # n distinct integers from 1 to n: exactly 1..n
+        found = self.db.execute(
+            "SELECT n FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS n"
+            " FROM audit_events) numbered WHERE seq <> n ORDER BY n LIMIT 1"
+        ).fetchone()
+        return int(count) + 1 if found is None else int(found[0])
+
+    def audit_hash_at(self, seq: int) -> bytes:
+        if seq == 0:
+            return b"\x00" * _HASH
+        row = self.db.execute("SELECT hash FROM audit_events WHERE seq = %s", (seq,)).fetchone()
+        if row is None:
+            raise AuditError(f"audit event {seq} is missing")
+        return bytes(row[0])
+
+    def audit_leaf_hashes(self, size: int) -> list[bytes]:
+        """The hashes (Merkle leaves) of events 1..size; AuditError if any is missing."""
+        rows = self.db.execute(
+            "SELECT seq, hash FROM audit_events WHERE seq <= %s ORDER BY seq", (size,)
+        ).fetchall()
+        if len(rows) != size or (rows and rows[-1][0] != size):
+            raise AuditError(f"the audit log does not hold events 1..{size}; run `audit verify`")
+        return [r[1] if type(r[1]) is bytes else b"" for r in rows]
+
+    def audit_put_checkpoint(self, cp: Checkpoint, frontier: tuple[bytes, ...]) -> None:
+        self.db.execute(
+            "INSERT INTO audit_checkpoints (size, root, timestamp, key_id, signature, frontier)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (cp.size, cp.root, cp.timestamp, cp.key_id, cp.signature, b"".join(frontier)),
+        )
+
+    def audit_checkpoint_rows(self, *, size: int | None = None) -> list[tuple[Any, ...]]:
+        """Raw checkpoint rows ``(size, root, timestamp, key_id, signature, frontier)``."""
+        if size is None:
+            return self.db.execute(_CHECKPOINT + " ORDER BY size").fetchall()
+        return self.db.execute(_CHECKPOINT + " WHERE size = %s", (size,)).fetchall()
+
+    def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
+        row = self.db.execute(_CHECKPOINT + " ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else checkpoint_from_row(row)
