@@ -11,7 +11,7 @@ from oneoff._manifest import MANIFEST, load_project
 from oneoff.cli._common import app_from, emit_json, terminal_safe
 from oneoff.errors import UsageError
 
-__all__ = ["cmd_init", "cmd_tasks", "scaffold"]
+__all__ = ["cmd_init", "cmd_tasks"]
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -56,7 +56,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     target = root / MANIFEST
     if target.exists() and not args.force:
         raise UsageError(f"{target} exists; pass --force to overwrite it")
-    text = scaffold(root)
+    from oneoff._scaffold import scaffold
+
+    text = scaffold(root, os.environ)
     tmp = target.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
     tmp.write_text(text)
     try:
@@ -87,79 +89,3 @@ def _ignore_state(root: Path) -> None:
             if lines and lines[-1] != "":
                 fh.write("\n")
             fh.write("# oneoff's local state (runs, keys); never commit it\n.oneoff/\n")
-
-
-def scaffold(root: Path) -> str:
-    """A commented oneoff.toml suited to what the app looks like."""
-    django = (root / "manage.py").is_file()
-    flask = any(
-        (root / name).is_file() and "Flask(" in (root / name).read_text(errors="replace")
-        for name in ("app.py", "wsgi.py", "application.py")
-    )
-    procfile = (root / "Procfile").is_file()
-    out = [
-        "# oneoff.toml: this app's admin processes (twelve-factor XII).",
-        "# Docs: every task is an argv list (never a shell string); params are typed.",
-        "",
-        "[app]",
-        f'name = "{root.name}"',
-        "",
-    ]
-    if procfile:
-        out += ["# Process types come from ./Procfile.", ""]
-    else:
-        out += ["[processes]"]
-        if django:
-            out += ['web = ["gunicorn", "config.wsgi"]  # adjust the WSGI module']
-        elif flask:
-            out += ['web = ["flask", "run"]']
-        else:
-            out += ['# web = ["gunicorn", "myapp.wsgi"]']
-        out += [""]
-    out += [
-        "[environments.development]",
-        'config = [{ dotenv = ".env", optional = true }]',
-        "",
-        "# [environments.production]",
-        "# protected = true            # never a default target; critical tasks ask to confirm",
-        '# config = [{ inherit = ["DATABASE_URL", "SECRET_KEY"] }]',
-        '# secrets = ["SENTRY_DSN"]     # *_PASSWORD, *_TOKEN, *_SECRET, *_KEY are secret anyway',
-        "",
-    ]
-    if django:
-        out += [
-            "[tasks.migrate]",
-            'argv = ["python", "manage.py", "migrate", "--noinput"]',
-            'description = "Apply database migrations"',
-            'risk = "high"',
-            'locks = ["database"]',
-            'timeout = "30m"',
-            "",
-            "[tasks.shell]",
-            'argv = ["python", "manage.py", "shell"]',
-            "interactive = true",
-            'risk = "high"',
-            "",
-        ]
-    elif flask:
-        out += [
-            "[tasks.migrate]",
-            'argv = ["flask", "db", "upgrade"]  # Flask-Migrate; adjust to your tool',
-            'risk = "high"',
-            'locks = ["database"]',
-            "",
-            "[tasks.shell]",
-            'argv = ["flask", "shell"]',
-            "interactive = true",
-            "",
-        ]
-    else:
-        out += [
-            "# [tasks.migrate]",
-            '# argv = ["python", "-m", "myapp.migrate", "--to", "{target}"]',
-            '# risk = "high"',
-            '# locks = ["database"]',
-            '# params.target = { type = "string", pattern = "[0-9]{4}", default = "0001" }',
-            "",
-        ]
-    return "\n".join(out)
