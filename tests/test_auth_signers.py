@@ -165,22 +165,21 @@ KEY = new_key()
     ("line", "message"),
     [
         ("alice", "missing key type"),
-        (f"alice,bob {KEY}", "one name per line"),
         (f"*@example.com {KEY}", "patterns are not supported"),
         (f"al/ice {KEY}", "not a valid name"),
         ("alice ssh-ed25519", "missing base64 key"),
         ("alice ssh-ed25519 !!!notbase64", "malformed ssh-ed25519 key"),
         ("alice ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ==", "malformed ssh-ed25519 key"),
-        ("alice ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==", "ssh-rsa keys are not supported"),
-        (f"alice cert-authority {KEY}", "cert-authority is not supported"),
         (f'alice groups="dba" {KEY}', "unknown option 'groups'"),
         (f"alice namespaces=oneoff {KEY}", "needs a quoted value"),
         (f'alice namespaces="oneoff {KEY}', "missing closing quote"),
         (f'alice namespaces="" {KEY}', "at least one namespace"),
         (f'alice namespaces="a",,valid-after="20240101Z" {KEY}', "empty option"),
         (f'alice namespaces="a",namespaces="b" {KEY}', "given twice"),
-        (f'alice valid-after="20240101" {KEY}', "UTC, with Z"),
         (f'alice valid-before="20241332Z" {KEY}', "not a real date"),
+        (f'alice valid-after="2024-01-01" {KEY}', "YYYYMMDD"),
+        (f"alice,alice {KEY}", "name someone twice"),
+        (f"alice,*@example.com {KEY}", "patterns are not supported"),
         (f"alice bogus {KEY}", "unknown option 'bogus'"),
         (f"alice foo-key AAAA {KEY}", "unknown option"),
         (f"alice {KEY} groups=dba groups=ops", "more than once"),
@@ -193,3 +192,60 @@ def test_bad_lines_name_the_file_and_line(line: str, message: str) -> None:
     text = f"# header\nbob {new_key()}\n{line}\n"
     with pytest.raises(ManifestError, match=rf"people/allowed_signers:3: .*{message}"):
         Signers.parse(text, source="people/allowed_signers")
+
+
+def test_git_style_file_with_aliases_certificates_and_rsa_keys_loads(tmp_path: Path) -> None:
+    """A git allowed_signers file loads: comma-separated principals are one person (the
+    first is the name), cert-authority and non-Ed25519 lines are skipped with a warning
+    naming the line, and every other line still counts."""
+    alice, ca, carol = new_key(), new_key(), new_key()
+    path = tmp_path / "allowed_signers"
+    path.write_text(
+        f"alice,alice@example.com {alice} groups=dba\n"
+        f"*@example.com cert-authority {ca}\n"
+        "bob ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n"
+        f"carol {carol}\n"
+    )
+    signers = Signers.load(path)
+    assert signers.names() == ("alice", "carol")
+    assert signers.person("alice@example.com").name == "alice"
+    assert "alice@example.com" in signers
+    assert signers.keys_of("alice@example.com") == signers.keys_of("alice")
+    assert signers.members("dba") == ("alice",)
+    assert [reason.split(": ", 1)[0] for reason in signers.skipped] == [
+        f"{path}:2",
+        f"{path}:3",
+    ]
+    assert "cert-authority is not supported" in signers.skipped[0]
+    assert "bob" not in signers
+    assert signers.by_key(base64.b64decode(ca.split()[1])) is None
+
+
+def test_an_alias_naming_someone_else_is_refused() -> None:
+    """A principal listed for two different people is an error, never a guess."""
+    with pytest.raises(ManifestError, match="names two people"):
+        Signers.parse(f"alice,ops {new_key()}\nops {new_key()}\n")
+
+
+def test_validity_without_z_is_local_time_and_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """valid-after/valid-before without Z are read in the local time zone, as ssh-keygen
+    reads them, and a signature outside the window is refused."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        signers = Signers.parse(
+            f'alice valid-after="20240101",valid-before="202406301200" {new_key()}\n'
+        )
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    alice = signers.person("alice")
+    assert alice.valid_after == datetime(2023, 12, 31, 15, 0, tzinfo=UTC)
+    assert alice.valid_before == datetime(2024, 6, 30, 3, 0, tzinfo=UTC)
+    alice.check_usable("oneoff", datetime(2024, 3, 1, tzinfo=UTC))
+    with pytest.raises(NotPermitted, match="expired"):
+        alice.check_usable("oneoff", datetime(2024, 7, 1, tzinfo=UTC))
+    with pytest.raises(NotPermitted, match="not valid before"):
+        alice.check_usable("oneoff", datetime(2023, 12, 31, 14, 0, tzinfo=UTC))

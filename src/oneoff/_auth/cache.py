@@ -96,6 +96,7 @@ def person_to_json(person: Any) -> dict[str, Any]:
         "valid_before": person.valid_before.isoformat() if person.valid_before else None,
         "public_key": base64.b64encode(person.public_key).decode(),
         "line": person.line,
+        "aliases": list(person.aliases),
     }
 
 
@@ -114,4 +115,5 @@ def person_from_json(data: dict[str, Any]) -> Any:
         valid_before=when(data["valid_before"]),
         public_key=base64.b64decode(data["public_key"]),
         line=int(data["line"]),
+        aliases=tuple(data.get("aliases", ())),
     )

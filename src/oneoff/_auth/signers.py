@@ -11,11 +11,14 @@ Groups live in the trailing comment as one ``groups=a,b`` word: ssh-keygen ignor
 comment, whereas an unknown option (``groups="a"``) makes it reject the line. Stricter
 than ssh-keygen, so that every file read here means one thing everywhere:
 
-- the principals field is exactly one literal name (no patterns, no comma lists);
-- only ``ssh-ed25519`` keys; ``cert-authority`` is refused (no certificates yet);
-- option values must be quoted (ssh-keygen requires that too) and ``valid-after`` /
-  ``valid-before`` must end in ``Z`` (UTC), since ssh-keygen reads them in the local
-  time zone otherwise and two machines could disagree;
+- the principals field is literal names (no patterns); in a comma list such as git's
+  ``alice,alice@example.com`` the first is the person's name and the others are aliases;
+- only ``ssh-ed25519`` keys; a ``cert-authority`` line (no certificates yet) or another
+  key type is skipped with a warning naming the line, and the rest of the file still
+  loads (fail closed: those keys sign nothing);
+- option values must be quoted (ssh-keygen requires that too); ``valid-after`` /
+  ``valid-before`` are enforced, in UTC when they end in ``Z`` and otherwise, as
+  ssh-keygen reads them, in this machine's local time zone;
 - a key may appear on one line only. One person may have several lines (several keys);
   their groups are the union of all their lines' groups.
 """
@@ -37,7 +40,7 @@ __all__ = ["Person", "Signers"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+-]{0,127}")
 _GROUP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
-_TIMESTAMP = re.compile(r"(\d{8})(\d{4}(\d{2})?)?Z")
+_TIMESTAMP = re.compile(r"(\d{8})(\d{4}(\d{2})?)?Z?")
 _KNOWN_KEY_TYPES = frozenset(
     {
         ED25519,
@@ -68,6 +71,7 @@ class Person:
     valid_before: datetime | None = None
     public_key: bytes = field(default=b"", repr=False)
     line: int = 0
+    aliases: tuple[str, ...] = ()  # further principals of this line (git's email, ...)
 
     def allows_namespace(self, namespace: str) -> bool:
         """Whether this key's ``namespaces=`` option admits ``namespace``."""
@@ -111,10 +115,18 @@ def _match_pattern_list(text: str, patterns: Iterable[str]) -> bool:
 class Signers:
     """The allowed signers: look people up by key, by name, or by group."""
 
-    def __init__(self, people: Iterable[Person] = (), *, source: str = "allowed_signers") -> None:
+    def __init__(
+        self,
+        people: Iterable[Person] = (),
+        *,
+        source: str = "allowed_signers",
+        skipped: Iterable[str] = (),
+    ) -> None:
         self.source = source
+        self.skipped = tuple(skipped)  # lines ignored as unsupported, each with its reason
         self._by_key: dict[bytes, Person] = {}
         self._by_name: dict[str, list[Person]] = {}
+        self._aliases: dict[str, str] = {}
         for person in people:
             if person.public_key in self._by_key:
                 other = self._by_key[person.public_key]
@@ -131,6 +143,13 @@ class Signers:
             self._by_name[name] = [replace(key, groups=groups) for key in keys]
             for key in self._by_name[name]:
                 self._by_key[key.public_key] = key
+        for person in self._by_key.values():
+            for alias in person.aliases:
+                owner = self._aliases.setdefault(alias, person.name)
+                if alias in self._by_name or owner != person.name:
+                    raise ManifestError(
+                        f"{source}:{person.line}: principal {alias!r} names two people"
+                    )
         self._members: dict[str, tuple[str, ...]] = {}
         for name, keys in sorted(self._by_name.items()):
             for group in keys[0].groups:
@@ -145,21 +164,29 @@ class Signers:
             raise ManifestError(f"{path}: allowed signers file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{path}: cannot read allowed signers file: {exc}") from None
-        return cls.parse(text, source=str(path))
+        signers = cls.parse(text, source=str(path))
+        if signers.skipped:
+            from oneoff._log import log
+
+            for reason in signers.skipped:
+                log("signers.line_skipped", reason, level="warning")
+        return signers
 
     @classmethod
     def parse(cls, text: str, *, source: str = "allowed_signers") -> Signers:
         """Parse allowed_signers text; ``source`` names it in error messages."""
-        people = []
+        people, skipped = [], []
         for number, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
             try:
                 people.append(_parse_line(stripped, number))
+            except _Unsupported as exc:
+                skipped.append(f"{source}:{number}: {exc}; line skipped")
             except _LineError as exc:
                 raise ManifestError(f"{source}:{number}: {exc}") from None
-        return cls(people, source=source)
+        return cls(people, source=source, skipped=skipped)
 
     def by_key(self, public_key: bytes) -> Person | None:
         """The entry for an SSH public key blob, or None if the key is not allowed."""
@@ -167,14 +194,14 @@ class Signers:
 
     def person(self, name: str) -> Person:
         """The person called ``name`` (their first key); NotPermitted if unknown."""
-        keys = self._by_name.get(name)
+        keys = self._by_name.get(self._aliases.get(name, name))
         if not keys:
             raise NotPermitted(f"{name!r} is not in {self.source}")
         return keys[0]
 
     def keys_of(self, name: str) -> tuple[Person, ...]:
         """Every key entry of ``name`` (empty if unknown)."""
-        return tuple(self._by_name.get(name, ()))
+        return tuple(self._by_name.get(self._aliases.get(name, name), ()))
 
     def members(self, group: str) -> tuple[str, ...]:
         """The names in ``group``, sorted (empty for an unknown group)."""
@@ -189,7 +216,7 @@ class Signers:
         return tuple(sorted(self._by_name))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._by_name
+        return name in self._by_name or name in self._aliases
 
     def __iter__(self) -> Iterator[Person]:
         return iter(self._by_key.values())
@@ -202,23 +229,33 @@ class _LineError(ValueError):
     pass
 
 
+class _Unsupported(_LineError):
+    """A line ssh-keygen accepts that oneoff cannot use: skipped, not fatal."""
+
+
 def _parse_line(line: str, number: int) -> Person:
-    principal, rest = _split_word(line)
-    _check_name(principal)
+    principals, rest = _split_word(line)
     if not rest:
         raise _LineError("missing key type and key")
     word, _ = _split_word(rest)
     options: dict[str, str] = {}
     if word not in _KNOWN_KEY_TYPES:
+        # Options first: a cert-authority line (principals "*@example.com") is skipped, not
+        # refused for its pattern.
         options_text, rest = _split_options(rest)
         options = _parse_options(options_text)
+    names = principals.split(",")
+    for name in names:
+        _check_name(name)
+    if len(set(names)) != len(names):
+        raise _LineError(f"principals {principals!r} name someone twice")
     key_type, rest = _split_word(rest)
     if not key_type:
         raise _LineError("missing key type and key")
     if key_type not in _KNOWN_KEY_TYPES:
         raise _LineError(f"unknown key type {key_type!r}")
     if key_type != ED25519:
-        raise _LineError(f"{key_type} keys are not supported; only {ED25519}")
+        raise _Unsupported(f"{key_type} keys are not supported; only {ED25519}")
     key_text, comment = _split_word(rest)
     if not key_text:
         raise _LineError("missing base64 key")
@@ -228,7 +265,8 @@ def _parse_line(line: str, number: int) -> Person:
     except (binascii.Error, ValueError) as exc:
         raise _LineError(f"malformed {ED25519} key: {exc}") from None
     return Person(
-        name=principal,
+        name=names[0],
+        aliases=tuple(names[1:]),
         groups=_parse_groups(comment),
         fingerprint=fingerprint(blob),
         namespaces=_parse_namespaces(options.get("namespaces")),
@@ -247,8 +285,6 @@ def _split_word(text: str) -> tuple[str, str]:
 
 
 def _check_name(name: str) -> None:
-    if "," in name:
-        raise _LineError(f"principals {name!r}: list one name per line")
     if any(ch in name for ch in "*?!"):
         raise _LineError(f"principal {name!r}: patterns are not supported, write the name")
     if not _NAME.fullmatch(name):
@@ -273,7 +309,10 @@ def _parse_options(text: str) -> dict[str, str]:
         name, eq, value = item.partition("=")
         name = name.lower()
         if name == "cert-authority":
-            raise _LineError("cert-authority is not supported: oneoff does not accept certificates")
+            raise _Unsupported(
+                "cert-authority is not supported: oneoff does not accept certificates, list "
+                "each person's own key"
+            )
         if name not in {"namespaces", "valid-after", "valid-before"}:
             raise _LineError(f"unknown option {name!r}")
         if not eq or len(value) < 2 or value[0] != '"' or value[-1] != '"':
@@ -315,11 +354,14 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     match = _TIMESTAMP.fullmatch(value)
     if not match:
         raise _LineError(
-            f"{option}={value!r}: use YYYYMMDDZ, YYYYMMDDHHMMZ or YYYYMMDDHHMMSSZ (UTC, with Z)"
+            f"{option}={value!r}: use YYYYMMDD[HHMM[SS]], with Z for UTC (as ssh-keygen does)"
         )
-    digits = value[:-1].ljust(14, "0")
+    utc = value.endswith("Z")
+    digits = value.removesuffix("Z").ljust(14, "0")
     try:
-        return datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        when = datetime.strptime(digits, "%Y%m%d%H%M%S")
+        # Without Z ssh-keygen (and so git) reads the time in the local zone: so do we.
+        return when.replace(tzinfo=UTC) if utc else when.astimezone()
     except ValueError:
         raise _LineError(f"{option}={value!r} is not a real date and time") from None
 
