@@ -48,6 +48,19 @@ risk = "critical"
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Remembered audit checkpoints go to the session's own state directory, never the
+    developer's (each test's app is a store of its own there)."""
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
 @pytest.fixture(scope="session")
 def release_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A release signing key kept outside every app, and the trusted_keys entry for it."""

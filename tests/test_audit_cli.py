@@ -126,12 +126,17 @@ def test_consistency_proves_a_kept_checkpoint_is_extended(
     conn.execute("UPDATE audit_events SET body = ? WHERE seq = 1", (body.replace(b"os:", b"xx:"),))
     _rechain(conn)
     conn.execute("DELETE FROM audit_checkpoints")
-    assert cli(ran, cli_env, "audit", "checkpoint").exit_code == 0
-    assert cli(ran, cli_env, "audit", "verify").exit_code == 0  # the local log looks fine...
-    forged = cli(ran, cli_env, "audit", "consistency", str(kept))
-    result = cli(ran, cli_env, *check, stdin=forged.stdout)
+    # Another account, which never verified this log, remembers nothing to compare with.
+    fresh = {**cli_env, "XDG_STATE_HOME": str(tmp_path / "never-saw-it")}
+    assert cli(ran, fresh, "audit", "checkpoint").exit_code == 0
+    assert cli(ran, fresh, "audit", "verify").exit_code == 0  # the local log looks fine...
+    forged = cli(ran, fresh, "audit", "consistency", str(kept))
+    result = cli(ran, fresh, *check, stdin=forged.stdout)
     assert result.exit_code == 8  # ...but not to whoever kept the old checkpoint
     assert "rewritten or forked" in result.stderr
+    remembered = cli(ran, cli_env, "audit", "verify")  # nor to the account that signed it
+    assert remembered.exit_code == 8
+    assert "events were rewritten and re-signed" in remembered.stderr
 
 
 def _rechain(conn: sqlite3.Connection) -> None:

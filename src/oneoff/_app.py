@@ -45,6 +45,17 @@ class App:
         return store_url(self.project.section("store"))
 
     @property
+    def store_identity(self) -> str:
+        """Which store this is, for remembering its audit log (``oneoff._audit.remembered``):
+        the SQLite file's real path, or the PostgreSQL database without user or password."""
+        url = self.store_url
+        if url is None:
+            return "sqlite:" + os.path.realpath(self.state_dir / "state.db")
+        from oneoff._store.postgres_errors import display_url
+
+        return display_url(url, user=False)
+
+    @property
     def audit(self) -> AuditLog:
         if self._audit is None:
             from oneoff._audit.keys import AuditKey

@@ -28,20 +28,21 @@ _GENERATOR = 0x20  # CO_GENERATOR, as in sqlite_errors
 _BUSY = {"55P03", "57014", "40P01", "40001"}
 
 
-def display_url(url: str) -> str:
+def display_url(url: str, *, user: bool = True) -> str:
     """The store URL as it may be shown and logged: scheme, user, host, port and database,
-    never the password (in the netloc or as a ``password=`` parameter)."""
+    never the password (in the netloc or as a ``password=`` parameter). Without ``user``,
+    it names the database whoever connects to it (a log's identity)."""
     try:
         parts = urlsplit(url)
-        user = parts.username or ""
+        name = parts.username or ""
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "postgresql://(unparsable URL)"
     query = dict(parse_qsl(parts.query))
-    user = user or query.get("user", "")
-    where = (user + "@" if user else "") + host + port
-    shown = f"{parts.scheme}://{where}{parts.path}"
+    name = (name or query.get("user", "")) if user else ""
+    where = (name + "@" if name else "") + host + port
+    shown = f"{parts.scheme if user else 'postgresql'}://{where}{parts.path}"
     if not host and query.get("host"):  # a Unix socket directory
         shown += f"?host={query['host']}"
     return shown

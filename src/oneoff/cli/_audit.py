@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from oneoff._audit.log import AuditEvent
 
 __all__ = [
-    "cmd_break_glass", "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_key", "cmd_prove",
-    "cmd_tail", "cmd_verify", "cmd_verify_proof",
+    "cmd_break_glass", "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_forget", "cmd_key",
+    "cmd_prove", "cmd_tail", "cmd_verify", "cmd_verify_proof",
 ]  # fmt: skip
 
 _POLL_SECONDS = 0.5
@@ -39,16 +39,32 @@ def _trusted_key(app: App, given: Path | None) -> Ed25519PublicKey | None:
     return key.public()
 
 
+def _against_memory(app: App, key: Ed25519PublicKey | None, newest: Checkpoint | None) -> int:
+    """Check the log against the checkpoints this account remembers (exit 8 when it does not
+    extend them), then remember ``newest``; the largest size checked (0: none)."""
+    from oneoff._audit.remembered import check_remembered, remember
+
+    identity = app.store_identity
+    checked = check_remembered(app.store, key, identity, newest)
+    if newest is not None and key is not None:
+        remember(identity, key, newest)
+    return max((m.checkpoint.size for m in checked), default=0)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from oneoff._audit.verify import verify_log
 
     app = app_from(args)
-    report = verify_log(app.store, _trusted_key(app, args.key), all_signatures=args.all_signatures)
+    key = _trusted_key(app, args.key)
+    report = verify_log(app.store, key, all_signatures=args.all_signatures)
+    latest = app.store.audit_latest_checkpoint()
+    recalled = _against_memory(app, key, None if latest is None else latest[0])
     if args.json:
         emit_json(
             {"ok": True, "events": report.events, "checkpoints": report.checkpoints,
              "checkpointed": report.checkpointed, "uncovered": report.uncovered,
-             "signatures": report.signatures, "head": report.head.hex()}
+             "signatures": report.signatures, "head": report.head.hex(),
+             "remembered": recalled}
         )  # fmt: skip
     elif report.signatures == report.checkpoints:
         print(
@@ -61,6 +77,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"match the log, {report.signatures} signatures checked: the newest (it covers "
             f"{report.checkpointed} events) and a random sample (--all-signatures checks all)"
         )
+    if recalled and not args.json:
+        print(f"OK: extends the checkpoint of {recalled} events verified here before")
     if report.uncovered:
         message = f"{report.uncovered} newest events are not yet covered by a signed checkpoint"
         if args.strict:
@@ -71,7 +89,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     app = app_from(args)
-    sys.stdout.write(app.audit.checkpoint().to_json())
+    cp = app.audit.checkpoint()
+    key = app.audit.key
+    _against_memory(app, None if key is None else key.public(), cp)
+    sys.stdout.write(cp.to_json())
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from oneoff._audit.remembered import forget
+
+    app = app_from(args)
+    identity = app.store_identity
+    if forget(identity):
+        log("audit.forgotten", f"forgot the checkpoint remembered for {identity}",
+            level="warning", store=identity)  # fmt: skip
+    else:
+        print(f"no checkpoint remembered for {identity}")
     return 0
 
 

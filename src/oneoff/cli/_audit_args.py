@@ -49,6 +49,10 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     )  # fmt: skip
     json(cmd)
     cmd = action("checkpoint", "cmd_checkpoint", "sign a checkpoint now and print it (keep it)")
+    cmd = action(
+        "forget", "cmd_forget",
+        "drop the checkpoint this account remembers for this store (after a reset you meant)",
+    )  # fmt: skip
     cmd = action("key", "cmd_key", "print the audit public key and its key id")
     cmd = action("prove", "cmd_prove", "inclusion proof of EVENT against the newest checkpoint")
     cmd.add_argument("event", type=int, metavar="EVENT", help="the event's number (seq)")
