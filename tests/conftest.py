@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 # A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
 # kill a runner by pid expect it in-process); tests/test_daemon.py starts its own.
 os.environ["ONEOFF_DAEMON"] = "off"
+# The operator's cache key (outside every app, see oneoff._userkey) goes to a scratch
+# state directory, never the developer's own ~/.local/state.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="oneoff-test-state-")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "notes"
 

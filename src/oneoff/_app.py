@@ -10,7 +10,9 @@ from oneoff._manifest import Project, find_app_root, load_project
 from oneoff.errors import StoreError
 
 if TYPE_CHECKING:
+    from oneoff._access import AccessConfig
     from oneoff._audit.log import AuditLog
+    from oneoff._auth.files import AccessFiles
     from oneoff._store.interface import Store
 
 __all__ = ["App", "open_app"]
@@ -27,6 +29,7 @@ class App:
         self.state_dir = project.root / STATE_DIR
         self._store: Store | None = None
         self._audit: AuditLog | None = None
+        self._access_files: AccessFiles | None = None
 
     @property
     def store(self) -> Store:
@@ -88,6 +91,25 @@ class App:
         if len(data) != size:
             raise StoreError(f"{path}: key file has the wrong size; refusing to use it")
         return data
+
+    def cache_key(self, purpose: str) -> bytes | None:
+        """The key for one of this app's caches, held outside ``.oneoff/`` (None: no cache).
+
+        Never ``secret_file``: a key beside the cache authenticates nothing against
+        whoever can write ``.oneoff/`` (see ``oneoff._userkey``).
+        """
+        from oneoff._userkey import cache_key
+
+        return cache_key(purpose, self.root)
+
+    def access_files(self, config: AccessConfig) -> AccessFiles:
+        """The people and policy files, read once for this App: the release check compares
+        these bytes and the gate evaluates these bytes (see ``oneoff._auth.files``)."""
+        if self._access_files is None:
+            from oneoff._auth.files import read_access_files
+
+            self._access_files = read_access_files(config)
+        return self._access_files
 
     @property
     def fingerprint_key(self) -> bytes:

@@ -8,8 +8,12 @@ exactly those contents (plus oneoff's version, which fixes the schema):
 - the parsed allowed signers, keyed by the file's SHA-256;
 - Cedar decisions, keyed by the policy files' digest and the canonical request.
 
-A changed byte is a different key, never a stale answer. The cache lives in the app's
-state directory (mode 0700) beside the store, which is trusted to the same degree.
+A changed byte is a different key, never a stale answer. But a cache is also a place to
+forge answers: whoever can write the app's ``.oneoff/`` could add invented people to a
+cached signers file or turn a cached deny into an allow. So the file is authenticated
+with HMAC-SHA256 under a key held outside ``.oneoff/`` (``App.cache_key``, see
+``oneoff._userkey``); a file that does not verify is ignored and rebuilt. Without such a
+key nothing is read from or written to disk: answers are memoised in this process only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import base64
 import contextlib
 import datetime as _dt
 import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -33,18 +38,27 @@ _MAX_DECISIONS = 1024
 class AccessCache:
     """Read once per process, written back (atomically) only when something was added."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, key: bytes | None) -> None:
         self.path = path
+        self._key = key
         self._data: dict[str, Any] | None = None
         self._dirty = False
 
+    def _mac(self, body: bytes) -> bytes:
+        assert self._key is not None
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest().encode("ascii")
+
     def _load(self) -> dict[str, Any]:
         if self._data is None:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                ok = isinstance(data, dict) and data.get("version") == __version__
-            except (OSError, ValueError):
-                ok = False
+            data: Any = None
+            if self._key is not None:
+                try:
+                    mac, _, body = self.path.read_bytes().partition(b"\n")
+                    if hmac.compare_digest(mac, self._mac(body)):
+                        data = json.loads(body)
+                except (OSError, ValueError):
+                    data = None
+            ok = isinstance(data, dict) and data.get("version") == __version__
             self._data = data if ok else {"version": __version__, "signers": {}, "decisions": {}}
         return self._data
 
@@ -71,19 +85,16 @@ class AccessCache:
         self._dirty = True
 
     def save(self) -> None:
-        if not self._dirty or self._data is None:
+        if not self._dirty or self._data is None or self._key is None:
             return
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        body = json.dumps(self._data, separators=(",", ":")).encode()
         with contextlib.suppress(OSError):  # a cache that cannot be written is just slower
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self._data, fh, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self._mac(body) + b"\n" + body)
             os.replace(tmp, self.path)
         self._dirty = False
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def person_to_json(person: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from oneoff._access import AccessConfig
     from oneoff._app import App
     from oneoff._auth.cache import AccessCache
+    from oneoff._auth.files import AccessFiles
     from oneoff._auth.policy import Decision, PolicySet
     from oneoff._auth.signers import Signers
     from oneoff._manifest import Environment, Task
@@ -36,6 +37,12 @@ class Gate:
         self.config = config
 
     @cached_property
+    def files(self) -> AccessFiles:
+        """The people and policy files as this App read them, once (the release check
+        compared exactly these bytes)."""
+        return self.app.access_files(self.config)
+
+    @cached_property
     def cache(self) -> AccessCache:
         return self._cache("access-decisions.json")
 
@@ -48,37 +55,37 @@ class Gate:
         from oneoff._auth.cache import AccessCache
 
         self.app.store  # noqa: B018 - creates the state directory the cache lives in
-        return AccessCache(self.app.state_dir / name)
+        # Authenticated with a key outside .oneoff/ (None: memoised in this process only).
+        return AccessCache(self.app.state_dir / name, key=self.app.cache_key(name))
 
     @cached_property
     def signers(self) -> Signers:
-        from oneoff._auth.cache import file_digest, person_from_json, person_to_json
+        from oneoff._auth.cache import person_from_json, person_to_json
         from oneoff._auth.signers import Signers
 
-        path = self.config.signers
-        try:
-            digest = file_digest(path)
-        except OSError:
-            return Signers.load(path)  # raises the precise ManifestError
-        cached = self.signer_cache.signers(digest)
+        path, digest = self.config.signers, self.files.signers_digest()
+        if digest is None:
+            self.files.signers_text()  # raises the precise ManifestError
+        cached = self.signer_cache.signers(str(digest))
         if cached is not None:
             return Signers([person_from_json(p) for p in cached.values()], source=str(path))
-        signers = Signers.load(path)
+        signers = Signers.parse(self.files.signers_text(), source=str(path))
         people = {base64.b64encode(p.public_key).decode(): person_to_json(p) for p in signers}
-        self.signer_cache.put_signers(digest, people)
+        self.signer_cache.put_signers(str(digest), people)
         self.signer_cache.save()
         return signers
 
     def signer_of(self, signature: bytes | str) -> Signers:
         """Just the entry for the key that made ``signature`` (all verifying needs), cheaply."""
-        from oneoff._auth.cache import file_digest, person_from_json
+        from oneoff._auth.cache import person_from_json
         from oneoff._auth.signers import Signers
         from oneoff._auth.sshsig import decode
 
+        digest = self.files.signers_digest()
         try:
-            cached = self.signer_cache.signers(file_digest(self.config.signers))
+            cached = None if digest is None else self.signer_cache.signers(digest)
             key = base64.b64encode(decode(signature).public_key).decode()
-        except (OSError, OneoffError):
+        except OneoffError:
             cached = None
         if "signers" in self.__dict__ or cached is None:
             return self.signers
@@ -90,22 +97,15 @@ class Gate:
     def policies(self) -> PolicySet:
         from oneoff._auth.policy import PolicySet
 
-        return PolicySet.load(self.config.policies)
+        return PolicySet.from_sources(self.files.policy_sources(), source=str(self.config.policies))
 
     @cached_property
     def version(self) -> str:
-        return self.config.version()
+        return self.files.version()
 
     @cached_property
     def policies_digest(self) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
-        directory = self.config.policies
-        for path in sorted(directory.glob("*.cedar")) if directory.is_dir() else []:
-            data = path.read_bytes()
-            digest.update(f"{path.name}\x00{len(data)}\x00".encode() + data)
-        return digest.hexdigest()
+        return self.files.policies_digest()
 
     def _decide_cached(self, *args: Any, **kwargs: Any) -> Decision:
         """PolicySet.decide, memoized on the policy files' digest and the whole request."""

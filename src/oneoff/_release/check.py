@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_hash
@@ -26,8 +27,10 @@ from oneoff.errors import DriftError, ReleaseError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
+    from oneoff._auth.files import AccessFiles
     from oneoff._environ import Materialized
     from oneoff._manifest import Environment, Project
+    from oneoff._release.listing import _Ignore
     from oneoff._store.interface import ReleaseRecord
 
 __all__ = [
@@ -77,14 +80,22 @@ def local_code(app: App) -> TreeSnapshot:
     return snapshot(app.root, ignore=release_ignore(app.project), cache=_stat_cache(app))
 
 
-def _stat_cache(app: App) -> StatCache:
-    return StatCache(app.state_dir / "statcache", key=app.secret_file("statcache.key"))
+def _stat_cache(app: App, use_cache: bool = True) -> StatCache | None:
+    # Keyed outside .oneoff/: whoever can write .oneoff/ cannot make it vouch for a file.
+    key = app.cache_key("statcache") if use_cache else None
+    return None if key is None else StatCache(app.state_dir / "statcache", key=key)
 
 
-def local_deps(app: App) -> DepsSnapshot:
+def local_deps(app: App, use_cache: bool = True) -> DepsSnapshot:
     from oneoff._environ import app_python
 
-    return cached_deps(app_python(app.project), app.state_dir, app.secret_file("cache.key"))
+    key = app.cache_key("deps") if use_cache else None
+    if key is None:
+        from oneoff._release.deps import snapshot_deps
+
+        python = app_python(app.project)
+        return snapshot_deps(None if python == sys.executable else python)
+    return cached_deps(app_python(app.project), app.state_dir, key)
 
 
 def local_config(app: App, env: Materialized) -> ConfigSnapshot:
@@ -139,12 +150,15 @@ def resolve(app: App, environment: Environment, ref: str | None) -> Release | No
     return release
 
 
-def check_signature(app: App, release: Release, environment: Environment) -> str:
+def check_signature(
+    app: App, release: Release, environment: Environment, use_cache: bool = True
+) -> str:
     """Verify the signature for ``environment``; returns the key id ("" when unsigned)."""
     settings = env_settings(app.project, environment)
-    if release.signature is None:
+    key = app.cache_key("signatures") if use_cache else None
+    if release.signature is None or key is None:
         return verify_signature(release, settings, environment.name)
-    cache = SignatureCache(app.state_dir, app.secret_file("cache.key"))
+    cache = SignatureCache(app.state_dir, key)
     tag = cache.tag(
         [release.id, release.signature, str(release.key_id), environment.name,
          *sorted(k.fingerprint for k in settings.trusted_keys)]
@@ -156,18 +170,30 @@ def check_signature(app: App, release: Release, environment: Environment) -> str
     return key_id
 
 
-def drift(app: App, release: Release, env: Materialized) -> list[str]:
-    """What on this machine differs from ``release``: one line per area, empty if none."""
+def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = True) -> list[str]:
+    """What on this machine differs from ``release``: one line per area, empty if none.
+
+    The people and policy files are read once, first, and those bytes are compared with
+    the release in full (never vouched for by a stat): the gate later evaluates exactly
+    them (``App.access_files``). oneoff.toml is compared in full too: ``manifest_digest``
+    covers what was parsed from the one read that loaded the project.
+    """
     lines: list[str] = []
-    ignore, cache = release_ignore(app.project), _stat_cache(app)
+    access = _access_files(app)
+    ignore, cache = release_ignore(app.project), _stat_cache(app, use_cache)
     # The warm path: stat calls only, and the release's file list is never even parsed.
-    if not unchanged(app.root, release.code_digest, ignore=ignore, cache=cache):
+    warm = cache is not None and unchanged(
+        app.root, release.code_digest, ignore=ignore, cache=cache
+    )
+    if not warm:
         changes = verify(app.root, release.code, ignore=ignore, cache=cache)
         if changes:
             lines.append(describe(changes))
+    if access is not None:
+        lines += _access_drift(access, release, cache if warm else None, app.project)
     if manifest_digest(app.project) != release.manifest:
         lines.append("task catalogue or process types differ (oneoff.toml)")
-    deps = diff_deps(release.deps, local_deps(app))
+    deps = diff_deps(release.deps, local_deps(app, use_cache))
     if deps:
         lines.append(f"dependencies: {', '.join(deps)}")
     config = diff_config(release.config, local_config(app, env))
@@ -176,10 +202,79 @@ def drift(app: App, release: Release, env: Materialized) -> list[str]:
     return lines
 
 
+def _access_files(app: App) -> AccessFiles | None:
+    from oneoff._access import access_config
+
+    config = access_config(app.project)
+    return None if config is None else app.access_files(config)
+
+
+def _released(matcher: _Ignore, path: str) -> bool:
+    """Whether the release's ignore patterns let ``path`` into a release."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        if matcher.dir("/".join(parts[:i]), parts[i - 1]):
+            return False
+    return not matcher.file(path, parts[-1])
+
+
+def _access_drift(
+    access: AccessFiles, release: Release, cache: StatCache | None, project: Project
+) -> list[str]:
+    """How the people and policy bytes this process read differ from the release's.
+
+    ``cache``, when given, has just proved the tree is the release's: it is authenticated
+    (its key is outside .oneoff/) and its tree record equals the release digest, so its
+    digests are the release's own and the release's file list need not be parsed.
+    """
+    import hashlib
+
+    from oneoff._release.listing import _Ignore
+
+    matcher = _Ignore(release_ignore(project))
+    # An app whose [release] ignore excludes them has chosen not to bind them to releases.
+    read = {p: d for p, d in access.by_release_path().items() if _released(matcher, p)}
+    prefix = access.policy_prefix()
+    recorded: dict[str, str | None] = {}
+    if cache is not None:
+        for path in read:
+            digest = cache.digest_of(path.encode("utf-8", "surrogateescape"))
+            recorded[path] = None if digest is None else digest.hex()
+        listed = [p.decode("utf-8", "surrogateescape") for p in cache.paths_under(prefix.encode())]
+    else:
+        entries = release.code.entries
+        recorded = {p: e.digest for p, e in entries.items() if p in read and e.kind == "file"}
+        listed = [p for p in entries if p.startswith(prefix)]
+    for path in listed:
+        single = path.endswith(".cedar") and "/" not in path[len(prefix) :]
+        if single and _released(matcher, path):
+            recorded.setdefault(path, "")  # a released policy this process did not read
+    wrong = []
+    for path in sorted(set(read) | set(recorded)):
+        data, want = read.get(path), recorded.get(path)
+        if data is None and want is None:
+            continue  # no signers file, and none in the release either
+        if data is None or not want or hashlib.sha256(data).hexdigest() != want:
+            wrong.append(path)
+    if not wrong:
+        return []
+    return [f"people/policies as read differ from the release: {', '.join(wrong)}"]
+
+
 def verify_for_run(
-    app: App, environment: Environment, ref: str | None, env: Materialized, allow_drift: bool
+    app: App,
+    environment: Environment,
+    ref: str | None,
+    env: Materialized,
+    allow_drift: bool,
+    *,
+    use_cache: bool = True,
 ) -> Checked:
-    """Resolve and verify the release a run/plan/exec uses, or refuse (audited)."""
+    """Resolve and verify the release a run/plan/exec uses, or refuse (audited).
+
+    ``use_cache=False`` (``oneoff release verify --no-cache``) trusts no cache at all:
+    every file is hashed, the signature checked and the dependencies listed afresh.
+    """
     if allow_drift and environment.protected:
         raise UsageError(
             f"--allow-drift is not allowed on protected environment {environment.name!r}"
@@ -189,8 +284,8 @@ def verify_for_run(
         release = resolve(app, environment, ref)
         if release is None:
             return Checked(None, (), allow_drift)
-        check_signature(app, release, environment)
-        lines = drift(app, release, env)
+        check_signature(app, release, environment, use_cache)
+        lines = drift(app, release, env, use_cache=use_cache)
         if lines and not allow_drift:
             raise DriftError(
                 f"release {release.label} does not match this machine: {'; '.join(lines)}",

@@ -284,6 +284,27 @@ class StatCache:
                 return False
         return True
 
+    def digest_of(self, rel: bytes) -> bytes | None:
+        """The digest recorded for ``rel`` by the scan this cache last saved, if any."""
+        import bisect
+
+        rels = self._rels() or []
+        i = bisect.bisect_left(rels, rel)  # saved in path order
+        if i == len(rels) or rels[i] != rel:
+            return None
+        return self._digests[i * 32 : (i + 1) * 32]
+
+    def paths_under(self, prefix: bytes) -> list[bytes]:
+        """The recorded paths that start with ``prefix``."""
+        import bisect
+
+        rels = self._rels() or []
+        i = bisect.bisect_left(rels, prefix)
+        j = i
+        while j < len(rels) and rels[j].startswith(prefix):
+            j += 1
+        return rels[i:j]
+
     def _stats_match(self, root: bytes) -> bool:
         """True when every cached path still has its cached stat key."""
         # The hot loop of a warm verify, kept in C (map/starmap/join run without a Python

@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = via_daemon(sys.argv[1:])
         if code is not None:
             return code
-    from oneoff.cli._parser import build_parser, dispatch
+    from oneoff.cli._parser import build_parser, dispatch, merge_common
     from oneoff.errors import OneoffError
 
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -33,9 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    verbose = bool(getattr(args, "verbose", False))
+    verbose = any(v for k, v in vars(args).items() if k.partition("@")[0] == "verbose")
     try:
-        return dispatch(args)
+        return dispatch(merge_common(args))
     except OneoffError as exc:
         if verbose:
             raise

@@ -25,11 +25,47 @@ EPILOG = "Exit codes: 0 ok, 2 bad input, 3 not permitted, 4 approval, 5 lock bus
     "otherwise the task's own exit code."  # fmt: skip
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser | _Skipped) -> None:
+    # Each (sub)command keeps its own copy (dest tagged with its prog) whose default is
+    # "not given": argparse copies a subcommand's namespace over the top level's, so a
+    # shared dest with a default would silently undo `oneoff --app DIR run ...`.
+    # ``merge_common`` reconciles the copies after parsing.
+    if isinstance(parser, _Skipped):
+        return
+    top = parser.prog == "oneoff"
+    suffix = "" if top else _COMMON_SEP + parser.prog
     parser.add_argument(
-        "--app", type=Path, metavar="DIR", help="the app's root (default: search upward from .)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks for errors")
+        "--app", type=Path, metavar="DIR", dest="app" + suffix,
+        default=None if top else argparse.SUPPRESS,
+        help="the app's root (default: search upward from .)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", dest="verbose" + suffix,
+        default=False if top else argparse.SUPPRESS, help="show tracebacks for errors",
+    )  # fmt: skip
+
+
+_COMMON_SEP = "@"
+
+
+def merge_common(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold every level's --app/-v into ``args.app``/``args.verbose``; two apps refuse."""
+    apps: dict[str, Path] = {}
+    for name, value in list(vars(args).items()):
+        base, sep, _ = name.partition(_COMMON_SEP)
+        if base == "app" and value is not None:
+            apps.setdefault(os.path.abspath(value), value)
+        if sep:
+            delattr(args, name)
+            if base == "verbose" and value:
+                args.verbose = True
+    if len(apps) > 1:
+        from oneoff.errors import UsageError
+
+        named = ", ".join(str(p) for p in apps.values())
+        raise UsageError(f"--app names more than one app ({named}); name exactly one")
+    args.app = next(iter(apps.values()), None)
+    return args
 
 
 def _env(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -144,7 +144,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     app = app_from(args)
     environment = app.project.environment(args.env)
     env = materialize(app.project, environment, run_vars={})
-    checked = verify_for_run(app, environment, args.release, env, allow_drift=False)
+    checked = verify_for_run(
+        app, environment, args.release, env, allow_drift=False, use_cache=not args.no_cache
+    )
     release = checked.release
     if release is None:
         print(f"{environment.name}: no release (unprotected: runs use the working tree)")

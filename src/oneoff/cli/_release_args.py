@@ -68,6 +68,10 @@ def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) ->
     cmd = action(rel, "verify", "cmd_verify", "check a release's signature and this machine")
     cmd.add_argument("release", metavar="R", nargs="?", help="default: the current release")
     env(cmd)
+    cmd.add_argument(
+        "--no-cache", action="store_true",
+        help="trust no cache: hash every file, check the signature, list dependencies afresh",
+    )  # fmt: skip
     cmd = action(rel, "promote", "cmd_promote", "re-create release R for another environment")
     cmd.add_argument("release", metavar="R")
     env(cmd, required=True)
