@@ -1,0 +1,306 @@
+"""Attacks on what oneoff reads: swapped files, forged caches, ignored flags, planted bytecode.
+
+The attacker is an operator with their own key (alice, dave) who can also write the app's
+``.oneoff/`` directory but not its code, as on a shared bastion. Each test plays one
+attack of issue 10 (items 4, 5, 7, 9, 10) and asserts the refusal, the exit code and the
+audit event; each succeeded before the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _access_kit import MANIFEST, NOTIFY, POLICIES, Keys, events, keygen, release, signers_text
+from oneoff.testing import CliResult, invoke, make_app, run_cli
+
+pytest_plugins = ["_access_kit"]
+
+PERMIT_ALL = '@id("anything-goes")\npermit (principal, action, resource);\n'
+
+
+def bound_app(root: Path, keys: Keys, *, git: bool = False) -> Path:
+    """The access kit's app, but with people and policies part of every release."""
+    release_key = keys["alice"].parent / "release.key"
+    if not release_key.exists():
+        from oneoff._audit.checkpoint import generate_keypair
+
+        generate_keypair(release_key, release_key.with_suffix(".pub"))
+    from oneoff._release.settings import public_key_line
+
+    trusted = public_key_line(release_key.with_suffix(".pub"))
+    manifest = MANIFEST.format(ttl="1h", trusted=trusted, notify=NOTIFY).replace(
+        'ignore = ["policies/", "people/", "notified"]', 'ignore = ["notified"]'
+    )
+    files = {
+        ".env": "GREETING=hi\n",
+        ".env.production": "DATABASE_URL=sqlite:///x\n",
+        "job.py": "print('the released job')\n",
+    }
+    make_app(root, manifest, {**files, **POLICIES})
+    (root / "people").mkdir()
+    (root / "people" / "allowed_signers").write_text(signers_text(keys))
+    if git:
+        for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "app"]):
+            subprocess.run(
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv], cwd=root, check=True
+            )
+    release(root, "production", release_key)
+    return root
+
+
+def oneoff(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> CliResult:
+    """``oneoff ARGS`` in this process, from the app's root."""
+    monkeypatch.chdir(root)
+    return invoke(list(args))
+
+
+def last(root: Path, kind: str) -> Any:
+    found = events(root, kind)
+    assert found, f"no {kind} event"
+    return found[-1]
+
+
+# -- item 4: time of check / time of use on people and policies ---------------------------
+
+
+def swap_after_check(monkeypatch: pytest.MonkeyPatch, path: Path, text: str) -> None:
+    """The attacker wins the race: ``path`` changes right after the release check ran."""
+    from oneoff._release import check
+
+    real = check.drift
+
+    def drift_then_swap(*args: Any, **kwargs: Any) -> list[str]:
+        lines = real(*args, **kwargs)
+        path.write_text(text)
+        return lines
+
+    monkeypatch.setattr(check, "drift", drift_then_swap)
+
+
+def test_policy_swapped_after_the_release_check_does_not_decide(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A permit-all policy swapped in after the release check is not the one evaluated."""
+    root = bound_app(tmp_path / "app", keys)
+    swap_after_check(monkeypatch, root / "policies" / "base.cedar", PERMIT_ALL)
+    done = oneoff(root, monkeypatch, "run", "noop", "--env", "production", "--key",
+                  str(keys["dave"]))  # fmt: skip
+    assert done.exit_code == 3, done.stderr
+    assert "noop ran" not in done.stdout
+    decided = last(root, "access.decided")
+    assert (decided.actor, decided.payload["allowed"]) == ("dave", False)
+
+
+def test_people_swapped_after_the_release_check_do_not_count(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moving oneself into a permitted group after the release check changes nothing."""
+    root = bound_app(tmp_path / "app", keys)
+    promoted = signers_text(keys, {"alice": "developers", "dave": "developers"})
+    swap_after_check(monkeypatch, root / "people" / "allowed_signers", promoted)
+    done = oneoff(root, monkeypatch, "run", "noop", "--env", "production", "--key",
+                  str(keys["dave"]))  # fmt: skip
+    assert done.exit_code == 3, done.stderr
+    decided = last(root, "access.decided")
+    assert (decided.actor, decided.payload["allowed"]) == ("dave", False)
+
+
+def test_untracked_policy_file_is_refused_in_git_mode(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untracked ``policies/*.cedar`` (invisible to git's listing) refuses the run."""
+    root = bound_app(tmp_path / "app", keys, git=True)
+    (root / "policies" / "zz-extra.cedar").write_text(PERMIT_ALL)
+    done = oneoff(root, monkeypatch, "run", "noop", "--env", "production", "--key",
+                  str(keys["dave"]))  # fmt: skip
+    assert done.exit_code == 6, done.stderr
+    assert "policies/zz-extra.cedar" in done.stderr
+    assert "noop ran" not in done.stdout
+    assert "policies/zz-extra.cedar" in last(root, "release.verify_failed").payload["error"]
+
+
+# -- item 5: caches in .oneoff/ --------------------------------------------------------------
+
+
+def read_cache(path: Path) -> tuple[bytes, Any]:
+    """A JSON cache file as an attacker sees it: (any authentication line, the JSON)."""
+    data = path.read_bytes()
+    if data.startswith(b"{"):
+        return b"", json.loads(data)
+    mac, _, body = data.partition(b"\n")
+    return mac + b"\n", json.loads(body)
+
+
+def write_cache(path: Path, prefix: bytes, value: Any) -> None:
+    path.write_bytes(prefix + json.dumps(value, separators=(",", ":")).encode())
+
+
+def fingerprint(pub: Path) -> str:
+    blob = base64.b64decode(pub.read_text().split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def test_forged_signers_cache_adds_no_approvers(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invented dba members written into the signers cache cannot approve."""
+    root = bound_app(tmp_path / "app", keys)
+    made = oneoff(root, monkeypatch, "request", "migrate", "--env", "production", "--key",
+                  str(keys["alice"]))  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    rid = made.stdout.strip()
+    cache = root / ".oneoff" / "access-signers.json"
+    prefix, value = read_cache(cache)
+    (people,) = value["signers"].values()
+    template = next(iter(people.values()))
+    invented = [keygen(tmp_path, name) for name in ("eve1", "eve2")]
+    for key in invented:
+        pub = Path(f"{key}.pub")
+        blob = pub.read_text().split()[1]
+        people[blob] = {**template, "name": key.name, "groups": ["dba"],
+                        "fingerprint": fingerprint(pub), "public_key": blob}  # fmt: skip
+    write_cache(cache, prefix, value)
+    approved = oneoff(root, monkeypatch, "approve", rid, "--yes", "--key", str(invented[0]))
+    assert approved.exit_code == 3, approved.stderr
+    refused = last(root, "approval.refused")
+    assert refused.actor == "key:" + fingerprint(Path(f"{invented[0]}.pub"))
+    assert not events(root, "approval.granted")
+
+
+def test_forged_decision_cache_does_not_turn_deny_into_allow(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached deny flipped to allow in .oneoff/ is not believed."""
+    root = bound_app(tmp_path / "app", keys)
+    argv = ("run", "noop", "--env", "production", "--key", str(keys["dave"]))
+    assert oneoff(root, monkeypatch, *argv).exit_code == 3
+    cache = root / ".oneoff" / "access-decisions.json"
+    prefix, value = read_cache(cache)
+    assert value["decisions"]
+    for decision in value["decisions"].values():
+        decision.update(allowed=True, reasons=["anything-goes"], message="")
+    write_cache(cache, prefix, value)
+    done = oneoff(root, monkeypatch, *argv)
+    assert done.exit_code == 3, done.stderr
+    assert "noop ran" not in done.stdout
+    decided = last(root, "access.decided")
+    assert (decided.actor, decided.payload["allowed"]) == ("dave", False)
+
+
+def forge_stat_cache(root: Path, rel: str) -> None:
+    """Make .oneoff/statcache vouch for ``rel`` as it is now, under the old digest.
+
+    The attacker uses the key they find in .oneoff/, or plants their own there.
+    """
+    from oneoff._release import statcache
+    from oneoff._release.lstats import KEY, stat_key
+
+    key_file = root / ".oneoff" / "statcache.key"
+    if not key_file.exists():
+        key_file.write_bytes(os.urandom(32))
+    key = key_file.read_bytes()
+    path = root / ".oneoff" / "statcache"
+    data = bytearray(path.read_bytes())
+    header = statcache._CACHE_HEADER
+    count = header.unpack_from(data)[1]
+    start = header.size
+    blob = bytes(data[start + count * (KEY.size + 32) :])
+    index = blob.split(b"\x00").index(rel.encode())
+    at = start + index * KEY.size
+    data[at : at + KEY.size] = stat_key(os.lstat(root / rel))
+    mac = hmac.new(key, bytes(data[: start - 32]) + bytes(data[start:]), hashlib.sha256)
+    data[start - 32 : start] = mac.digest()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("rel", "text"),
+    [
+        ("policies/base.cedar", None),  # a same-size permit-all policy
+        ("job.py", "print('a planted job!!!')\n"),  # any released file, same size
+    ],
+)
+def test_forged_stat_cache_hides_no_change(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch, rel: str, text: str | None
+) -> None:
+    """A stat cache re-keyed in .oneoff/ to vouch for a modified file is not believed."""
+    root = bound_app(tmp_path / "app", keys)
+    assert oneoff(root, monkeypatch, "release", "verify", "--env", "production").exit_code == 0
+    path = root / rel
+    if text is None:
+        size = path.stat().st_size
+        text = (PERMIT_ALL + " " * size)[: size - 1] + "\n"
+    assert len(text) == path.stat().st_size
+    path.write_text(text)
+    forge_stat_cache(root, rel)
+    done = oneoff(root, monkeypatch, "release", "verify", "--env", "production")
+    assert done.exit_code == 6, done.stdout
+    assert rel in done.stderr
+    assert rel in last(root, "release.verify_failed").payload["error"]
+
+
+def test_release_verify_no_cache_trusts_no_cache(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``release verify --no-cache`` hashes every file even when the stat cache vouches."""
+    root = bound_app(tmp_path / "app", keys)
+    assert oneoff(root, monkeypatch, "release", "verify", "--env", "production").exit_code == 0
+    (root / "job.py").write_text("print('a planted job!')\n")
+    forge_stat_cache(root, "job.py")
+    done = oneoff(root, monkeypatch, "release", "verify", "--env", "production", "--no-cache")
+    assert done.exit_code == 6, done.stderr
+    assert "job.py" in last(root, "release.verify_failed").payload["error"]
+
+
+# -- item 9: the app named is the app acted on ------------------------------------------------
+
+
+APP_TOML = """
+[environments.development]
+[tasks.where]
+argv = ["python", "-c", "import os; print('ran in', os.getcwd())"]
+"""
+
+
+def test_app_before_the_command_is_the_app_acted_on(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """``oneoff --app DIR run`` runs in DIR, not in the app of the working directory."""
+    named = make_app(tmp_path / "named", APP_TOML)
+    here = make_app(tmp_path / "here", APP_TOML)
+    done = run_cli(["--app", str(named), "run", "where"], cwd=here, env=cli_env)
+    assert done.exit_code == 0, done.stderr
+    assert f"ran in {named}" in done.stdout
+    assert [e.kind for e in events(named, "run.started")] == ["run.started"]
+    assert not (here / ".oneoff").exists()
+
+
+def test_two_different_apps_are_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """Naming one app before the command and another after it is refused, and nothing runs."""
+    one = make_app(tmp_path / "one", APP_TOML)
+    two = make_app(tmp_path / "two", APP_TOML)
+    done = run_cli(["--app", str(one), "run", "where", "--app", str(two)], cwd=tmp_path,
+                   env=cli_env)  # fmt: skip
+    assert done.exit_code == 2
+    assert "--app names more than one app" in done.stderr
+    assert not (one / ".oneoff").exists() and not (two / ".oneoff").exists()
+
+
+def test_verbose_before_the_command_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``oneoff -v COMMAND`` re-raises the error (with its traceback) as ``-v`` after it does."""
+    from oneoff.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"no oneoff\.toml found"):
+        invoke(["-v", "tasks"])
