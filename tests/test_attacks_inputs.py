@@ -292,7 +292,8 @@ def test_two_different_apps_are_refused(tmp_path: Path, cli_env: dict[str, str])
                    env=cli_env)  # fmt: skip
     assert done.exit_code == 2
     assert "--app names more than one app" in done.stderr
-    assert not (one / ".oneoff").exists() and not (two / ".oneoff").exists()
+    assert not (one / ".oneoff").exists()
+    assert not (two / ".oneoff").exists()
 
 
 def test_verbose_before_the_command_shows_the_traceback(
