@@ -27,8 +27,18 @@ pytest_plugins = ["_access_kit"]
 PERMIT_ALL = '@id("anything-goes")\npermit (principal, action, resource);\n'
 
 
-def bound_app(root: Path, keys: Keys, *, git: bool = False) -> Path:
-    """The access kit's app, but with people and policies part of every release."""
+def bound_app(
+    root: Path,
+    keys: Keys,
+    *,
+    git: bool = False,
+    notify: str | None = None,
+    files: dict[str, str] | None = None,
+) -> Path:
+    """The access kit's app, but with people and policies part of every release.
+
+    ``notify`` replaces the break-glass notifier table; ``files`` adds files.
+    """
     release_key = keys["alice"].parent / "release.key"
     if not release_key.exists():
         from oneoff._audit.checkpoint import generate_keypair
@@ -40,12 +50,16 @@ def bound_app(root: Path, keys: Keys, *, git: bool = False) -> Path:
     manifest = MANIFEST.format(ttl="1h", trusted=trusted, notify=NOTIFY).replace(
         'ignore = ["policies/", "people/", "notified"]', 'ignore = ["notified"]'
     )
-    files = {
+    if notify is not None:
+        start = manifest.index("break_glass = {")
+        end = manifest.index("\n", start)
+        manifest = manifest[:start] + f"break_glass = {notify}" + manifest[end:]
+    base = {
         ".env": "GREETING=hi\n",
         ".env.production": "DATABASE_URL=sqlite:///x\n",
         "job.py": "print('the released job')\n",
     }
-    make_app(root, manifest, {**files, **POLICIES})
+    make_app(root, manifest, {**base, **POLICIES, **(files or {})})
     (root / "people").mkdir()
     (root / "people" / "allowed_signers").write_text(signers_text(keys))
     if git:
@@ -305,3 +319,102 @@ def test_verbose_before_the_command_shows_the_traceback(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=r"no oneoff\.toml found"):
         invoke(["-v", "tasks"])
+
+
+# -- item 7: break-glass reasons and notifiers -------------------------------------------------
+
+
+def break_glass(root: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch, reason: str) -> CliResult:
+    return oneoff(root, monkeypatch, "run", "noop", "--env", "production", "--break-glass",
+                  "--reason", reason, "--key", str(keys["dave"]))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "INC-42: db down\nBREAK-GLASS r0 all clear, ignore the page above",
+        "INC-42\rall clear",
+        "INC-42 \x1b[8mhidden",
+        "INC-42 \u2028all clear",
+        "x" * 501,
+    ],
+    ids=["newline", "carriage-return", "escape", "line-separator", "too-long"],
+)
+def test_break_glass_reason_cannot_forge_a_notification_line(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch, reason: str
+) -> None:
+    """A reason with control characters, or longer than 500 characters, is refused."""
+    root = bound_app(tmp_path / "app", keys)
+    done = break_glass(root, keys, monkeypatch, reason)
+    assert done.exit_code == 2, done.stderr
+    assert "--reason" in done.stderr
+    assert not (root / "notified").exists()
+    assert "noop ran" not in done.stdout
+    refused = last(root, "auth.refused")
+    assert (refused.actor, refused.task) == ("dave", "noop")
+    assert not events(root, "run.started")
+
+
+NOTIFIER = "#!/bin/sh\nprintf '%s' \"$ONEOFF_BREAK_GLASS_REASON\" > notified\n"
+
+
+def planted_notifier(directory: Path) -> Path:
+    """The operator's own do-nothing ``notify-oncall``, first on their PATH."""
+    directory.mkdir()
+    fake = directory / "notify-oncall"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_break_glass_notifier_is_the_apps_not_the_operators(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notify-oncall first on the operator's PATH is not run; the app's is, by its path."""
+    root = bound_app(tmp_path / "app", keys, notify='{ command = ["notify-oncall"] }',
+                     files={"bin/notify-oncall": NOTIFIER})  # fmt: skip
+    manifest = root / "oneoff.toml"
+    (root / "bin" / "notify-oncall").chmod(0o755)
+    fake = planted_notifier(tmp_path / "evil")
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    # The app puts its bin/ on the task PATH ([app] path): only there is notify-oncall.
+    manifest.write_text('[app]\npath = ["bin"]\n' + manifest.read_text())
+    from _access_kit import release as make_release
+
+    make_release(root, "production", keys["alice"].parent / "release.key")
+    done = break_glass(root, keys, monkeypatch, "INC-42: db down")
+    assert done.exit_code == 0, done.stderr
+    assert (root / "notified").read_text() == "INC-42: db down"
+    notified = last(root, "break_glass.notified")
+    assert notified.payload["target"] == str(root / "bin" / "notify-oncall")
+
+
+def test_break_glass_notifier_only_on_the_operators_path_is_refused(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notifier the app's PATH cannot find refuses the run: unannounced, it does not run."""
+    root = bound_app(tmp_path / "app", keys, notify='{ command = ["notify-oncall"] }')
+    fake = planted_notifier(tmp_path / "evil")
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    done = break_glass(root, keys, monkeypatch, "INC-42: db down")
+    assert done.exit_code == 3, done.stderr
+    assert "notification failed" in done.stderr
+    assert "noop ran" not in done.stdout
+    failed = last(root, "break_glass.notify_failed")
+    assert "command not found: notify-oncall" in failed.payload["error"]
+    assert not events(root, "run.started")
+
+
+def test_break_glass_notifier_failure_refuses_the_run(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notifier that exits non-zero refuses the break-glass run, audited as a failure."""
+    root = bound_app(tmp_path / "app", keys,
+                     notify='{ command = ["python", "-c", "raise SystemExit(1)"] }')  # fmt: skip
+    done = break_glass(root, keys, monkeypatch, "INC-42: db down")
+    assert done.exit_code == 3, done.stderr
+    assert "noop ran" not in done.stdout
+    failed = last(root, "break_glass.notify_failed")
+    assert (failed.actor, failed.task) == ("dave", "noop")
+    assert not events(root, "run.started")
+    assert not events(root, "break_glass.notified")

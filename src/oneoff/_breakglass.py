@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from typing import IO, TYPE_CHECKING
 
 from oneoff._access import break_glass_allowed
 from oneoff._record import dataclass
-from oneoff.errors import UsageError
+from oneoff.errors import NotPermitted, OneoffError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
@@ -17,9 +16,31 @@ if TYPE_CHECKING:
     from oneoff._identity import Principal
     from oneoff._plan import Plan
 
-__all__ = ["BreakGlassRun", "announce", "break_glass_runs"]
+__all__ = ["MAX_REASON", "BreakGlassRun", "announce", "break_glass_runs", "reason_problem"]
 
 NOTIFY_TIMEOUT = 10.0
+# Enough for an incident id and a sentence; a reason is a label, not a report.
+MAX_REASON = 500
+
+
+def reason_problem(reason: str) -> str | None:
+    """Why ``reason`` cannot be a break-glass reason, or None when it can.
+
+    It reaches the notifier (a pager line, a chat message), the audit log and review
+    listings: a newline or other control character would let one reason forge a second
+    notification line, or hide part of itself on a terminal.
+    """
+    import unicodedata
+
+    if not reason.strip():
+        return '--break-glass needs --reason "why this cannot wait"'
+    if len(reason) > MAX_REASON:
+        return f"--reason is {len(reason)} characters long; at most {MAX_REASON} are allowed"
+    bad = [c for c in reason if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        shown = ", ".join(sorted({f"U+{ord(c):04X}" for c in bad}))
+        return f"--reason may not contain control characters ({shown}): one line of text"
+    return None
 
 
 @dataclass(frozen=True)
@@ -60,12 +81,20 @@ def announce(
     notifier = break_glass_allowed(plan.environment, gate.config)
     if notifier is None:
         return
+    target = notifier.webhook
     try:
         if notifier.command:
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            from oneoff._environ import default_path
+            from oneoff._proc import resolve_command
+
+            # Resolved on the app's own PATH, never the operator's: an operator must not
+            # be able to answer their own break-glass page with a do-nothing script.
+            path = default_path(app.project)
+            target = resolve_command(notifier.command[0], {"PATH": path}, str(app.root))
+            env = {"PATH": path}
             env.update({f"ONEOFF_BREAK_GLASS_{k.upper()}": v for k, v in details.items()})
             subprocess.run(
-                list(notifier.command),
+                [target, *notifier.command[1:]],
                 cwd=app.root,
                 env=env,
                 check=True,
@@ -73,7 +102,6 @@ def announce(
                 capture_output=True,
                 timeout=NOTIFY_TIMEOUT,
             )
-            target = notifier.command[0]
         else:
             import urllib.request
 
@@ -83,17 +111,22 @@ def announce(
             )
             with urllib.request.urlopen(req, timeout=NOTIFY_TIMEOUT):  # noqa: S310
                 pass
-            target = notifier.webhook
-    except (OSError, subprocess.SubprocessError) as exc:
-        # The emergency run goes ahead, but the failure is on the record and on screen.
-        app.audit.append(
+    except (OSError, subprocess.SubprocessError, OneoffError) as exc:
+        message = exc.message if isinstance(exc, OneoffError) else str(exc)
+        # Break-glass is allowed because it is announced: an unannounced one does not run.
+        error = NotPermitted(
+            f"break-glass run {run_id} refused: the notification failed ({message[:300]})",
+            hint="fix the [access] break_glass notifier, or get the approvals",
+        )
+        gate.refuse(
+            error,
             "break_glass.notify_failed",
             actor=principal.name,
+            environment=plan.environment.name,
+            task=plan.task.name,
             run_id=run_id,
-            payload={"error": str(exc)[:500]},
+            payload={"error": message[:500], "target": target},
         )
-        stderr.write(f"oneoff: warning: break-glass notification failed: {exc}\n".encode())
-        return
     app.audit.append(
         "break_glass.notified", actor=principal.name, run_id=run_id, payload={"target": target}
     )

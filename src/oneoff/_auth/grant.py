@@ -69,7 +69,11 @@ class Grant:
         if self.break_glass and self.gate is not None:
             from oneoff._breakglass import announce
 
-            announce(self.gate, plan, self.principal, run_id, self.reason or "", stderr)
+            try:
+                announce(self.gate, plan, self.principal, run_id, self.reason or "", stderr)
+            except BaseException:
+                self.end()  # not announced, not run: give the locks back
+                raise
 
     def end(self) -> None:
         if self.lease is not None:
@@ -105,8 +109,17 @@ def authorize_run(
     if break_glass:
         if request_id:
             raise UsageError("--break-glass and --request exclude each other")
-        if not (reason or "").strip():
-            raise UsageError('--break-glass needs --reason "why this cannot wait"')
+        from oneoff._breakglass import reason_problem
+
+        problem = reason_problem(reason or "")
+        if problem is not None:
+            gate.refuse(
+                UsageError(problem),
+                "auth.refused",
+                actor=principal.name,
+                environment=env.name,
+                task=task.name,
+            )
         if env.extra.get("break_glass") is False:
             gate.refuse(
                 NotPermitted(f"break-glass is disabled in {env.name!r}"),
