@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import json
 import os
+import py_compile
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ def bound_app(
     git: bool = False,
     notify: str | None = None,
     files: dict[str, str] | None = None,
+    extra: str = "",
 ) -> Path:
     """The access kit's app, but with people and policies part of every release.
 
@@ -57,9 +60,9 @@ def bound_app(
     base = {
         ".env": "GREETING=hi\n",
         ".env.production": "DATABASE_URL=sqlite:///x\n",
-        "job.py": "print('the released job')\n",
+        "job.py": "print('the released job, as verified')\n",
     }
-    make_app(root, manifest, {**base, **POLICIES, **(files or {})})
+    make_app(root, manifest + extra, {**base, **POLICIES, **(files or {})})
     (root / "people").mkdir()
     (root / "people" / "allowed_signers").write_text(signers_text(keys))
     if git:
@@ -239,21 +242,19 @@ def forge_stat_cache(root: Path, rel: str) -> None:
 @pytest.mark.parametrize(
     ("rel", "text"),
     [
-        ("policies/base.cedar", None),  # a same-size permit-all policy
-        ("job.py", "print('a planted job!!!')\n"),  # any released file, same size
+        ("policies/base.cedar", PERMIT_ALL),  # a same-size permit-all policy
+        ("job.py", "print('a planted job')"),  # any released file
     ],
 )
 def test_forged_stat_cache_hides_no_change(
-    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch, rel: str, text: str | None
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch, rel: str, text: str
 ) -> None:
     """A stat cache re-keyed in .oneoff/ to vouch for a modified file is not believed."""
     root = bound_app(tmp_path / "app", keys)
     assert oneoff(root, monkeypatch, "release", "verify", "--env", "production").exit_code == 0
     path = root / rel
-    if text is None:
-        size = path.stat().st_size
-        text = (PERMIT_ALL + " " * size)[: size - 1] + "\n"
-    assert len(text) == path.stat().st_size
+    size = path.stat().st_size
+    text = (text + " " * size)[: size - 1] + "\n"  # same size: only the stat cache can tell
     path.write_text(text)
     forge_stat_cache(root, rel)
     done = oneoff(root, monkeypatch, "release", "verify", "--env", "production")
@@ -418,3 +419,100 @@ def test_break_glass_notifier_failure_refuses_the_run(
     assert (failed.actor, failed.task) == ("dave", "noop")
     assert not events(root, "run.started")
     assert not events(root, "break_glass.notified")
+
+
+# -- item 10: bytecode that is not part of the release -----------------------------------------
+
+JOB = """
+[processes]
+web = ["python", "-c", "import job"]
+
+[tasks.job]
+argv = ["python", "-c", "import job"]
+"""
+
+
+def plant_bytecode(root: Path, module: str) -> None:
+    """Put a ``__pycache__`` pyc that Python takes for ``module``.py's compiled form.
+
+    Compiled from other source of the same size and mtime, so its header matches the real
+    file; ``__pycache__`` is git-ignored and not part of any release.
+    """
+    source = root / f"{module}.py"
+    st = source.stat()
+    evil = "print('PLANTED bytecode ran')"
+    evil += " " * (st.st_size - len(evil) - 1) + "\n"
+    fake = root.parent / "elsewhere" / f"{module}.py"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(evil)
+    os.utime(fake, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fake.stat().st_size == st.st_size
+    cache = root / "__pycache__" / f"{module}.{sys.implementation.cache_tag}.pyc"
+    py_compile.compile(
+        str(fake), cfile=str(cache), doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
+    )  # fmt: skip
+
+
+def test_planted_bytecode_does_not_run_in_a_verified_production_run(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planted ``__pycache__/*.pyc`` is not what a verified production run executes."""
+    root = bound_app(tmp_path / "app", keys, extra=JOB)
+    plant_bytecode(root, "job")
+    verified = oneoff(root, monkeypatch, "release", "verify", "--env", "production")
+    assert verified.exit_code == 0, verified.stderr  # __pycache__ is not part of a release
+    done = oneoff(root, monkeypatch, "run", "job", "--env", "production", "--key",
+                  str(keys["alice"]))  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    assert "the released job" in done.stdout
+    assert "PLANTED" not in done.stdout
+    finished = last(root, "run.finished")
+    assert (finished.task, finished.payload["exit_code"]) == ("job", 0)
+
+
+def test_planted_bytecode_does_not_run_in_exec(
+    tmp_path: Path, keys: Keys, cli_env: dict[str, str]
+) -> None:
+    """``oneoff exec`` (a long-running process type) does not execute planted bytecode."""
+    root = bound_app(tmp_path / "app", keys, extra=JOB)
+    plant_bytecode(root, "job")
+    done = run_cli(["exec", "web", "--env", "production"], cwd=root, env=cli_env)
+    assert done.exit_code == 0, done.stderr
+    assert "the released job" in done.stdout
+    assert "PLANTED" not in done.stdout
+    assert last(root, "process.exec").payload["process"] == "web"
+
+
+def test_planted_bytecode_does_not_run_through_the_daemon(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A run served by the preloaded runner does not execute planted bytecode either."""
+    root = make_app(
+        tmp_path / "app",
+        "[environments.development]\n" + JOB.split("[tasks.job]")[1].join(["[tasks.job]", ""]),
+        {"job.py": "print('the released job, as verified')\n"},
+    )
+    plant_bytecode(root, "job")
+    oneoff_bin = str(Path(sys.executable).parent / "oneoff")
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    env = {**cli_env, "ONEOFF_DAEMON_DIR": str(directory)}
+    env.pop("ONEOFF_DAEMON", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([oneoff_bin, *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    started = cli("daemon", "start", "--idle", "120")
+    assert started.returncode == 0, started.stderr
+    try:
+        done = cli("run", "job", "--env", "development")
+        status = cli("daemon", "status")
+    finally:
+        cli("daemon", "stop")
+    assert done.returncode == 0, done.stderr
+    assert "1 runs served" in status.stdout
+    assert "the released job" in done.stdout
+    assert "PLANTED" not in done.stdout
+    assert last(root, "run.finished").task == "job"

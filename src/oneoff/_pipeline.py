@@ -253,6 +253,10 @@ def run_task(
     )
     if plan.release_id:
         env["ONEOFF_RELEASE"] = plan.release_id
+    from oneoff._bytecode import bytecode_env
+
+    # Bytecode only from oneoff's private cache: never a __pycache__ planted in the tree.
+    env.update(bytecode_env(app.root))
     # [stage: output] redaction, terminal and stored output.
     on_output = OutputRecorder(
         store, run.id, redactors, {1: stdout, 2: stderr}, cap=cap,

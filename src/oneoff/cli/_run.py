@@ -158,6 +158,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
     checked = verify_stage(app, environment, args.release, materialized, args.allow_drift)
     if checked.release_id:
         env["ONEOFF_RELEASE"] = checked.release_id
+    from oneoff._bytecode import bytecode_env
+
+    env.update(bytecode_env(app.root))  # as for a one-off run: no planted bytecode
     from oneoff._procfile import expand_vars
 
     where = f"process {args.process!r}"

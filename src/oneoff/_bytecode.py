@@ -1,0 +1,51 @@
+"""Tasks execute the release's source, never bytecode planted beside it.
+
+Python prefers ``__pycache__/*.pyc`` over the source it was compiled from whenever the
+pyc's recorded source mtime and size match. ``__pycache__`` is not part of a release
+(``release verify`` ignores it, rightly: it is written at run time and depends on the
+interpreter), so anyone who can write there (a group-writable checkout, a git-ignored
+directory on a shared bastion) could run code inside a "verified" production run.
+
+The defence: every process oneoff starts for an app (``run``, ``exec``, runs through the
+daemon, consoles) gets ``PYTHONPYCACHEPREFIX`` pointing at a directory of the OS user's
+own, outside the app: ``$XDG_STATE_HOME/oneoff/pycache/<app>``, mode 0700 and checked to
+be ours alone (see ``oneoff._userkey``). Python, and every Python process the task
+starts, then reads and writes bytecode only there and ignores every ``__pycache__`` in
+the tree. Only our own runs write there, compiling the source they were verified against.
+
+Why not the alternatives: ``-B``/``PYTHONDONTWRITEBYTECODE`` only stops *writing*, planted
+bytecode is still *read*; verifying ``__pycache__`` would mean hashing interpreter-specific
+output on every run; a fresh prefix per run is as safe but recompiles the whole app and
+its dependencies on every start (seconds for a large framework). When no private
+directory can be had, a fresh private temporary one is used per process: slower, not
+weaker.
+
+Not covered: a *sourceless* ``name.pyc`` (outside ``__pycache__``) is imported when no
+``name.py`` exists; like any file the release ignores, it is outside what the release
+check sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["bytecode_env"]
+
+
+def _prefix(app_root: Path) -> str:
+    from oneoff._userkey import private_dir
+
+    tag = hashlib.sha256(os.fsencode(os.path.realpath(app_root))).hexdigest()[:24]
+    directory = private_dir("pycache", tag)
+    if directory is not None:
+        return str(directory)
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="oneoff-pycache-")  # mode 0700, new: nothing planted
+
+
+def bytecode_env(app_root: Path) -> dict[str, str]:
+    """What to add to a task's environment so it runs no bytecode from the app's tree."""
+    return {"PYTHONPYCACHEPREFIX": _prefix(app_root)}
