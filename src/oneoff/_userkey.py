@@ -15,6 +15,7 @@ When no such directory can be had (no home, someone else's directory, loose mode
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -57,15 +58,18 @@ def private_dir(*parts: str) -> Path | None:
     base = user_state_dir()
     if base is None:
         return None
-    path = base.joinpath(*parts)
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for directory in [base, *(base.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        base.parent.mkdir(parents=True, exist_ok=True)  # ~/.local/state: the user's own
+        directory = base
+        for part in ("", *parts):
+            directory = directory / part if part else directory
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
             if not _ours(os.lstat(directory), stat.S_IFDIR):
                 return None
     except OSError:
         return None
-    return path
+    return directory
 
 
 def _user_key() -> bytes | None:
