@@ -1,12 +1,15 @@
 """What verifying a release adds to `oneoff run`: same app, with and without a current release.
 
-Usage: python bench/bench_release_verify.py [--files N] [--runs N] [--git] [--signed]
+Usage: python bench/bench_release_verify.py [--files N] [--runs N] [--git] [--signed] [--access]
 
 Generates an app of N small files (default 10,000), then times `oneoff run noop` in two
 copies of it: one without any release (development workflow: nothing is verified) and
 one with a current release (every run checks the signature, the code tree through the
 stat cache, the dependencies through their cache, and the config). Runs interleave so
 machine noise hits both alike. Prints medians and their difference; asserts nothing.
+With ``--access`` both apps have ``[access]`` (1,000 people, 101 policies, as
+bench_access.py): the released one then also reads people and policies once and compares
+those bytes in full with the release.
 """
 
 from __future__ import annotations
@@ -37,9 +40,20 @@ def oneoff_bin() -> str:
     return shutil.which("oneoff", path=str(Path(sys.executable).parent)) or "oneoff"
 
 
-def make_app(root: Path, n_files: int, release_table: str, protection: str) -> None:
+def make_app(
+    root: Path, n_files: int, release_table: str, protection: str, access: bool = False
+) -> None:
     root.mkdir(parents=True)
-    (root / "oneoff.toml").write_text(MANIFEST.format(release=release_table, protection=protection))
+    manifest = MANIFEST.format(release=release_table, protection=protection)
+    if access:
+        from bench_access import ACCESS, RUN_NOOP
+        from bench_auth import write_people, write_policies
+
+        manifest = ACCESS + manifest
+        write_people(root, 1000)
+        write_policies(root, 100)
+        (root / "policies" / "p99.cedar").write_text(RUN_NOOP)
+    (root / "oneoff.toml").write_text(manifest)
     (root / ".env").write_text("DATABASE_URL=sqlite:///var/db.sqlite\nSECRET_KEY=abcdefghijkl\n")
     for i in range(n_files):
         d = root / f"pkg{i % 100:02d}" / f"sub{i % 7}"
@@ -69,6 +83,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--git", action="store_true", help="make the apps git checkouts")
     parser.add_argument("--signed", action="store_true", help="sign the release (Ed25519)")
+    parser.add_argument("--access", action="store_true", help="both apps with [access]")
     parser.add_argument("--quick", action="store_true", help="a few runs, to check it works")
     args = parser.parse_args()
     if args.quick:
@@ -95,7 +110,8 @@ def main() -> int:
             create += ["--key", str(keys / "release.key")]
         apps = {"no release": base / "plain", "with release": base / "released"}
         for root in apps.values():
-            make_app(root, args.files, release_table, protection if root.name == "released" else "")
+            protected = protection if root.name == "released" else ""
+            make_app(root, args.files, release_table, protected, args.access)
             if args.git:
                 git_init(root)
         subprocess.run([oneoff, *create], cwd=apps["with release"], env=env, check=True,
@@ -111,6 +127,7 @@ def main() -> int:
     plain = statistics.median(times["no release"])
     released = statistics.median(times["with release"])
     mode = ("git" if args.git else "walk") + (", signed" if args.signed else ", unsigned")
+    mode += ", [access]" if args.access else ""
     print(f"app: {args.files} files ({mode}), {args.runs} runs each, interleaved")
     print(f"oneoff run noop, no release     median {plain:7.1f} ms")
     print(f"oneoff run noop, with release   median {released:7.1f} ms")
