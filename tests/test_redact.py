@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from urllib.parse import quote, quote_plus
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from oneoff._redact import Redactor, _forms, forms_of
+from oneoff._redact import Redactor, forms_of
+from oneoff._redact_forms import forms as _forms
 from oneoff.errors import SecretError
 
 HYPO = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -174,9 +176,9 @@ def test_forms_of_lists_each_documented_encoding() -> None:
 
 def test_overlapping_secrets_leave_no_part_visible() -> None:
     """Overlapping matches of two secrets merge into one marker named after the first."""
-    redactor = Redactor({"A": "abcdefgh12", "B": "gh12345678"})
-    assert redactor.redact(b"<abcdefgh12345678>") == b"<[REDACTED:A]>"
-    assert redactor.redact(b"xxgh12345678abcdefgh12") == b"xx[REDACTED:B][REDACTED:A]"
+    redactor = Redactor({"A": "abcd-efgh12", "B": "gh12345678"})
+    assert redactor.redact(b"<abcd-efgh12345678>") == b"<[REDACTED:A]>"
+    assert redactor.redact(b"xxgh12345678abcd-efgh12") == b"xx[REDACTED:B][REDACTED:A]"
 
 
 def test_longer_match_wins_over_its_prefix() -> None:
@@ -250,21 +252,33 @@ def test_secret_split_across_every_boundary_is_redacted() -> None:
 def reference_redact(secrets: dict[str, str], data: bytes) -> bytes:
     """The documented semantics, spelled out naively: a model to check the fast engine against."""
     b64 = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
-    info: dict[bytes, tuple[str, bool, bool]] = {}
+    word = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+    info: dict[bytes, tuple[str, bool, bool, bool]] = {}
     for name in sorted(secrets):
-        for form, (before, after) in _forms(secrets[name]).items():
-            old = info.get(form, (name, False, False))
-            info[form] = (old[0], old[1] or before, old[2] or after)
+        for form, f in _forms(secrets[name]).items():
+            old = info.get(form, (name, False, False, True))
+            info[form] = (old[0], old[1] or f.before, old[2] or f.after, old[3] and f.token)
+
+    def whole(form: bytes, pos: int) -> bool:
+        end = pos + len(form)
+        return not (pos > 0 and data[pos - 1] in word) and not (end < len(data) and data[end] in word)
+
     spans = []
     for pos in range(len(data)):
-        found = [f for f in info if data.startswith(f, pos)]
+        found = [f for f in info if data.startswith(f, pos) and (not info[f][3] or whole(f, pos))]
         if not found:
             continue
         form = max(found, key=len)
-        name, before, after = info[form]
+        name, before, after, _ = info[form]
         start, end = pos, pos + len(form)
-        start -= before and start > 0 and data[start - 1] in b64
-        end += after and end < len(data) and data[end] in b64
+        if before:  # the partial neighbour, also behind a line break
+            gap = re.match(rb"[\r\n]{0,2}", data[max(0, start - 2) : start][::-1])
+            at = start - 1 - (gap.end() if gap else 0)
+            start = at if at >= 0 and data[at] in b64 else start
+        if after:
+            gap = re.match(rb"[\r\n]{0,2}", data[end : end + 2])
+            at = end + (gap.end() if gap else 0)
+            end = at + 1 if at < len(data) and data[at] in b64 else end
         spans.append((start, end, name))
     spans.sort(key=lambda s: (s[0], -s[1], s[2]))
     out, pos = [], 0
@@ -315,7 +329,7 @@ def test_every_form_at_every_offset_is_found_whatever_the_stride(length: int) ->
     """Forms long enough for a strided scan are found at every start, mod any stride."""
     value = "".join(chr(0x21 + (i * 37) % 94) for i in range(length))
     redactor = Redactor({"K": value})
-    assert redactor._stride == {6: 1, 8: 2, 12: 3, 19: 4, 24: 6, 40: 6}[length]
+    assert redactor._stride == {6: 1, 8: 1, 12: 2, 19: 3, 24: 4, 40: 6}[length]
     for form in forms_of(value):
         for offset in range(8):
             text = b"." * offset + form + b"."

@@ -9,12 +9,16 @@ import pwd
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from oneoff._dotenv import parse_dotenv
 from oneoff._manifest import ConfigSource, Environment, Project, is_env_name
 from oneoff._record import dataclass
 from oneoff.errors import ConfigError
+
+if TYPE_CHECKING:
+    from oneoff._redact import Redactor
 
 __all__ = ["DANGEROUS_VARS", "Materialized", "materialize"]
 
@@ -59,49 +63,69 @@ class Materialized:
     secret_keys: frozenset[str]
 
     def secret_values(self) -> dict[str, str]:
-        """Every secret that must never be shown: secret keys' values, URL passwords."""
+        """Every secret that must never be shown: secret keys' values, embedded passwords.
+
+        Passwords inside other values (URLs, DSNs, see ``oneoff._embedded``) are named
+        ``KEY:password``, ``KEY:password2``... as written and percent-decoded.
+        """
+        from oneoff._embedded import embedded_passwords
+
         secrets = {k: v for k, v in self.values.items() if k in self.secret_keys and v}
         for key, value in self.values.items():
-            password = url_password(value)
-            if password:
-                secrets[f"{key}:password"] = password
+            if key in self.secret_keys:
+                continue
+            for i, password in enumerate(embedded_passwords(value)):
+                secrets[f"{key}:password{i + 1 if i else ''}"] = password
         return secrets
 
-    def masked(self) -> dict[str, str]:
-        """The values as they may be shown: secrets replaced, URL passwords blanked."""
+    def masked(self, redactor: Redactor | None = None) -> dict[str, str]:
+        """The values as they may be shown: secrets replaced, embedded passwords blanked,
+        any secret's value inside another value redacted (by ``redactor``, if given)."""
+        if redactor is None:
+            from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+            # Short secrets are refused when a task runs; a display of config must not fail.
+            redactor = Redactor(self.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
         shown = {}
         for key, value in self.values.items():
             if key in self.secret_keys:
                 shown[key] = "********"
             else:
-                shown[key] = mask_url(value)
+                shown[key] = redactor.redact_text(mask_url(value))
         return shown
 
 
 def url_password(value: str) -> str | None:
-    """The password inside a ``scheme://user:password@host`` value, if any."""
-    if "://" not in value or "@" not in value:
-        return None
-    try:
-        parts = urlsplit(value)
-        password = parts.password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
+    """The (first, percent-decoded) password inside a ``scheme://user:password@host`` value."""
+    from oneoff._embedded import password_spans
+
+    for start, end, kind in password_spans(value):
+        if kind == "url":
+            return unquote(value[start:end])
+    return None
 
 
 def mask_url(value: str) -> str:
-    if url_password(value) is None:
+    """``value`` with every embedded password (URL userinfo, ``password=``) as ``****``."""
+    from oneoff._embedded import password_spans
+
+    spans = password_spans(value)
+    if not spans:
         return value
-    parts = urlsplit(value)
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:****@{host}").geturl()
+    out, pos = [], 0
+    for start, end, _ in spans:
+        if start < pos:
+            continue
+        out += [value[pos:start], "****"]
+        pos = end
+    return "".join([*out, value[pos:]])
 
 
 def is_secret_key(env: Environment, key: str) -> bool:
     if key in env.secrets:
         return True
+    if key in env.not_secret:  # exempt from the name patterns, by the app's explicit word
+        return False
     return secret_key_matcher(env.secret_patterns)(key) is not None
 
 

@@ -59,6 +59,7 @@ class Environment:
     sources: tuple[ConfigSource, ...]
     secrets: tuple[str, ...] = ()
     secret_patterns: tuple[str, ...] = DEFAULT_SECRET_PATTERNS
+    not_secret: tuple[str, ...] = ()  # names exempt from secret_patterns (never from secrets)
     protected: bool = False
     allow_os_user: bool = True
     unsafe_allow_env: tuple[str, ...] = ()
@@ -325,7 +326,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     table = _table(raw, where)
     _check_keys(
         table,
-        {"config", "secrets", "secret_patterns", "protected", "allow_os_user",
+        {"config", "secrets", "secret_patterns", "not_secret", "protected", "allow_os_user",
          "unsafe_allow_env", "description", "approvals", "break_glass", "release"},
         where,
     )  # fmt: skip
@@ -335,6 +336,13 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     sources = tuple(_source(where, i, s) for i, s in enumerate(table.get("config", [])))
     secrets = _str_list(table.get("secrets", []), f"{where}: secrets")
     extra_patterns = _str_list(table.get("secret_patterns", []), f"{where}: secret_patterns")
+    not_secret = _str_list(table.get("not_secret", []), f"{where}: not_secret")
+    both = sorted(set(secrets) & set(not_secret))
+    if both:
+        raise ManifestError(f"{where}: {', '.join(both)} listed in both secrets and not_secret")
+    bad = [n for n in not_secret if not is_env_name(n)]
+    if bad:
+        raise ManifestError(f"{where}: not_secret takes variable names, not {bad[0]!r}")
     allow_os_user = table.get("allow_os_user", not protected)
     if protected and allow_os_user:
         raise ManifestError(f"{where}: a protected environment cannot accept the bare OS user")
@@ -344,6 +352,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         sources=sources,
         secrets=secrets,
         secret_patterns=DEFAULT_SECRET_PATTERNS + extra_patterns,
+        not_secret=not_secret,
         protected=protected,
         allow_os_user=bool(allow_os_user),
         unsafe_allow_env=unsafe,

@@ -12,9 +12,10 @@ Latency: a redactor holds back the last bytes of what it was fed, in case they b
 After a read that did not fill the read buffer (the task has paused, or writes little at a
 time) the recorder asks it to ``release`` all of that but a suffix that could really begin a
 secret form, so a prompt or a progress line shows at once; with ``quiet_release`` (interactive
-tasks) even that suffix is shown after so long without output. Rows are compressed at zlib
-level 1: about three times faster than the default level for some 15% more bytes stored, as
-the first 16 MiB of a flood would otherwise cost more CPU than redacting it.
+tasks) even that suffix is shown after so long without output, if it is at most
+``oneoff._redact.QUIET_SHOW`` bytes (and it is still matched against what follows). Rows are
+compressed at zlib level 1: about three times faster than the default level for some 15% more
+bytes stored, as the first 16 MiB of a flood would otherwise cost more CPU than redacting it.
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ class OutputRecorder:
         # Each feed already released what cannot begin a secret; what is still held looks
         # like the start of one (a prompt ending in "sk_" when a secret begins so). It must
         # not wait for output that only comes after the operator answers: after ``quiet``
-        # seconds without output it is shown. The cost: a secret split across a pause that
-        # long may show its first bytes; a task that wants to leak can always do so,
-        # redaction protects against accidents.
+        # seconds without output, a held suffix of at most QUIET_SHOW bytes is shown (see
+        # Redactor.release_quiet). A secret split by a pause shows at most that many of its
+        # first bytes; a longer held suffix waits for more output or the end of the run.
         while not self._stop.wait(quiet):
             with self._lock:
                 if self._fed:
@@ -131,7 +132,8 @@ class OutputRecorder:
                     continue
                 for stream in (1, 2):
                     if self.redactors[stream].held_back:
-                        self._emit(stream, self.redactors[stream].flush(), store_now=False)
+                        released = self.redactors[stream].release_quiet()
+                        self._emit(stream, released, store_now=False)
 
     def close(self) -> OutputSummary:
         """End of the run: release what the redactors held back and store the rest."""

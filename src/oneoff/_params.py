@@ -6,13 +6,15 @@ import datetime as _dt
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from oneoff._record import dataclass, field
 from oneoff.errors import ManifestError, ParamError
 
 __all__ = ["PARAM_TYPES", "ParamSpec", "parse_param_spec", "validate_param"]
 
+#: The shortest secret value the redactor accepts (``oneoff._redact.MIN_LENGTH`` is this).
+SECRET_MIN_LENGTH: Final = 6
 ParamType = Literal["string", "int", "bool", "choice", "date", "path", "secret"]
 PARAM_TYPES: tuple[str, ...] = ("string", "int", "bool", "choice", "date", "path", "secret")
 
@@ -121,6 +123,12 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         raise ManifestError(f"{ctx}: required must be true or false")
     max_length = _int("max_length")
     min_length = _int("min_length")
+    if ptype == "secret" and min_length is not None and min_length < SECRET_MIN_LENGTH:
+        # A shorter value would pass here and then be refused by the redactor at run time.
+        raise ManifestError(
+            f"{ctx}: a secret param's min_length must be at least {SECRET_MIN_LENGTH} (the "
+            f"shortest secret oneoff can redact), not {min_length}"
+        )
     spec = ParamSpec(
         name=name,
         type=ptype,

@@ -217,7 +217,7 @@ def run_task(
         id=run_id,
         task=plan.task.name,
         environment=plan.environment.name,
-        params=plan.public_params,
+        params=plan.shown_params(redactors[1]),  # a secret in a plain param: redacted
         principal=principal,
         plan_hash=plan.hash,
         status="running",

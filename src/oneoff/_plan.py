@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_hash
 from oneoff._environ import Materialized, materialize
 from oneoff._manifest import Environment, Project, Task, render_arg
 from oneoff._params import resolve_params
-from oneoff._record import dataclass
+from oneoff._record import dataclass, replace
 from oneoff.errors import ConfigError, ParamError, UsageError
+
+if TYPE_CHECKING:
+    from oneoff._redact import Redactor
 
 __all__ = ["Plan", "build_plan"]
 
@@ -35,11 +39,25 @@ class Plan:
     fingerprint_key: bytes
     hash: str
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Redacts every secret of the run from what is shown (short ones skipped, not refused:
+        a display must not fail; the run itself refuses them)."""
+        from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+        secrets = {**self.env.secret_values(), **self.secret_param_values()}
+        return Redactor(secrets, min_length=MIN_SAFE_LENGTH, skip_short=True)
+
     @property
     def public_params(self) -> dict[str, str]:
-        """Params as they may be stored and shown: secret ones masked."""
+        """Params as they may be stored and shown: secret ones masked, secrets in others
+        redacted."""
+        return self.shown_params(self.redactor)
+
+    def shown_params(self, redactor: Redactor) -> dict[str, str]:
+        """``public_params`` with a given redactor (the run's own, already built)."""
         return {
-            name: ("[secret]" if self.task.params[name].secret else value)
+            name: ("[secret]" if self.task.params[name].secret else redactor.redact_text(value))
             for name, value in sorted(self.params.items())
         }
 
@@ -58,13 +76,21 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """What `oneoff plan --json` prints: the hashed document plus readable values."""
+        # The document as hashed, but a secret that reached argv or a plain param (a misuse
+        # the hash still covers) is shown redacted like everywhere else.
+        document = self.document()
+        redact = self.redactor.redact_text
+        document["argv"] = [redact(a) for a in document["argv"]]
+        document["params"] = {
+            k: redact(v) if isinstance(v, str) else v for k, v in document["params"].items()
+        }
         return {
             "hash": self.hash,
-            "document": self.document(),
+            "document": document,
             "cwd": str(self.cwd),
             "env": {
                 k: {"value": v, "source": self.env.origin[k], "secret": k in self.env.secret_keys}
-                for k, v in sorted(self.env.masked().items())
+                for k, v in sorted(self.env.masked(self.redactor).items())
             },
             "params": self.public_params,
         }
@@ -165,7 +191,7 @@ def build_plan(
         hash="",
     )
     digest = "sha256:" + canonical_hash(plan_document(partial))
-    return Plan(**{**partial.__dict__, "hash": digest})
+    return replace(partial, hash=digest)
 
 
 def _with_secret_param(env: Materialized, name: str, value: str) -> Materialized:

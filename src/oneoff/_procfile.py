@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oneoff._record import dataclass
-from oneoff.errors import ManifestError
+from oneoff.errors import ManifestError, SecretError
 
-__all__ = ["Procfile", "expand_vars", "parse_procfile"]
+if TYPE_CHECKING:
+    from oneoff._environ import Materialized
+
+__all__ = ["Procfile", "expand_vars", "parse_procfile", "refuse_secrets_in_argv"]
 
 _LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # Operators only a shell understands; running the line without one would change its meaning.
@@ -99,3 +103,31 @@ def expand_vars(arg: str, env: Mapping[str, str], where: str) -> str:
         return value
 
     return _VAR.sub(_sub, arg)
+
+
+def refuse_secrets_in_argv(
+    where: str, declared: Sequence[str], argv: Sequence[str], env: Materialized
+) -> None:
+    """SecretError if a process's argv names a secret variable or holds a secret's value.
+
+    Any user of the machine can read a process's argv (``/proc/PID/cmdline``, ``ps``): a
+    secret belongs in the process's environment, where only the process and root see it.
+    """
+    for arg in declared:
+        for match in _VAR.finditer(arg):
+            name = match.group(1) or match.group(4)
+            if name in env.secret_keys:
+                raise SecretError(
+                    f"{where}: argv names the secret ${name}; secrets never go in argv",
+                    hint=f"let the process read {name} from its environment instead",
+                )
+    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+    redactor = Redactor(env.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
+    for arg in argv:
+        if redactor.redact_text(arg) != arg:
+            raise SecretError(
+                f"{where}: an argument holds a secret's value (a password in a URL, say); "
+                "secrets never go in argv",
+                hint="let the process read that value from its environment instead",
+            )

@@ -1,57 +1,60 @@
 """Streaming redaction of secret values, raw and encoded, from a task's output bytes.
 
-Every secret is searched for in these forms (``forms_of`` lists them): the raw UTF-8 bytes;
-base64 (standard and URL-safe) of the secret alone with padding, and the stable core of the
-secret embedded in a larger base64 stream at each of the three byte alignments; URL encoding
-(``quote`` and ``quote_plus`` with ``safe=""``, percent escapes in upper and lower case); hex in
-lower and upper case; JSON string escaping with and without ``ensure_ascii``.
-
-Each maximal run of overlapping matches becomes one ``[REDACTED:NAME]``, named after the longest
-match at the run's first byte. The result does not depend on how the stream is chunked. For a
-base64 core, the neighbouring base64 character that mixes secret bits with outside bits is
-swallowed too, so not even a few bits of the secret stay visible.
+Every secret is searched for in the forms ``oneoff._redact_forms`` lists (raw, base64 plain and
+wrapped, percent-encoded, hex and JSON-escaped as common encoders write them); ``forms_of``
+returns them. Each maximal run of overlapping matches becomes one ``[REDACTED:NAME]``, named
+after the longest match at the run's first byte. The result does not depend on how the stream
+is chunked. For a base64 core, the neighbouring base64 character that mixes secret bits with
+outside bits is swallowed too (across a line break as well), so not even a few bits of the
+secret stay visible. A low-entropy secret's text forms match only as whole tokens.
 
 Matching: one Aho-Corasick automaton (``ahocorasick_rs``, a required dependency, imported when
-the first Redactor is built) scans a *strided* copy of each buffer, ``buf[::k]``. A form F that
-starts at s has the bytes ``F[r::k]`` in that copy, with ``r = -s mod k``; so for every form and
-every phase r the automaton holds an anchor, the first ``_ANCHOR`` bytes of ``F[r::k]``, and
-reports every occurrence of every anchor (overlapping ones included). Each anchor hit names
-candidate (form, start) pairs, which are confirmed exactly with ``bytes.startswith``, and the
-longest form at each start is kept. Every occurrence yields its anchor, so nothing is missed;
-the stride only decides how many bytes the automaton walks. k is the largest stride up to
-``_MAX_STRIDE`` that still gives every form anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1,
-a plain scan, when a form is short). Short anchors keep the automaton small enough to be a
-DFA, the fastest kind, for the usual number of secrets; a larger set gets the compact NFA.
+the first Redactor is built) scans a *strided* copy of each buffer, ``buf[::k]``. Each form has
+a *window* (the whole form, or for wrapped base64 its longest line); a form F that starts at s
+has the window bytes ``F[o::k]`` in that copy for the offset o in the window's first k bytes
+with ``s + o = 0 mod k``; so for every form and every such o the automaton holds an anchor, the
+first ``_ANCHOR`` bytes of ``F[o:window_end:k]``, and reports every occurrence of every anchor
+(overlapping ones included). Each anchor hit names candidate (form, start) pairs, which are
+confirmed exactly with ``bytes.startswith``, and the longest form at each start is kept. Every
+occurrence yields its anchor, so nothing is missed; the stride only decides how many bytes the
+automaton walks. k is the largest stride up to ``_MAX_STRIDE`` that still gives every window
+anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1, a plain scan, when a window is short).
 
 Held-back bytes: ``feed`` keeps the last ``max_form_length - 1`` bytes (cheap, no search);
 ``release`` returns all of them but the longest suffix that could still begin a form (a
 prefix of some form, plus the base64 character before it), which is what an interactive
 prompt needs to show at once. Both give the same output as one pass over the whole stream.
+``release_quiet`` (a task that went quiet) also shows that suffix when it is at most
+``QUIET_SHOW`` bytes, and keeps it as context: if the rest of a secret follows, the marker
+starts right after the bytes already shown. So a secret split by a pause shows at most its
+first ``QUIET_SHOW`` bytes, and a longer held suffix waits for more output or the end.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
-from urllib.parse import quote, quote_plus
 
+from oneoff._params import SECRET_MIN_LENGTH
+from oneoff._redact_forms import forms
 from oneoff.errors import SecretError
 
 if TYPE_CHECKING:
     from ahocorasick_rs import BytesAhoCorasick
 
-__all__ = ["MIN_SAFE_LENGTH", "Redactor", "forms_of"]
+__all__ = ["MIN_LENGTH", "MIN_SAFE_LENGTH", "QUIET_SHOW", "Redactor", "forms_of"]
 
 #: Below this even a base64 core is too short to identify a secret, so ``min_length`` may not go
 #: lower.
 MIN_SAFE_LENGTH: Final = 4
+#: The shortest secret a run accepts (``Redactor``'s default ``min_length``).
+MIN_LENGTH: Final = SECRET_MIN_LENGTH
+#: A quiet stream shows a held suffix of at most this many bytes (see ``release_quiet``).
+QUIET_SHOW: Final = 3
 
 _B64_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
-_PCT = re.compile(r"%[0-9A-F]{2}")
-_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NEWLINE: Final = frozenset(b"\r\n")
 #: Anchors are cut to this many bytes: long enough that ordinary output rarely yields a
 #: candidate, short enough to keep the automaton small.
 _ANCHOR: Final = 8
@@ -64,64 +67,21 @@ _HEAD: Final = 4
 #: beyond, the contiguous NFA (about half the speed, a fraction of the memory).
 _DFA_MAX_PATTERN_BYTES: Final = 32_768
 
-# (form, name, partial base64 char before, partial base64 char after)
-_Entry = tuple[bytes, str, bool, bool]
+# (form, name, partial base64 char before, partial base64 char after, whole token only)
+_Entry = tuple[bytes, str, bool, bool, bool]
 
 
 def _stride(shortest: int) -> int:
-    """The largest stride at which a form of ``shortest`` bytes has anchors of _MIN_ANCHOR."""
+    """The largest stride at which a window of ``shortest`` bytes has anchors of _MIN_ANCHOR."""
     for k in range(_MAX_STRIDE, 1, -1):
-        if len(range(k - 1, shortest, k)) >= _MIN_ANCHOR:  # len(F[k-1::k]), the shortest phase
+        if len(range(k - 1, shortest, k)) >= _MIN_ANCHOR:  # the shortest phase
             return k
     return 1
 
 
-def _b64_cores(raw: bytes) -> list[tuple[bytes, bool, bool]]:
-    """Stable core of ``raw`` inside a larger base64 stream at offset 0, 1 and 2 (mod 3).
-
-    Returns (core, partial_before, partial_after): whether a neighbouring character also
-    carries bits of the secret.
-    """
-    out = []
-    n_bits = 8 * len(raw)
-    for k in range(3):
-        encoded = base64.b64encode(b"\0" * k + raw + b"\0\0")
-        start_bit = 8 * k
-        lo = -(-start_bit // 6)
-        hi = (start_bit + n_bits) // 6
-        out.append((encoded[lo:hi], lo * 6 != start_bit, hi * 6 != start_bit + n_bits))
-    return out
-
-
-def _forms(secret: str) -> dict[bytes, tuple[bool, bool]]:
-    """Every searched form of ``secret``, with its base64 partial-neighbour flags."""
-    raw = secret.encode()
-    forms: dict[bytes, tuple[bool, bool]] = {}
-
-    def add(form: bytes, before: bool = False, after: bool = False) -> None:
-        old = forms.get(form, (False, False))
-        forms[form] = (old[0] or before, old[1] or after)
-
-    add(raw)
-    for core, before, after in _b64_cores(raw):
-        add(core, before, after)
-        add(core.translate(_URLSAFE), before, after)
-    padded = base64.b64encode(raw)
-    add(padded)
-    add(padded.translate(_URLSAFE))
-    for quoted in (quote(secret, safe=""), quote_plus(secret, safe="")):
-        add(quoted.encode())
-        add(_PCT.sub(lambda m: m.group().lower(), quoted).encode())
-    add(raw.hex().encode())
-    add(raw.hex().upper().encode())
-    add(json.dumps(secret)[1:-1].encode())
-    add(json.dumps(secret, ensure_ascii=False)[1:-1].encode())
-    return forms
-
-
 def forms_of(secret: str) -> list[bytes]:
     """Every encoded form of ``secret`` that a Redactor matches, longest first."""
-    return sorted(_forms(secret), key=lambda f: (-len(f), f))
+    return sorted(forms(secret), key=lambda f: (-len(f), f))
 
 
 def _load_matcher(patterns: list[bytes]) -> BytesAhoCorasick:
@@ -147,72 +107,95 @@ class Redactor:
     ``secrets`` maps names to values. An empty value is ignored: there is nothing to leak and
     unset secrets are common. A non-empty value shorter than ``min_length`` raises SecretError,
     because matching it would redact innocent output and its short encodings could not be told
-    apart from noise.
+    apart from noise; with ``skip_short`` such a value is left out instead (for displays that
+    must not fail, never for a run's output).
 
     ``feed`` returns what is safe to show now and holds back at most ``max_form_length - 1``
     bytes; ``flush`` returns the rest at end of stream. Bytes that are not part of a match pass
     through unchanged, whatever their encoding.
     """
 
-    def __init__(self, secrets: Mapping[str, str], *, min_length: int = 6) -> None:
+    def __init__(
+        self, secrets: Mapping[str, str], *, min_length: int = MIN_LENGTH, skip_short: bool = False
+    ) -> None:
         if min_length < MIN_SAFE_LENGTH:
             raise ValueError(f"min_length must be at least {MIN_SAFE_LENGTH}, not {min_length}")
-        # form -> (name, partial base64 char before, partial base64 char after)
-        info: dict[bytes, tuple[str, bool, bool]] = {}
+        # form -> (name, before, after, token, window)
+        info: dict[bytes, tuple[str, bool, bool, bool, tuple[int, int]]] = {}
         for name in sorted(secrets):
             value = secrets[name]
             if value == "":
                 continue
             if len(value) < min_length:
+                if skip_short:
+                    continue
                 raise SecretError(
                     f"secret {name} is {len(value)} characters long, too short to redact safely"
                     f" (at least {min_length} are needed)",
-                    hint=f"use a longer, random value for {name}",
+                    hint=short_secret_hint(name),
                 )
-            for form, (before, after) in _forms(value).items():
+            for form, f in forms(value).items():
                 old = info.get(form)
                 if old is None:
-                    info[form] = (name, before, after)
+                    info[form] = (name, f.before, f.after, f.token, f.window)
                 else:
                     # Same form from two secrets: the first name in sorted order keeps it.
-                    info[form] = (old[0], old[1] or before, old[2] or after)
+                    info[form] = (
+                        old[0], old[1] or f.before, old[2] or f.after, old[3] and f.token, old[4]
+                    )  # fmt: skip
         self._tail = b""
-        self._pending = 0
+        self._pending = 0  # bytes at the start of the tail already under an emitted marker
+        self._shown = 0  # bytes at the start of the tail already shown (release_quiet)
+        # A partial neighbour may sit behind a line break (up to 3 bytes), a token needs the
+        # byte after it.
         self.max_form_length = max(
-            (len(f) + before + after for f, (_, before, after) in info.items()), default=0
+            (
+                len(f) + 3 * (before + after) + token
+                for f, (_, before, after, token, _w) in info.items()
+            ),
+            default=0,
         )
-        self._stride = _stride(min((len(f) for f in info), default=1))
+        self._stride = _stride(min((w[1] - w[0] for *_, w in info.values()), default=1))
         k = self._stride
         by_anchor: dict[bytes, list[tuple[int, _Entry]]] = {}
-        for form, (name, before, after) in info.items():
-            for r in range(k):
-                anchor = form[r::k][:_ANCHOR]
-                by_anchor.setdefault(anchor, []).append((r, (form, name, before, after)))
-        # Automaton pattern i -> (phase, form) pairs it anchors.
+        span = k * _ANCHOR
+        for form, (name, before, after, token, (lo, hi)) in info.items():
+            entry = (form, name, before, after, token)
+            for o in range(lo, lo + k):
+                anchor = form[o : min(hi, o + span) : k]
+                pairs = by_anchor.get(anchor)
+                if pairs is None:
+                    by_anchor[anchor] = [(o, entry)]
+                else:
+                    pairs.append((o, entry))
+        # Automaton pattern i -> (window offset, form) pairs it anchors.
         self._candidates: list[tuple[tuple[int, _Entry], ...]] = [
             tuple(pairs) for pairs in by_anchor.values()
         ]
         self._matcher = _load_matcher(list(by_anchor)) if by_anchor else None
         # For release(): the forms by their first _HEAD bytes, and every shorter prefix.
         heads: dict[bytes, list[bytes]] = {}
-        short: set[bytes] = set()
         for form in info:
-            heads.setdefault(form[:_HEAD], []).append(form)
-            short.update(form[:i] for i in range(1, min(len(form), _HEAD)))
+            head = form[:_HEAD]
+            group = heads.get(head)
+            if group is None:
+                heads[head] = [form]
+            else:
+                group.append(form)
         self._heads = {head: tuple(forms) for head, forms in heads.items()}
-        self._short = frozenset(short)
+        self._short = frozenset(head[:i] for head in heads for i in range(1, len(head)))
 
     def fresh(self) -> Redactor:
         """A redactor for another stream over the same secrets (shares the automaton)."""
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
-        other._tail, other._pending = b"", 0
+        other._tail, other._pending, other._shown = b"", 0, 0
         return other
 
     @property
     def held_back(self) -> int:
-        """Number of bytes fed but not yet returned."""
-        return len(self._tail)
+        """Number of bytes fed but not yet shown (as themselves or under a marker)."""
+        return len(self._tail) - max(self._pending, self._shown)
 
     def feed(self, data: bytes) -> bytes:
         """Redact ``data`` as the next piece of the stream; return the bytes safe to emit now."""
@@ -234,17 +217,31 @@ class Redactor:
 
         What stays held is the longest suffix that is a prefix of some form (a whole form too:
         its end may take the next base64 character), and one base64 character before it (a
-        form's partial neighbour). Usually nothing: a prompt shows at once.
+        form's partial neighbour, maybe behind a line break). Usually nothing: a prompt shows
+        at once.
         """
         buf = self._tail
         if not buf:
             return b""
-        cut = self._hold_from(buf)
-        if cut > 0 and buf[cut - 1] in _B64_CHARS:
-            cut -= 1
+        cut = _neighbour_before(buf, self._hold_from(buf))
         if cut == 0:
             return b""
         return bytes(self._emit(buf, cut))
+
+    def release_quiet(self) -> bytes:
+        """The stream went quiet: show a held suffix of at most QUIET_SHOW bytes, as context.
+
+        Called after ``release``, so what is held could begin a secret. If it is that short,
+        it is shown (a prompt must not wait for an answer it asks for) but kept: should the
+        rest of a secret follow, it is still matched, and its marker starts where the shown
+        bytes end. A longer held suffix is most of a secret's start: it stays held.
+        """
+        done = max(self._pending, self._shown)
+        held = len(self._tail) - done
+        if held <= 0 or held > QUIET_SHOW:
+            return b""
+        self._shown = len(self._tail)
+        return self._tail[done:]
 
     def _hold_from(self, buf: bytes) -> int:
         """Start of the longest suffix of ``buf`` that is a prefix of some form (len if none)."""
@@ -264,11 +261,14 @@ class Redactor:
 
     def flush(self) -> bytes:
         """End of stream: return everything still held back, redacted."""
-        buf, self._tail = self._tail, b""
+        buf = self._tail
         if not buf:
-            self._pending = 0
+            self._pending = self._shown = 0
             return b""
-        return bytes(self._emit(buf, len(buf)))
+        out = bytes(self._emit(buf, len(buf)))
+        self._tail = b""
+        self._pending = self._shown = 0
+        return out
 
     def redact(self, data: bytes) -> bytes:
         """Redact a complete output in one go (independent of any stream in progress)."""
@@ -282,26 +282,33 @@ class Redactor:
         )
 
     def _emit(self, buf: bytes, cut: int) -> bytes | memoryview:
-        """Return ``buf[:cut]`` redacted and keep ``buf[cut:]`` as the tail."""
+        """Return ``buf[:cut]`` redacted (less what was already shown); keep ``buf[cut:]``."""
         spans = self._spans(buf, cut)
         self._tail = buf[cut:]
         group_end = self._pending  # bytes before this already sit under an emitted marker
-        if not spans and group_end == 0:
+        done = max(group_end, self._shown)  # bytes before this were emitted one way or another
+        shown = self._shown
+        self._shown = max(0, shown - cut)
+        if not spans and done == 0:
             return memoryview(buf)[:cut]  # the common case: a 64 KiB read, not copied again
         parts: list[bytes] = []
-        pos = 0
         for start, end, name in spans:
             if start < group_end:
                 group_end = max(group_end, end)
                 continue
-            pos = max(pos, group_end)
-            parts.append(buf[pos:start])
+            done = max(done, group_end)
+            if end <= done:
+                continue
+            if start > done:
+                parts.append(buf[done:start])
+                done = start
+            # A match that began in bytes already shown: its marker covers the rest of it.
             parts.append(b"[REDACTED:" + name.encode() + b"]")
-            pos, group_end = start, end
-        pos = max(pos, group_end)
-        if pos < cut:
-            parts.append(buf[pos:cut])
-        self._pending = max(0, pos - cut)
+            group_end = end
+        done = max(done, group_end)
+        if done < cut:
+            parts.append(buf[done:cut])
+        self._pending = max(0, group_end - cut)
         return b"".join(parts)
 
     def _spans(self, buf: bytes, cut: int) -> list[tuple[int, int, str]]:
@@ -316,24 +323,54 @@ class Redactor:
         if not hits:
             return []
         candidates = self._candidates
+        word = _WORD
+        n = len(buf)
         best: dict[int, _Entry] = {}
         for pattern, at, _ in hits:
-            for r, entry in candidates[pattern]:
-                start = at * k - r
+            for o, entry in candidates[pattern]:
+                start = at * k - o
                 # Past cut, even a partial base64 char before the form would start at cut or later.
                 if 0 <= start <= cut and buf.startswith(entry[0], start):
+                    if entry[4]:  # a whole token only
+                        end = start + len(entry[0])
+                        if (start > 0 and buf[start - 1] in word) or (end < n and buf[end] in word):
+                            continue
                     old = best.get(start)
                     if old is None or len(entry[0]) > len(old[0]):
                         best[start] = entry
-        n = len(buf)
         spans: list[tuple[int, int, str]] = []
-        for start, (form, name, before, after) in best.items():
+        for start, (form, name, before, after, _token) in best.items():
             end = start + len(form)
-            if before and start > 0 and buf[start - 1] in _B64_CHARS:
-                start -= 1
-            if after and end < n and buf[end] in _B64_CHARS:
-                end += 1
+            if before:
+                start = _neighbour_before(buf, start)
+            if after:
+                end = _neighbour_after(buf, end)
             if start < cut:
                 spans.append((start, end, name))
         spans.sort(key=lambda s: (s[0], -s[1], s[2]))
         return spans
+
+
+def _neighbour_before(buf: bytes, start: int) -> int:
+    """Extend ``start`` over a base64 character before it, also across one line break."""
+    i = start - 1
+    while i >= 0 and start - i <= 2 and buf[i] in _NEWLINE:
+        i -= 1
+    return i if i >= 0 and buf[i] in _B64_CHARS else start
+
+
+def _neighbour_after(buf: bytes, end: int) -> int:
+    """Extend ``end`` over a base64 character after it, also across one line break."""
+    i, n = end, len(buf)
+    while i < n and i - end < 2 and buf[i] in _NEWLINE:
+        i += 1
+    return i + 1 if i < n and buf[i] in _B64_CHARS else end
+
+
+def short_secret_hint(name: str) -> str:
+    """How to fix a refused short secret, naming both ways out."""
+    base = name.split(":", 1)[0]
+    return (
+        f"use a longer, random value for {base}; if {base} is not a secret at all (a sort or "
+        f'cache key matching a secret pattern), list it in its environment: not_secret = ["{base}"]'
+    )

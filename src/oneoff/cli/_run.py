@@ -80,7 +80,7 @@ def render_plan(plan: Plan) -> str:
         f"task       {task.name}" + (f"  ({task.description})" if task.description else ""),
         f"env        {env.name}" + ("  [protected]" if env.protected else ""),
         f"risk       {task.risk}",
-        f"argv       {terminal_safe(_quote_argv(plan.argv))}",
+        f"argv       {terminal_safe(plan.redactor.redact_text(_quote_argv(plan.argv)))}",
         f"cwd        {plan.cwd}",
         f"timeout    {task.timeout}s (then SIGTERM, {task.grace}s grace, SIGKILL)",
         f"locks      {', '.join(task.locks) or 'none'}",
@@ -88,7 +88,7 @@ def render_plan(plan: Plan) -> str:
     ]
     if plan.params:
         lines.append("params     " + ", ".join(f"{k}={v}" for k, v in plan.public_params.items()))
-    masked = plan.env.masked()
+    masked = plan.env.masked(plan.redactor)
     width = max((len(k) for k in masked), default=0)
     lines.append("environment")
     for key in sorted(masked):
@@ -165,6 +165,10 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
     where = f"process {args.process!r}"
     argv = [expand_vars(a, env, where) for a in declared]
+    # argv is world-readable (/proc/PID/cmdline, ps): no secret may go there.
+    from oneoff._procfile import refuse_secrets_in_argv
+
+    refuse_secrets_in_argv(where, declared, argv, materialized)
     from oneoff._proc import resolve_command
 
     program = resolve_command(argv[0], env, str(project.root))
