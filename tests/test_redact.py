@@ -261,7 +261,9 @@ def reference_redact(secrets: dict[str, str], data: bytes) -> bytes:
 
     def whole(form: bytes, pos: int) -> bool:
         end = pos + len(form)
-        return not (pos > 0 and data[pos - 1] in word) and not (end < len(data) and data[end] in word)
+        return not (pos > 0 and data[pos - 1] in word) and not (
+            end < len(data) and data[end] in word
+        )
 
     spans = []
     for pos in range(len(data)):
