@@ -14,7 +14,7 @@ The tree (exit code in brackets)::
     │   └── DriftError [6]             code, dependencies or config differ from the release
     ├── StoreError [7]                 the store is corrupt, locked or from a newer oneoff
     ├── AuditError [8]                 the audit log failed verification
-    ├── SecretError [9]                a secret cannot be handled safely (too short to redact)
+    ├── SecretError [9]                a secret cannot be handled safely (too short, in argv)
     └── ExecError [125]                the task could not be started at all
         └── CommandNotFound [127]
 
