@@ -51,7 +51,8 @@ def create_request(gate: Gate, plan: Plan, signer: Signer | None) -> RequestReco
     gate.decide(principal, "run", task, env, plan_hash=plan.hash)
     now = utc_now()
     shown = plan.to_json()
-    shown.update({"argv": list(plan.argv), "release": plan.release_id})
+    # argv as the document shows it: a secret that reached argv is redacted there.
+    shown.update({"argv": shown["document"]["argv"], "release": plan.release_id})
     record = RequestRecord(
         id=f"q{now:%Y%m%d%H%M%S}{secrets.token_hex(4)}",
         task=task.name,
