@@ -3,14 +3,16 @@
 Usage: ``python bench/bench_output.py [--quick] [--reps N] [--size MB] [--skip-micro]``
 
 Issues #4 and #12's target: "redaction throughput >= 50% of an unredacted pass-through of
-the same output with 100 secrets in all encodings" (#12 added wrapped base64, more URL and
-JSON forms: ``forms_of`` lists about 300 forms per secret now, most of them wrapped base64). Both sides here are real ``oneoff run`` processes
-(the installed console script, bytecode compiled first) on a generated app whose task is
-``cat output.log``: ~64 MB of log-like lines from a file in the page cache, the oneoff
-process's stdout going to /dev/null. Everything oneoff does with output is on both sides:
-the runner's read loop, the redactor per stream, the terminal write and flush of every chunk,
-capture of the first ``[audit] output_cap`` bytes (default 16 MiB) compressed in SQLite, the
-output digest, and the run's fixed cost (plan, audit events, checkpoint).
+the same output with 100 secrets in all encodings" (#12 added more URL and JSON forms and
+base64 wrapped in lines, which bench_redact.make_log plants too).
+
+Both sides here are real ``oneoff run`` processes (the installed console script, bytecode
+compiled first) on a generated app whose task is ``cat output.log``: ~64 MB of log-like lines
+from a file in the page cache, the oneoff process's stdout going to /dev/null. Everything
+oneoff does with output is on both sides: the runner's read loop, the redactor per stream, the
+terminal write and flush of every chunk, capture of the first ``[audit] output_cap`` bytes
+(default 16 MiB) compressed in SQLite, the output digest, and the run's fixed cost (plan, audit
+events, checkpoint).
 
 (a) pass-through: environment ``plain`` has no secrets, so nothing is redacted.
 (b) redaction: environment ``secret`` loads 100 secrets (three alphabets, 12-48 characters)

@@ -15,7 +15,8 @@ of at most 64 KiB, and ``on_output`` writes each chunk to the sink and flushes i
     runner builds them per run), and their ``flush()`` at the end.
 
 The output is ~64 MB of log-like lines; 100 secrets (three alphabets, 12-48 characters) give
-every form ``forms_of`` lists, and some lines carry one of them, in a random form. Runs
+every form ``forms_of`` lists, and some lines carry one of them, in a random form, or a
+block of base64 wrapped at 76 columns with a secret inside (most cross a line break). Runs
 alternate a/b after one untimed warm-up of each; medians in MB/s (wall clock) and their ratio are
 printed, with the runner process's median CPU time per MB, which other load on the machine
 disturbs less than wall-clock rates.
@@ -72,6 +73,11 @@ def make_log(rng: random.Random, size: int, secrets: dict[str, str]) -> tuple[by
         if rng.random() < 0.0005:
             form = rng.choice(forms_of(rng.choice(values)))
             line = line[:-1] + b" leaked=" + form + b"\n"
+            planted += 1
+        elif rng.random() < 0.0002:  # a secret inside wrapped base64 (a MIME part, a PEM body)
+            raw = rng.choice(values).encode()
+            wrapped = base64.encodebytes(rng.randbytes(rng.randrange(40, 80)) + raw + b"!")
+            line += b"attachment:\n" + wrapped
             planted += 1
         lines.append(line)
         total += len(line)

@@ -9,16 +9,17 @@ outside bits is swallowed too (across a line break as well), so not even a few b
 secret stay visible. A low-entropy secret's text forms match only as whole tokens.
 
 Matching: one Aho-Corasick automaton (``ahocorasick_rs``, a required dependency, imported when
-the first Redactor is built) scans a *strided* copy of each buffer, ``buf[::k]``. Each form has
-a *window* (the whole form, or for wrapped base64 its longest line); a form F that starts at s
-has the window bytes ``F[o::k]`` in that copy for the offset o in the window's first k bytes
-with ``s + o = 0 mod k``; so for every form and every such o the automaton holds an anchor, the
-first ``_ANCHOR`` bytes of ``F[o:window_end:k]``, and reports every occurrence of every anchor
-(overlapping ones included). Each anchor hit names candidate (form, start) pairs, which are
-confirmed exactly with ``bytes.startswith``, and the longest form at each start is kept. Every
-occurrence yields its anchor, so nothing is missed; the stride only decides how many bytes the
-automaton walks. k is the largest stride up to ``_MAX_STRIDE`` that still gives every window
-anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1, a plain scan, when a window is short).
+the first Redactor is built) scans a *strided* copy of each buffer, ``buf[::k]``. A form F that
+starts at s has the bytes ``F[r::k]`` in that copy, with ``r = -s mod k``; so for every form and
+every phase r the automaton holds an anchor, the first ``_ANCHOR`` bytes of ``F[r::k]``, and
+reports every occurrence of every anchor (overlapping ones included). Each anchor hit names
+candidate (form, start) pairs, which are confirmed exactly with ``bytes.startswith``, and the
+longest form at each start is kept. Every occurrence yields its anchor, so nothing is missed;
+the stride only decides how many bytes the automaton walks. k is the largest stride up to
+``_MAX_STRIDE`` that still gives every form anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1,
+a plain scan, when a form is short). Short anchors keep the automaton small enough to be a
+DFA, the fastest kind, for the usual number of secrets; a larger set gets the compact NFA.
+Base64 wrapped in lines is joined first and matched the same way (``oneoff._redact_wrap``).
 
 Held-back bytes: ``feed`` keeps the last ``max_form_length - 1`` bytes (cheap, no search);
 ``release`` returns all of them but the longest suffix that could still begin a form (a
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 
 from oneoff._params import SECRET_MIN_LENGTH
 from oneoff._redact_forms import forms
+from oneoff._redact_wrap import MIN_WIDTH, Block, blocks, join, lead_before, to_buf
 from oneoff.errors import SecretError
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ _Entry = tuple[bytes, str, bool, bool, bool]
 
 
 def _stride(shortest: int) -> int:
-    """The largest stride at which a window of ``shortest`` bytes has anchors of _MIN_ANCHOR."""
+    """The largest stride at which a form of ``shortest`` bytes has anchors of _MIN_ANCHOR."""
     for k in range(_MAX_STRIDE, 1, -1):
         if len(range(k - 1, shortest, k)) >= _MIN_ANCHOR:  # the shortest phase
             return k
@@ -120,8 +122,8 @@ class Redactor:
     ) -> None:
         if min_length < MIN_SAFE_LENGTH:
             raise ValueError(f"min_length must be at least {MIN_SAFE_LENGTH}, not {min_length}")
-        # form -> (name, before, after, token, window)
-        info: dict[bytes, tuple[str, bool, bool, bool, tuple[int, int]]] = {}
+        # form -> (name, before, after, token)
+        info: dict[bytes, tuple[str, bool, bool, bool]] = {}
         for name in sorted(secrets):
             value = secrets[name]
             if value == "":
@@ -137,38 +139,37 @@ class Redactor:
             for form, f in forms(value).items():
                 old = info.get(form)
                 if old is None:
-                    info[form] = (name, f.before, f.after, f.token, f.window)
+                    info[form] = (name, f.before, f.after, f.token)
                 else:
                     # Same form from two secrets: the first name in sorted order keeps it.
-                    info[form] = (
-                        old[0], old[1] or f.before, old[2] or f.after, old[3] and f.token, old[4]
-                    )  # fmt: skip
+                    info[form] = (old[0], old[1] or f.before, old[2] or f.after, old[3] and f.token)
         self._tail = b""
         self._pending = 0  # bytes at the start of the tail already under an emitted marker
         self._shown = 0  # bytes at the start of the tail already shown (release_quiet)
-        # A partial neighbour may sit behind a line break (up to 3 bytes), a token needs the
-        # byte after it.
+        self._lead = 0  # base64 characters right before the tail (for wrapped lines)
+        # Wrapped in lines, a form takes a line break every MIN_WIDTH bytes (up to 2 bytes); a
+        # partial neighbour may sit behind one too; a token needs the byte after it.
         self.max_form_length = max(
             (
-                len(f) + 3 * (before + after) + token
-                for f, (_, before, after, token, _w) in info.items()
+                len(f) + 2 * (len(f) // MIN_WIDTH + 1) + 3 * (before + after) + token
+                for f, (_, before, after, token) in info.items()
             ),
             default=0,
         )
-        self._stride = _stride(min((w[1] - w[0] for *_, w in info.values()), default=1))
+        self._stride = _stride(min(map(len, info), default=1))
         k = self._stride
         by_anchor: dict[bytes, list[tuple[int, _Entry]]] = {}
         span = k * _ANCHOR
-        for form, (name, before, after, token, (lo, hi)) in info.items():
+        for form, (name, before, after, token) in info.items():
             entry = (form, name, before, after, token)
-            for o in range(lo, lo + k):
-                anchor = form[o : min(hi, o + span) : k]
+            for r in range(k):
+                anchor = form[r : r + span : k]
                 pairs = by_anchor.get(anchor)
                 if pairs is None:
-                    by_anchor[anchor] = [(o, entry)]
+                    by_anchor[anchor] = [(r, entry)]
                 else:
-                    pairs.append((o, entry))
-        # Automaton pattern i -> (window offset, form) pairs it anchors.
+                    pairs.append((r, entry))
+        # Automaton pattern i -> (phase, form) pairs it anchors.
         self._candidates: list[tuple[tuple[int, _Entry], ...]] = [
             tuple(pairs) for pairs in by_anchor.values()
         ]
@@ -189,7 +190,7 @@ class Redactor:
         """A redactor for another stream over the same secrets (shares the automaton)."""
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
-        other._tail, other._pending, other._shown = b"", 0, 0
+        other._tail, other._pending, other._shown, other._lead = b"", 0, 0, 0
         return other
 
     @property
@@ -217,13 +218,19 @@ class Redactor:
 
         What stays held is the longest suffix that is a prefix of some form (a whole form too:
         its end may take the next base64 character), and one base64 character before it (a
-        form's partial neighbour, maybe behind a line break). Usually nothing: a prompt shows
-        at once.
+        form's partial neighbour); in wrapped base64, the same over the joined lines. Usually
+        nothing: a prompt shows at once.
         """
         buf = self._tail
         if not buf:
             return b""
-        cut = _neighbour_before(buf, self._hold_from(buf))
+        cut = _with_neighbour(buf, self._hold_from(buf))
+        wrapped = self._last_block(buf)
+        if wrapped is not None:  # a form may have begun on an earlier line of the block
+            joined = join(buf, wrapped)
+            held = _with_neighbour(joined, self._hold_from(joined))
+            if held < len(joined):
+                cut = min(cut, to_buf(wrapped, held))
         if cut == 0:
             return b""
         return bytes(self._emit(buf, cut))
@@ -242,6 +249,15 @@ class Redactor:
             return b""
         self._shown = len(self._tail)
         return self._tail[done:]
+
+    def _last_block(self, buf: bytes) -> Block | None:
+        """The wrapped base64 block that reaches the end of ``buf``, if any."""
+        found = blocks(buf, self.max_form_length, self._lead)
+        if not found:
+            return None
+        last = found[-1]
+        pos, gap = last.breaks[-1]
+        return last if last.end == len(buf) or pos + gap == len(buf) else None
 
     def _hold_from(self, buf: bytes) -> int:
         """Start of the longest suffix of ``buf`` that is a prefix of some form (len if none)."""
@@ -263,11 +279,11 @@ class Redactor:
         """End of stream: return everything still held back, redacted."""
         buf = self._tail
         if not buf:
-            self._pending = self._shown = 0
+            self._pending = self._shown = self._lead = 0
             return b""
         out = bytes(self._emit(buf, len(buf)))
         self._tail = b""
-        self._pending = self._shown = 0
+        self._pending = self._shown = self._lead = 0
         return out
 
     def redact(self, data: bytes) -> bytes:
@@ -285,6 +301,7 @@ class Redactor:
         """Return ``buf[:cut]`` redacted (less what was already shown); keep ``buf[cut:]``."""
         spans = self._spans(buf, cut)
         self._tail = buf[cut:]
+        self._lead = lead_before(buf, cut, self._lead)
         group_end = self._pending  # bytes before this already sit under an emitted marker
         done = max(group_end, self._shown)  # bytes before this were emitted one way or another
         shown = self._shown
@@ -315,8 +332,22 @@ class Redactor:
         """Every match whose (extended) start is before ``cut``, sorted by start, longest first.
 
         At each start only the longest form counts, as its own span; a shorter form at the same
-        start is covered by it.
+        start is covered by it. Matches across the line breaks of wrapped base64 count too.
         """
+        spans = self._matches(buf, cut)
+        for block in blocks(buf, self.max_form_length, self._lead):
+            if block.start >= cut:
+                break
+            joined = join(buf, block)
+            for start, end, name in self._matches(joined, len(joined)):  # rare: no hurry
+                first, last = to_buf(block, start), to_buf(block, end - 1) + 1
+                if last - first > end - start and first < cut:  # it crosses a line break
+                    spans.append((first, last, name))
+        spans.sort(key=lambda s: (s[0], -s[1], s[2]))
+        return spans
+
+    def _matches(self, buf: bytes, cut: int) -> list[tuple[int, int, str]]:
+        """The longest match at each start before ``cut`` (extended over partial neighbours)."""
         assert self._matcher is not None
         k = self._stride
         hits = self._matcher.find_matches_as_indexes(buf[::k] if k > 1 else buf, overlapping=True)
@@ -327,8 +358,8 @@ class Redactor:
         n = len(buf)
         best: dict[int, _Entry] = {}
         for pattern, at, _ in hits:
-            for o, entry in candidates[pattern]:
-                start = at * k - o
+            for r, entry in candidates[pattern]:
+                start = at * k - r
                 # Past cut, even a partial base64 char before the form would start at cut or later.
                 if 0 <= start <= cut and buf.startswith(entry[0], start):
                     if entry[4]:  # a whole token only
@@ -347,8 +378,12 @@ class Redactor:
                 end = _neighbour_after(buf, end)
             if start < cut:
                 spans.append((start, end, name))
-        spans.sort(key=lambda s: (s[0], -s[1], s[2]))
         return spans
+
+
+def _with_neighbour(buf: bytes, cut: int) -> int:
+    """``cut``, less the base64 character before it (a partial neighbour of a form at cut)."""
+    return cut - 1 if cut > 0 and buf[cut - 1] in _B64_CHARS else cut
 
 
 def _neighbour_before(buf: bytes, start: int) -> int:

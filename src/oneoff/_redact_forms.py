@@ -5,9 +5,8 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 
 - raw UTF-8; if ``s`` holds ``\\n``, also with ``\\r\\n`` (a pty's output translation);
 - base64, standard and URL-safe: ``s`` alone with padding, and the stable core of ``s``
-  inside a larger base64 stream at each of the three byte alignments; the standard-alphabet
-  ones also wrapped in lines of 64 (PEM, openssl) and 76 (MIME, ``base64.encodebytes``,
-  coreutils ``base64``) characters, at every line phase, with ``\\n`` or ``\\r\\n``;
+  inside a larger base64 stream at each of the three byte alignments (wrapped in lines, they
+  are found by joining the lines first: see ``oneoff._redact_wrap``);
 - percent-encoding as ``urllib.parse.quote`` writes it with ``safe=""`` and its default
   ``safe="/"``, as ``quote_plus``, as JavaScript's ``encodeURIComponent`` and
   ``URLSearchParams`` write it, each with upper- and lower-case escapes;
@@ -16,7 +15,7 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
   \\u003e \\u0026``, U+2028/9 escaped) and PHP (``\\/``) write it, ``\\uXXXX`` in either case.
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
-wrapping at widths other than 64 and 76, wrapped URL-safe base64.
+base64 wrapped at fewer than 64 columns, wrapped URL-safe base64.
 
 A *low-entropy* secret (letters then at most a few digits, or only digits, up to 24
 characters: ``postgres``, ``hunter22``, ``123456``) is matched as a whole token in its text
@@ -26,14 +25,12 @@ reveal it anyway; the cost is that such a secret written glued to other letters 
 shows. Its base64 and hex forms still match anywhere.
 
 Each form comes with ``Form`` flags: whether a neighbouring base64 character carries bits of
-the secret (to be swallowed with it), whether it must stand as a whole token, and its
-*window*, a stretch without line breaks from which the matcher takes its anchors.
+the secret (to be swallowed with it), and whether it must stand as a whole token.
 """
 
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import re
 from typing import Final, NamedTuple
@@ -46,9 +43,6 @@ _PCT = re.compile(r"%[0-9A-F]{2}")
 _JSON_U = re.compile(r"\\u[0-9a-f]{4}")
 _LOW_ENTROPY = re.compile(r"[A-Za-z]+[0-9]{0,4}|[0-9]+")
 _LOW_ENTROPY_MAX: Final = 24
-#: Line widths base64 encoders wrap at: PEM/openssl 64, MIME/Python/coreutils 76.
-WRAP_WIDTHS: Final = (64, 76)
-_BREAKS: Final = (b"\n", b"\r\n")
 #: JavaScript's encodeURIComponent leaves these unescaped beyond quote()'s own set.
 _JS_COMPONENT_SAFE: Final = "!'()*"
 _GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -59,7 +53,6 @@ class Form(NamedTuple):
     before: bool  # the base64 character before also carries bits of the secret
     after: bool  # the base64 character after also does
     token: bool  # only a whole token: no ASCII letter or digit may touch it
-    window: tuple[int, int]  # a stretch without inserted line breaks, for anchors
 
 
 def is_low_entropy(secret: str) -> bool:
@@ -81,35 +74,6 @@ def _b64_cores(raw: bytes) -> list[tuple[bytes, bool, bool]]:
         lo = -(-start_bit // 6)
         hi = (start_bit + n_bits) // 6
         out.append((encoded[lo:hi], lo * 6 != start_bit, hi * 6 != start_bit + n_bits))
-    return out
-
-
-def _wrapped(text: bytes) -> dict[bytes, tuple[int, int]]:
-    """``text`` with line breaks as a wrapping encoder puts them, each with its longest line.
-
-    For each width and each phase (how many characters the first line still takes), one form;
-    the same bytes from two widths collapse. The window is the longest line, in the form.
-    """
-    out: dict[bytes, tuple[int, int]] = {}
-    n = len(text)
-    if n <= min(WRAP_WIDTHS):  # one break at most: the common, fast case
-        for brk in _BREAKS:
-            gap = len(brk)
-            for first in range(1, n):
-                window = (0, first) if 2 * first >= n else (first + gap, n + gap)
-                out[text[:first] + brk + text[first:]] = window
-        return out
-    for width in WRAP_WIDTHS:
-        for first in range(1, min(width, n - 1) + 1):
-            cuts = [0, *range(first, n, width), n]
-            lines = [text[a:b] for a, b in itertools.pairwise(cuts)]
-            for brk in _BREAKS:
-                form = brk.join(lines)
-                if form in out:
-                    continue
-                longest = max(range(len(lines)), key=lambda i: len(lines[i]))
-                start = sum(len(line) for line in lines[:longest]) + longest * len(brk)
-                out[form] = (start, start + len(lines[longest]))
     return out
 
 
@@ -142,22 +106,13 @@ def forms(secret: str) -> dict[bytes, Form]:
     token = is_low_entropy(secret)
     found: dict[bytes, Form] = {}
 
-    def add(
-        form: bytes,
-        before: bool = False,
-        after: bool = False,
-        *,
-        text: bool = False,
-        window: tuple[int, int] | None = None,
-    ) -> None:
+    def add(form: bytes, before: bool = False, after: bool = False, *, text: bool = False) -> None:
         old = found.get(form)
         is_token = token and text
         if old is None:
-            found[form] = Form(before, after, is_token, window or (0, len(form)))
+            found[form] = Form(before, after, is_token)
         else:  # same bytes from two encodings: any partial neighbour, a token only if both say
-            found[form] = Form(
-                old.before or before, old.after or after, old.token and is_token, old.window
-            )
+            found[form] = Form(old.before or before, old.after or after, old.token and is_token)
 
     add(raw, text=True)
     if b"\n" in raw:
@@ -174,8 +129,4 @@ def forms(secret: str) -> dict[bytes, Form]:
     for core, before, after in _b64_cores(raw):
         add(core, before, after)
         add(core.translate(_URLSAFE), before, after)
-        # The alignment-0 core is the padded form less its last partial character (taken as
-        # a neighbour, across a line break too): wrapping the cores covers the padded form.
-        for wrapped, window in _wrapped(core).items():
-            add(wrapped, before, after, window=window)
     return found

@@ -1,0 +1,126 @@
+"""Base64 wrapped in lines: find the blocks in a buffer and join their lines for matching.
+
+Encoders wrap base64 at 64 (PEM, openssl) or 76 (MIME, Python's ``base64.encodebytes``,
+coreutils ``base64``) characters a line, so a secret's base64 may be cut by ``\\n`` or
+``\\r\\n`` anywhere. Rather than one form per line phase (hundreds per secret, which made the
+automaton several times slower), the redactor joins the lines of each wrapped block and
+matches the joined text with the same automaton; only matches that cross a line break are
+new. A line break belongs to a block when at least ``MIN_WIDTH`` standard base64 characters
+come before it, counting the ``lead`` ones just before the buffer (already shown: a stream
+is matched piece by piece). Ordinary text costs one ``translate`` and one ``find`` per buffer
+(there a carriage return counts as base64, so ``\\r\\n`` needs no second search); only a
+buffer with a wrapped line gets a closer look. Wider lines count too; narrower ones (and
+wrapped URL-safe base64) are not joined.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+__all__ = ["MIN_WIDTH", "Block", "blocks", "join", "lead_before", "to_buf"]
+
+MIN_WIDTH: Final = 64
+_STANDARD: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: Base64 as "A", line ends as themselves, anything else ".".
+_TABLE: Final = bytes(
+    ord("A") if c in _STANDARD else c if c in b"\r\n" else ord(".") for c in range(256)
+)
+#: The quick look: a carriage return as "A" too.
+_QUICK: Final = _TABLE.replace(b"\r", b"A")
+_LINE: Final = b"A" * MIN_WIDTH + b"\n"
+_NOT_B64 = re.compile(rb"[^A]")
+
+
+class Block(NamedTuple):
+    start: int  # the first base64 byte of the block (at most ``limit`` before its first break)
+    end: int  # after its last base64 byte
+    breaks: tuple[tuple[int, int], ...]  # (offset, length) of each line break, in order
+
+
+def _first_line(t: bytes, lead: int) -> int | None:
+    """The break ending a first line that began ``lead`` base64 characters before ``t``."""
+    if not lead:
+        return None
+    first = _NOT_B64.search(t, 0, MIN_WIDTH)
+    if first is None or lead + first.start() < MIN_WIDTH or t[first.start()] not in b"\r\n":
+        return None
+    return first.start()
+
+
+def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
+    found: dict[int, int] = {}
+    for needle, gap in ((_LINE, 1), (_LINE[:-1] + b"\r\n", 2)):
+        i = t.find(needle)
+        while i >= 0:
+            found[i + MIN_WIDTH] = gap
+            i = t.find(needle, i + 1)
+    at = _first_line(t, lead)
+    if at is not None:
+        found.setdefault(at, 2 if t.startswith(b"\r\n", at) else 1)
+    # A CRLF whose LF has not arrived yet: a break all the same (the LF will join it).
+    if t.endswith(_LINE[:-1] + b"\r"):
+        found.setdefault(len(t) - 1, 1)
+    return sorted(found.items())
+
+
+def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
+    """The wrapped base64 blocks of ``buf``, each reaching at most ``limit`` bytes past its
+    outermost breaks (no form is longer); ``lead``: base64 characters right before ``buf``."""
+    if (
+        _LINE not in buf.translate(_QUICK)
+        and _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None
+        and not buf.endswith(b"\r")
+    ):
+        return []
+    t = buf.translate(_TABLE)
+    breaks = _breaks(t, lead)
+    out: list[Block] = []
+    i = 0
+    while i < len(breaks):
+        group = [breaks[i]]
+        i += 1
+        while i < len(breaks):
+            pos, gap = group[-1]
+            nxt = breaks[i][0]
+            if nxt <= pos + gap or t.count(b"A", pos + gap, nxt) != nxt - pos - gap:
+                break
+            group.append(breaks[i])
+            i += 1
+        first, (last, gap) = group[0][0], group[-1]
+        lo = max(0, first - limit)
+        before = max(t.rfind(b".", lo, first), t.rfind(b"\n", lo, first), t.rfind(b"\r", lo, first))
+        after = _NOT_B64.search(t, last + gap, min(len(t), last + gap + limit))
+        end = after.start() if after else min(len(t), last + gap + limit)
+        out.append(Block(max(before + 1, lo), end, tuple(group)))
+    return out
+
+
+def join(buf: bytes, block: Block) -> bytes:
+    """The block's base64 without its line breaks."""
+    pieces, prev = [], block.start
+    for pos, gap in block.breaks:
+        pieces.append(buf[prev:pos])
+        prev = pos + gap
+    pieces.append(buf[prev : block.end])
+    return b"".join(pieces)
+
+
+def to_buf(block: Block, x: int) -> int:
+    """Offset in the buffer of offset ``x`` of the joined block."""
+    pos = block.start + x
+    for at, gap in block.breaks:
+        if pos < at:
+            break
+        pos += gap
+    return pos
+
+
+def lead_before(buf: bytes, cut: int, lead: int) -> int:
+    """How many base64 characters end at ``cut`` (up to MIN_WIDTH), ``lead`` those before buf."""
+    lo = max(0, cut - MIN_WIDTH)
+    t = buf[lo:cut].translate(_TABLE)
+    other = max(t.rfind(b"."), t.rfind(b"\r"), t.rfind(b"\n"))
+    if other >= 0:
+        return len(t) - other - 1
+    return min(MIN_WIDTH, len(t) + (lead if lo == 0 else 0))
