@@ -129,3 +129,48 @@ def test_url_helpers() -> None:
     assert url_password("https://example.com/x") is None
     assert url_password("not a url") is None
     assert mask_url("redis://:tok@h:6379/0") == "redis://:****@h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("value", "passwords"),
+    [
+        ("postgres://u:p%2Dw-0rd@h/db", ["p-w-0rd", "p%2Dw-0rd"]),
+        ("redis://:first-1@a,redis://:second-2@b", ["first-1", "second-2"]),
+        ("redis://:pa#ss?wo/rd@cache:6379/0", ["pa#ss?wo/rd"]),
+        ("https://u:p@ss-word@host/x", ["p@ss-word", "p"]),
+        ("host=db user=app password=libpq-pw dbname=x", ["libpq-pw"]),
+        ("host=db password='a b\\'c' dbname=x", ["a b\\'c", "a b'c"]),
+        ("jdbc:postgresql://db/app?user=a&password=jd%23bc&ssl=1", ["jd#bc", "jd%23bc"]),
+        ("Server=db;Uid=a;Pwd=odbc-pw;", ["odbc-pw"]),
+        ("https://example.com/a@b", []),
+        ("set the password later", []),
+    ],
+)
+def test_embedded_passwords_are_found_however_they_are_written(
+    value: str, passwords: list[str]
+) -> None:
+    """URL userinfo (several, unencoded #?/), libpq, JDBC and ODBC passwords are all found."""
+    from oneoff._embedded import embedded_passwords
+
+    assert embedded_passwords(value) == passwords
+
+
+def test_not_secret_exempts_a_pattern_match_and_its_value(tmp_path: Path) -> None:
+    """A not_secret name is neither a secret nor searched for embedded passwords."""
+    p = project(
+        tmp_path,
+        'config = [{ dotenv = ".env" }]\nnot_secret = ["SORT_KEY", "HELP_KEY"]\n',
+        {".env": "SORT_KEY=id\nCACHE_KEY=users\nHELP_KEY=password=x\n"},
+    )
+    env = build(p)
+    assert "SORT_KEY" not in env.secret_keys
+    assert "CACHE_KEY" in env.secret_keys  # not exempt: still a secret by its name
+    assert set(env.secret_values()) == {"CACHE_KEY"}
+
+
+def test_a_name_both_secret_and_not_secret_is_refused(tmp_path: Path) -> None:
+    """Listing a name in both secrets and not_secret is a manifest error, not a silent choice."""
+    from oneoff.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="both secrets and not_secret"):
+        project(tmp_path, 'secrets = ["A_KEY"]\nnot_secret = ["A_KEY"]\n')

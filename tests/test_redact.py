@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from oneoff._redact import Redactor, forms_of
+from oneoff._redact_forms import _b64_cores
 from oneoff._redact_forms import forms as _forms
 from oneoff.errors import SecretError
 
@@ -427,3 +428,42 @@ def test_a_fresh_redactor_shares_the_automaton_not_the_stream() -> None:
     assert second.redact(b"a hunter2-secret b") == b"a [REDACTED:TOKEN] b"
     shown += first.feed(b"-secret") + first.flush()
     assert shown == b"x" * 100 + b"[REDACTED:TOKEN]"
+
+
+def test_a_low_entropy_secret_is_redacted_only_as_a_whole_word() -> None:
+    """'postgres' is redacted where it stands alone, not inside 'postgresql' or 'postgres1x'."""
+    redactor = Redactor({"PW": "postgres"})
+    assert redactor.redact(b"postgresql://postgres@h pw=postgres.") == (
+        b"postgresql://[REDACTED:PW]@h pw=[REDACTED:PW]."
+    )
+    assert redactor.redact(b"postgres1x") == b"postgres1x"
+    assert redactor.redact(b"cG9zdGdyZXM=") == b"[REDACTED:PW]"  # base64 still matches
+
+
+def test_a_quiet_stream_shows_at_most_three_held_bytes_and_keeps_matching() -> None:
+    """After a pause a held end of <= 3 bytes shows; the rest of the secret is still redacted."""
+    redactor = Redactor({"TOKEN": "sk_live_0123456789"})
+    assert redactor.feed(b"key: sk_") + redactor.release() == b"key: "
+    assert redactor.release_quiet() == b"sk_"
+    assert redactor.feed(b"live_0123456789 ok") + redactor.flush() == b"[REDACTED:TOKEN] ok"
+    redactor = Redactor({"TOKEN": "sk_live_0123456789"})
+    assert redactor.feed(b"key: sk_live") + redactor.release() == b"key: "
+    assert redactor.release_quiet() == b""  # most of a secret's start: held
+    assert redactor.feed(b"_0123456789 ok") + redactor.flush() == b"[REDACTED:TOKEN] ok"
+
+
+def test_base64_wrapped_at_any_width_from_64_is_redacted_at_every_phase() -> None:
+    """A secret inside base64 wrapped at 64 or 76 columns is found wherever the lines break."""
+    value = "wrapped-secret-\u00e9-value"
+    redactor = Redactor({"K": value})
+    for width in (64, 76, 100):
+        for pad in range(0, width + 3):
+            text = base64.b64encode(b"x" * pad + value.encode() + b"tail-bytes").decode()
+            lines = "\n".join(text[i : i + width] for i in range(0, len(text), width))
+            for crlf in (False, True):
+                data = (lines.replace("\n", "\r\n") if crlf else lines).encode()
+                out = redactor.redact(b"-----BEGIN-----\n" + data + b"\n-----END-----\n")
+                assert b"[REDACTED:K]" in out, (width, pad, crlf)
+                joined = out.replace(b"\r", b"").replace(b"\n", b"")
+                for core, _, _ in _b64_cores(value.encode()):
+                    assert core not in joined, (width, pad, crlf)

@@ -61,6 +61,8 @@ class Materialized:
     values: Mapping[str, str]
     origin: Mapping[str, str]
     secret_keys: frozenset[str]
+    # ``not_secret`` names: their values are not searched for embedded passwords either.
+    plain_keys: frozenset[str] = frozenset()
 
     def secret_values(self) -> dict[str, str]:
         """Every secret that must never be shown: secret keys' values, embedded passwords.
@@ -72,7 +74,7 @@ class Materialized:
 
         secrets = {k: v for k, v in self.values.items() if k in self.secret_keys and v}
         for key, value in self.values.items():
-            if key in self.secret_keys:
+            if key in self.secret_keys or key in self.plain_keys:
                 continue
             for i, password in enumerate(embedded_passwords(value)):
                 secrets[f"{key}:password{i + 1 if i else ''}"] = password
@@ -202,7 +204,10 @@ def materialize(
             raise ValueError(f"run variable {key} must start with ONEOFF_")
         put(key, value, "oneoff run")
     secret_keys = frozenset(k for k in values if is_secret_key(env, k))
-    return Materialized(values=values, origin=origin, secret_keys=secret_keys)
+    plain_keys = frozenset(k for k in env.not_secret if k in values)
+    return Materialized(
+        values=values, origin=origin, secret_keys=secret_keys, plain_keys=plain_keys
+    )
 
 
 def read_source(project: Project, source: ConfigSource, shell: Mapping[str, str]) -> dict[str, str]:

@@ -197,7 +197,12 @@ def build_plan(
 def _with_secret_param(env: Materialized, name: str, value: str) -> Materialized:
     values = {**env.values, name: value}
     origin = {**env.origin, name: "secret param"}
-    return Materialized(values=values, origin=origin, secret_keys=env.secret_keys | {name})
+    return Materialized(
+        values=values,
+        origin=origin,
+        secret_keys=env.secret_keys | {name},
+        plain_keys=env.plain_keys - {name},
+    )
 
 
 def _expand_procfile_vars(task: str, argv: list[str], env: Materialized) -> list[str]:
