@@ -128,9 +128,9 @@ def _notifier(value: Any, where: str) -> Notifier:
 
 
 def _parse(root: Path, where: str, table: Mapping[str, Any]) -> AccessConfig:
-    unknown = set(table) - {"signers", "policies", "approval_ttl", "break_glass"}
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(table, {"signers", "policies", "approval_ttl", "break_glass"}, where)
     paths = {}
     for key, default in (("signers", "people/allowed_signers"), ("policies", "policies")):
         value = table.get(key, default)
@@ -147,9 +147,9 @@ def _parse(root: Path, where: str, table: Mapping[str, Any]) -> AccessConfig:
 
 
 def _rule(raw: Mapping[str, Any], where: str, allowed: set[str]) -> None:
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(raw, allowed, where)
     quorum = raw.get("quorum")
     if not isinstance(quorum, int) or isinstance(quorum, bool) or not 1 <= quorum <= 20:
         raise ManifestError(f"{where}: quorum must be a whole number from 1 to 20")

@@ -220,9 +220,9 @@ def _str_list(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(table, allowed, where)
 
 
 def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
@@ -237,6 +237,7 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
         from oneoff._store.select import validate_store_table
 
         validate_store_table(str(path), data["store"])
+    _check_keys(_table(data.get("audit"), f"{path}: [audit]"), {"output_cap"}, f"{path}: [audit]")
     from oneoff._release.settings import validate_release_tables
 
     validate_release_tables(path, data)

@@ -74,9 +74,9 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         raise ManifestError(f"{ctx}: name must match {NAME_RE.pattern}")
     if not isinstance(raw, dict):
         raise ManifestError(f'{ctx}: must be a table like {{ type = "string" }}')
-    unknown = set(raw) - _KNOWN_KEYS
-    if unknown:
-        raise ManifestError(f"{ctx}: unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(raw, _KNOWN_KEYS, ctx)
     ptype = raw.get("type", "string")
     if ptype not in PARAM_TYPES:
         raise ManifestError(f"{ctx}: type must be one of {', '.join(PARAM_TYPES)}")

@@ -108,9 +108,9 @@ def validate_release_tables(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def _keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(table, allowed, where)
 
 
 def _str_list(value: Any, where: str) -> list[str]:

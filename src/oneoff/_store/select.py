@@ -28,9 +28,9 @@ def validate_store_table(where: str, table: object) -> None:
     """Check ``[store]``: a table with at most a ``url`` naming a PostgreSQL database."""
     if not isinstance(table, dict):
         raise ManifestError(f"{where}: [store] must be a table")
-    unknown = set(table) - {"url"}
-    if unknown:
-        raise ManifestError(f"{where}: [store] unknown key(s) {', '.join(sorted(unknown))}")
+    from oneoff._keys import check_keys
+
+    check_keys(table, {"url"}, f"{where}: [store]")
     url = table.get("url")
     if url is not None and (not isinstance(url, str) or not url.startswith(SCHEMES)):
         raise ManifestError(f"{where}: [store] url must be a postgresql:// URL")
