@@ -195,9 +195,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     app = app_from(args)
     out = sys.stdout
     count, last = 0, args.since
+    if args.format == "ocsf":
+        import socket
+
+        from oneoff._audit.ocsf import to_ocsf
+        from oneoff._version import __version__
+
+        host = socket.gethostname()
     for event in app.audit.events(since=args.since, run_id=args.run, kind=args.kind):
+        line = event.to_json()
+        if args.format == "ocsf":
+            line = to_ocsf(event, hostname=host, version=__version__)
         # ensure_ascii: one line per event whatever the event holds; `body` stays exact.
-        out.write(json.dumps(event.to_json(), sort_keys=True, ensure_ascii=True) + "\n")
+        out.write(json.dumps(line, sort_keys=True, ensure_ascii=True) + "\n")
         count, last = count + 1, event.seq
     out.flush()
     app.audit.append(

@@ -69,7 +69,13 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         help="the event's exported JSON line: also check it is the proven event",
     )  # fmt: skip
     cmd = action("export", "cmd_export", "write the events, with their hashes, one a line")
-    cmd.add_argument("--format", choices=["jsonl"], default="jsonl")
+    cmd.add_argument(
+        "--format",
+        choices=["jsonl", "ocsf"],
+        default="jsonl",
+        help="jsonl: the events as stored, with their hashes (default); ocsf: one OCSF 1.3 "
+        "event a line (runs as Process Activity, the rest as API Activity) for a SIEM",
+    )
     cmd.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
     cmd.add_argument("--run", metavar="RUN", help="only this run's events")
     cmd.add_argument("--kind", metavar="KIND", help="only events of this kind")
