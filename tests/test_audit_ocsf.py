@@ -74,4 +74,3 @@ def test_ocsf_export_validates_against_published_field_names(
         original = json.loads(line)
         assert event["metadata"]["uid"] == str(original["seq"])
         assert event["unmapped"]["oneoff"]["hash"] == original["hash"]
-
