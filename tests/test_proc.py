@@ -244,6 +244,51 @@ def test_forwarded_sigterm_escalates_to_sigkill_after_grace(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
+def test_a_second_sigint_escalates_to_sigterm(tmp_path: Path) -> None:
+    """A task that shrugs off SIGINT gets SIGTERM at the second Ctrl-C, long before the grace."""
+    task = """
+        import signal, sys, time
+        signal.signal(signal.SIGINT, lambda signum, frame: open("interrupted", "w").close())
+        def on_term(signum, frame):
+            open("marker", "w").write(str(signum))
+            sys.exit(143)
+        signal.signal(signal.SIGTERM, on_term)
+        open("ready", "w").close()
+        time.sleep(300)
+    """
+    runner = start_runner(task, tmp_path, grace=120)
+    assert wait_for((tmp_path / "ready").exists, 20)
+    runner.send_signal(signal.SIGINT)
+    assert wait_for((tmp_path / "interrupted").exists, 20)  # one at a time: signals merge
+    runner.send_signal(signal.SIGINT)
+    out, _ = runner.communicate(timeout=30)
+    result = json.loads(out)
+    assert (tmp_path / "marker").read_text() == str(int(signal.SIGTERM))
+    assert result["status"] == "cancelled"
+    assert result["exit_code"] == 143
+
+
+@pytest.mark.timeout(60)
+def test_an_ignored_sigint_escalates_after_grace_to_sigterm_then_sigkill(tmp_path: Path) -> None:
+    """A task ignoring SIGINT and SIGTERM is SIGTERMed one grace after the SIGINT, then
+    SIGKILLed one grace later: a single Ctrl-C still ends it."""
+    task = """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open("ready", "w").close()
+        time.sleep(300)
+    """
+    runner = start_runner(task, tmp_path, grace=0.5)
+    assert wait_for((tmp_path / "ready").exists, 20)
+    runner.send_signal(signal.SIGINT)
+    out, _ = runner.communicate(timeout=30)
+    result = json.loads(out)
+    assert result["status"] == "cancelled"
+    assert result["signal"] == signal.SIGKILL
+
+
+@pytest.mark.timeout(60)
 def test_child_dies_with_the_runner(tmp_path: Path) -> None:
     """When the runner is SIGKILLed, the task it was running is killed too (PDEATHSIG)."""
     task = """

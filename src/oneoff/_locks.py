@@ -166,6 +166,13 @@ class Lease:
         with self.app.store.tx():
             self.app.store.drop_locks(self.run_id)
 
+    def abandon(self) -> None:
+        """Stop renewing but keep the locks: the run's processes could not be confirmed
+        gone. Once this runner exits, the next oneoff command kills what is left and
+        frees the locks only when nothing of the run is alive (``reap_locks``)."""
+        self._stop.set()
+        self._thread.join()
+
 
 def _signal_run(run_id: str, signum: int, skip: Sequence[int] = ()) -> list[int]:
     """Signal the process groups of this runner's children that belong to ``run_id``.
@@ -268,11 +275,19 @@ def acquire(
         time.sleep(POLL)
 
 
-def reap_locks(app: App) -> list[str]:
-    """Free the locks of dead runners (and expired leases elsewhere); mark their runs lost."""
+def reap_locks(app: App, emptied: dict[str, bool] | None = None) -> list[str]:
+    """Free the locks of dead runners (and expired leases elsewhere); mark their runs lost.
+
+    A dead runner's lock goes only once its run's process tree (oneoff._contain) is killed
+    and confirmed empty; ``emptied`` caches that per run id. A lease of a runner on another
+    machine goes once expired: that runner's renewer stops its task when it notices.
+    """
+    from oneoff._contain import RunTree
+
     store = app.store
     now = _now()
     freed = []
+    emptied = {} if emptied is None else emptied
     for lock in store.lock_holders():
         try:
             run = store.get_run(lock.run_id)
@@ -283,6 +298,11 @@ def reap_locks(app: App) -> list[str]:
         expired = _dt.datetime.fromisoformat(lock.expires_at.replace("Z", "+00:00")) < now
         if alive is True or (alive is None and not expired):
             continue
+        if alive is False:
+            if lock.run_id not in emptied:
+                emptied[lock.run_id] = RunTree.find(lock.run_id).stop()
+            if not emptied[lock.run_id]:
+                continue  # something of the run still lives: the lock stays held
         with store.tx():
             dropped = store.drop_locks(lock.run_id, [lock.name])
             marked = bool(run) and store.mark_lost(lock.run_id, ended_at=_iso(now))

@@ -10,20 +10,31 @@ from typing import IO, TYPE_CHECKING, Any
 from oneoff._after import after_reply
 from oneoff._app import App
 from oneoff._clock import utc_iso
-from oneoff._identity import os_user
-from oneoff._liveness import host_id, process_token, runner_alive
+from oneoff._liveness import host_id, process_token
 from oneoff._plan import Plan, build_plan
+from oneoff._reap import reap_lost_runs
 from oneoff._record import dataclass, field
 from oneoff._store.interface import RunRecord, RunStatus
 from oneoff.errors import UsageError
 
 if TYPE_CHECKING:
+    from oneoff._auth.grant import Grant
+    from oneoff._contain import RunTree
     from oneoff._executor.interface import Executor
     from oneoff._identity import Signer
     from oneoff._proc import ProcessResult
+    from oneoff._redact import Redactor
     from oneoff._release.stage import Checked
 
-__all__ = ["RunOutcome", "RunRequest", "exit_code_for", "make_plan", "new_run_id", "run_task"]
+__all__ = [
+    "RunOutcome",
+    "RunRequest",
+    "exit_code_for",
+    "make_plan",
+    "new_run_id",
+    "reap_lost_runs",
+    "run_task",
+]
 
 EXIT_TIMED_OUT = 124
 
@@ -119,26 +130,6 @@ def require_confirmation(plan: Plan, confirm: str | None, ask: Callable[[str], s
         raise UsageError(f"confirmation {confirm.strip()!r} does not match {name!r}; nothing ran")
 
 
-def reap_lost_runs(app: App) -> list[str]:
-    """Mark runs whose runner died (SIGKILL, power loss) as lost instead of running forever."""
-    lost = []
-    store = app.store
-    for run in store.running_runs():
-        if runner_alive(run.runner_host, run.runner_pid, run.runner_token) is False:
-            with store.tx():
-                marked = store.mark_lost(run.id, ended_at=now())
-            if marked:
-                lost.append(run.id)
-                audit_run(
-                    app, "run.lost", run, actor=os_user(),
-                    payload={"runner_pid": run.runner_pid, "started_at": run.started_at},
-                )  # fmt: skip
-    from oneoff._locks import reap_locks
-
-    reap_locks(app)  # [stage: lock] leases of dead runners, and expired ones elsewhere
-    return lost
-
-
 def audit_run(
     app: App, kind: str, run: RunRecord, *, actor: str, payload: Mapping[str, Any]
 ) -> None:
@@ -203,7 +194,7 @@ def run_task(
         executor = LocalExecutor()
 
     # [stage: output] redactors first: a secret too short to redact refuses the run here.
-    from oneoff._output import OutputRecorder, build_redactors, output_cap
+    from oneoff._output import build_redactors, output_cap
 
     redactors = build_redactors(plan)
     cap = output_cap(app.project.section("audit"))
@@ -239,9 +230,44 @@ def run_task(
         "executor": executor.name,
         **drift,
     }
+    from oneoff._proc import hold_signals
+
+    # From the run's row on, a SIGTERM must not end oneoff before the run is recorded as
+    # ended: held until the task's handlers are in place (see hold_signals).
+    with hold_signals():
+        result = _execute_and_record(
+            app, run, plan, executor, redactors, cap, stdout, stderr, grant, started_payload
+        )
+    # [stage: record] sign a checkpoint: after the reply under the daemon (see _after).
+    after_reply(app.audit.checkpoint_or_warn)
+    run = store.get_run(run.id)
+    return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))
+
+
+def _execute_and_record(
+    app: App,
+    run: RunRecord,
+    plan: Plan,
+    executor: Executor,
+    redactors: Mapping[int, Redactor],
+    cap: int,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    grant: Grant,
+    started_payload: Mapping[str, Any],
+) -> ProcessResult:
+    """Record the run, execute it in its own process tree, record how it ended; the locks
+    go only once nothing of the run is alive."""
+    from oneoff._contain import RunTree
+    from oneoff._output import OutputRecorder
+
+    store = app.store
+    principal = run.principal
     with store.tx():  # the run and its audit event land together, before anything runs
         store.create_run(run)
         audit_run(app, "run.started", run, actor=principal, payload=started_payload)
+    # Its cgroup is named after the run: a later command finds it from the row alone.
+    tree = RunTree.new(run.id)
 
     env = dict(plan.env.values)
     env.update(
@@ -266,7 +292,7 @@ def run_task(
     status: RunStatus = "failed"
     exit_code: int | None = None
     try:
-        result = executor.execute(plan, env, on_output, stdin_data=plan.stdin_data())
+        result = executor.execute(plan, env, on_output, stdin_data=plan.stdin_data(), tree=tree)
         status = result.status
         exit_code = result.exit_code
         if grant.lease is not None and grant.lease.lost:
@@ -299,9 +325,21 @@ def run_task(
                 )  # fmt: skip
                 audit_run(app, "run.finished", run, actor=principal, payload=finished)
         finally:
-            # [stage: record] release locks; checkpoint the audit log.
-            grant.end()
-        # [stage: record] sign a checkpoint: after the reply under the daemon (see _after).
-        after_reply(app.audit.checkpoint_or_warn)
-    run = store.get_run(run.id)
-    return RunOutcome(run=run, result=result, exit_code=exit_code_for(result))
+            # [stage: record] release locks, once nothing of the run is alive.
+            _end_tree(run, tree, grant)
+    return result
+
+
+def _end_tree(run: RunRecord, tree: RunTree, grant: Grant) -> None:
+    # Normally the executor killed the tree with the task and this only confirms it.
+    empty = tree.stop(marks=False)
+    if not empty:
+        from oneoff._log import log
+
+        log(
+            "run.tree_alive",
+            f"run {run.id}: processes still alive after SIGKILL; its locks stay held",
+            level="warning",
+            hint="the next oneoff command frees them once those processes are gone",
+        )
+    grant.end(release=empty)

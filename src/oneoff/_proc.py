@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from oneoff._proctree import (
@@ -48,7 +48,9 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, Literal
 
-__all__ = ["OutputSink", "ProcessResult", "resolve_command", "run_process"]
+    from oneoff._contain import RunTree
+
+__all__ = ["OutputSink", "ProcessResult", "hold_signals", "resolve_command", "run_process"]
 
 OutputSink = Callable[[int, bytes], None]
 """Receives ``(fd, chunk)`` with fd 1 (stdout, or the pty) or 2 (stderr), in order per fd."""
@@ -58,8 +60,13 @@ _CHUNK = 64 * 1024
 # and how long we then wait for the pipes to reach EOF before giving up on them.
 _DRAIN_SECONDS = 1.0
 _REAP_SECONDS = 2.0
+# A sink with a ``tick()`` method (oneoff._output.OutputRecorder) has it called this often
+# while the task runs, output or not: what was shown is then stored within a bounded time.
+TICK_SECONDS = 0.25
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _LINUX = sys.platform.startswith("linux")
+# Signals hold_signals() keeps pending, except while run_process has its handlers in place.
+_held: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,32 @@ class ProcessResult:
     """The signal that ended the child, if one did."""
     duration: float
     """Seconds from spawn until the child exited."""
+
+
+@contextlib.contextmanager
+def hold_signals() -> Iterator[None]:
+    """Keep SIGINT, SIGTERM, SIGHUP and SIGQUIT pending (blocked) inside, except while a
+    run_process call has its own handlers in place; on leaving, what is still pending is
+    delivered as it would have been.
+
+    Why: between committing a run's row and run_process installing its handlers, a
+    SIGTERM would kill oneoff and leave the run ``running`` with no task. Held, it reaches
+    run_process's handlers (the task is then stopped and the run recorded ``cancelled``),
+    or, should the task never start, arrives once the run is recorded.
+    """
+    global _held
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or _held:
+        yield  # only the main thread gets signals in Python; nested: the outer one holds
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    _held = frozenset(set(_FORWARDED) - old)
+    try:
+        yield
+    finally:
+        _held = frozenset()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def resolve_command(command: str, env: Mapping[str, str], cwd: str) -> str:
@@ -120,6 +153,7 @@ def run_process(
     on_output: OutputSink,
     stdin_data: bytes | None = None,
     interactive: bool = False,
+    tree: RunTree | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion and say how it ended; every output byte goes to on_output.
 
@@ -129,6 +163,8 @@ def run_process(
     On timeout the process group gets SIGTERM, then SIGKILL ``grace`` seconds later.
     SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the runner are forwarded to the group; a
     forwarded SIGTERM is also escalated to SIGKILL after ``grace`` seconds.
+    ``tree`` (see oneoff._contain) is where the task is started and what is killed with
+    it; the caller confirms it empty.
     """
     if not argv:
         raise ExecError("empty command")
@@ -138,7 +174,7 @@ def run_process(
     if not os.path.isdir(workdir):
         raise ExecError(f"working directory does not exist: {workdir}")
     executable = resolve_command(argv[0], env, workdir)
-    run = _Run(grace, on_output)
+    run = _Run(grace, on_output, tree)
     try:
         return run.execute(
             list(argv), executable, dict(env), workdir, timeout, stdin_data, interactive
@@ -150,8 +186,9 @@ def run_process(
 class _Run:
     """The state of one run_process call; always ``close()``d."""
 
-    def __init__(self, grace: float, on_output: OutputSink) -> None:
+    def __init__(self, grace: float, on_output: OutputSink, tree: RunTree | None) -> None:
         self.grace = grace
+        self.tree = tree
         self.on_output = on_output
         self.fds: list[int] = []  # every fd we own, closed in close()
         self.outputs: dict[int, int] = {}  # open read fd -> fd number reported to on_output
@@ -159,6 +196,7 @@ class _Run:
         self.exited_at: float | None = None
         self.received: list[int] = []
         self.forwarded = 0
+        self.int_at: float | None = None  # when the first SIGINT was forwarded
         self.old_handlers: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
         self.wake_r = -1
         self.wake_w = -1
@@ -221,19 +259,20 @@ class _Run:
         start = time.monotonic()
         try:
             # argv list and a resolved executable: no shell is ever involved.
-            self.proc = subprocess.Popen(
-                argv,
-                executable=executable,
-                env=env,
-                cwd=cwd,
-                close_fds=True,
-                preexec_fn=child_setup(os.getpid(), self.libc, interactive),
-                start_new_session=interactive,
-                process_group=None if interactive else 0,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-            )
+            with contextlib.nullcontext() if self.tree is None else self.tree.spawning():
+                self.proc = subprocess.Popen(
+                    argv,
+                    executable=executable,
+                    env=env,
+                    cwd=cwd,
+                    close_fds=True,
+                    preexec_fn=child_setup(os.getpid(), self.libc, interactive),
+                    start_new_session=interactive,
+                    process_group=None if interactive else 0,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
         except (OSError, subprocess.SubprocessError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ExecError(f"cannot execute {argv[0]}: {detail}") from exc
@@ -263,10 +302,15 @@ class _Run:
 
             deadline = None if timeout is None else start + timeout
             kill_at: float | None = None
-            killed = timed_out = False
+            killed = timed_out = escalated = False
             drain_until = 0.0
+            tick = getattr(self.on_output, "tick", None)
+            next_tick = start + TICK_SECONDS
             while True:
                 now = time.monotonic()
+                if tick is not None and now >= next_tick:
+                    tick()  # e.g. store output that is shown but not yet stored
+                    next_tick = now + TICK_SECONDS
                 self._forward_signals()
                 if self.exited_at is None and self._child_exited():
                     self.exited_at = now
@@ -280,16 +324,31 @@ class _Run:
                         timed_out = True
                         self._signal_all(signal.SIGTERM)
                         kill_at = now + self.grace
+                    # A task may handle SIGINT and go on, or ignore it: a second one, or the
+                    # grace period after the first, escalates to SIGTERM (then SIGKILL).
+                    interrupts = self.received.count(signal.SIGINT)
+                    term_at = None if self.int_at is None else self.int_at + self.grace
+                    if not escalated and (
+                        interrupts >= 2 or (term_at is not None and now >= term_at)
+                    ):
+                        escalated = True
+                        self._signal_all(signal.SIGTERM)
+                        kill_at = now + self.grace if kill_at is None else kill_at
                     if kill_at is None and signal.SIGTERM in self.received:
                         kill_at = now + self.grace  # like `docker stop`: SIGTERM, then SIGKILL
                     if kill_at is not None and now >= kill_at and not killed:
                         killed = True
                         self._signal_all(signal.SIGKILL)
-                    wakeups = [t for t in (deadline, None if killed else kill_at) if t is not None]
+                    pending_term = None if escalated else term_at
+                    timers = (deadline, None if killed else kill_at, pending_term)
+                    wakeups = [t for t in timers if t is not None]
                     wakeups = [t for t in wakeups if t > now]
                     wait = max(0.0, min(wakeups) - now) if wakeups else None
                     if pidfd < 0:
                         wait = 0.05 if wait is None else min(wait, 0.05)  # poll the child
+                if tick is not None:
+                    wait = max(0.0, next_tick - now) if wait is None else min(wait, next_tick - now)
+                    wait = max(wait, 0.0)
                 for key, events in sel.select(wait):
                     fd = int(key.fd)
                     if fd == self.wake_r:
@@ -431,6 +490,8 @@ class _Run:
         self._track(self.proc.pid)
         killpg(self.proc.pid, signum)
         self._signal_tracked(signum)
+        if signum == signal.SIGKILL and self.tree is not None:
+            self.tree.kill(marks=False)
         if signum == signal.SIGTERM:
             # A stopped process (e.g. SIGTTOU from touching the terminal) only sees SIGTERM
             # once continued.
@@ -438,6 +499,8 @@ class _Run:
             self._signal_tracked(signal.SIGCONT)
 
     def _kill_leftovers(self, pid: int) -> None:
+        if self.tree is not None:  # the kernel knows them all: cgroup.kill, or the mark
+            self.tree.kill(marks=False)
         # Descendants outside the group may fork faster than one pass sees them: repeat while
         # new ones keep appearing (bounded, a fork bomb must not keep us here).
         for _ in range(5):
@@ -500,8 +563,12 @@ class _Run:
             except ValueError:  # not the main thread: Python cannot catch signals here
                 return
             self.old_handlers[signum] = previous
+        if _held:  # what arrived since hold_signals() began reaches on_signal now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _held)
 
     def _restore_handlers(self) -> None:
+        if _held:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _held)
         for signum, previous in self.old_handlers.items():
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self.old_handlers.clear()
@@ -512,6 +579,8 @@ class _Run:
             self.forwarded += 1
             if self.proc is not None and self.exited_at is None:
                 killpg(self.proc.pid, signum)
+                if signum == signal.SIGINT and self.int_at is None:
+                    self.int_at = time.monotonic()
         if self.winch:
             self.winch = False
             copy_winsize(self.master)

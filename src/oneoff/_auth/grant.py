@@ -75,9 +75,14 @@ class Grant:
                 self.end()  # not announced, not run: give the locks back
                 raise
 
-    def end(self) -> None:
+    def end(self, *, release: bool = True) -> None:
+        """Release the locks (``release``: the run's processes are confirmed gone), or
+        leave them for the reaper."""
         if self.lease is not None:
-            self.lease.release()
+            if release:
+                self.lease.release()
+            else:
+                self.lease.abandon()
             self.lease = None
 
 

@@ -11,6 +11,7 @@ from oneoff._executor.interface import OutputSink
 from oneoff.errors import UsageError
 
 if TYPE_CHECKING:
+    from oneoff._contain import RunTree
     from oneoff._plan import Plan
     from oneoff._proc import ProcessResult
 
@@ -29,6 +30,7 @@ class LocalExecutor:
         on_output: OutputSink,
         *,
         stdin_data: bytes | None,
+        tree: RunTree | None = None,
     ) -> ProcessResult:
         from oneoff._proc import run_process
 
@@ -51,4 +53,5 @@ class LocalExecutor:
             on_output=on_output,
             stdin_data=stdin_data,
             interactive=interactive,
+            tree=tree,
         )

@@ -6,17 +6,40 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oneoff._app import App, open_app
 from oneoff._manifest import Task
-from oneoff.errors import ParamError, UsageError
+from oneoff.errors import OneoffError, ParamError, UsageError
+
+if TYPE_CHECKING:
+    from oneoff._store.interface import Store
 
 __all__ = ["app_from", "emit_json", "read_params", "terminal_safe"]
 
 
+class _ReapingApp(App):
+    """An app whose store, once opened, first puts down runs whose runner died."""
+
+    @property
+    def store(self) -> Store:
+        opening = self._store is None
+        store = super().store
+        if opening:
+            # Every command, `logs` and `audit verify` included: whatever a SIGKILLed
+            # runner left running is killed before anyone reads or takes its state.
+            from oneoff._log import log
+            from oneoff._reap import reap_lost_runs
+
+            try:
+                reap_lost_runs(self)
+            except OneoffError as exc:  # the command itself reports a broken store or log
+                log("run.reap_failed", f"could not record lost runs: {exc}", level="warning")
+        return store
+
+
 def app_from(args: argparse.Namespace) -> App:
-    app = open_app(args.app)
+    app = _ReapingApp(open_app(args.app).project)
     if app.project.broken_processes:
         from oneoff._log import log
 

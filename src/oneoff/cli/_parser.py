@@ -214,6 +214,10 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     _json(cmd)
 
     _add_daemon_commands(sub)
+    cmd = command(
+        "doctor", "oneoff.cli._doctor:cmd_doctor", "say what this machine lets oneoff guarantee"
+    )
+    _json(cmd)
     # [commands: release] oneoff release ..., oneoff keys ...
     add_release_commands(sub, _common, _env, _json)
     # [commands: audit] oneoff audit ..., oneoff logs ...
