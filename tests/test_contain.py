@@ -215,10 +215,11 @@ def test_output_shown_then_quiet_is_stored_before_a_sigkill(app: Path, env: dict
     runner = start("quiet", app, env)
     db = app / ".oneoff" / "state.db"
     until = time.monotonic() + 60
-    stored = 0
+    stored = False
     while time.monotonic() < until and not stored:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-            stored = conn.execute("SELECT count(*) FROM output_chunks").fetchone()[0]
+            stored = conn.execute("SELECT coalesce(sum(size), 0) FROM output_chunks")
+            stored = stored.fetchone()[0] >= len("one line, then quiet\n")
         time.sleep(0.05)
     kill_runner(runner)
     assert stored, "the line was shown but never stored"

@@ -172,9 +172,9 @@ class RunTree:
             return False  # gone: nothing can be in it
 
     def kill(self, *, marks: bool = True) -> None:
-        """SIGKILL the whole tree: the cgroup at once, then marked processes and their
-        groups and sessions (``marks``: a /proc scan, skipped on a runner's hot path
-        when its cgroup already holds everything)."""
+        """SIGKILL the whole tree: the cgroup at once, then (``marks``, a /proc scan) the
+        marked processes and the groups and sessions they lead. A live runner passes
+        ``marks=False``: as a subreaper it already reaches its task's descendants."""
         if self.cgroup is not None:
             inside = os.getpid() in _procs(self.cgroup)
             if not inside:  # never kill ourselves (a failed step back out of the cgroup)
@@ -183,7 +183,7 @@ class RunTree:
             else:
                 for pid in _procs(self.cgroup) - {os.getpid()}:
                     _kill_pid(pid)
-        if marks or self.cgroup is None:
+        if marks:
             mark, groups, sessions = _scan(self.run_id)
             for pid in sorted(_members_of(mark, groups, sessions)):
                 # Pin the pid, then check it is still one of the run's: a pid that ended
@@ -205,11 +205,10 @@ class RunTree:
         (uninterruptible sleep): then a lock of the run must stay held."""
         until = time.monotonic() + timeout
         delay = 0.005
+        marks = marks or self.cgroup is None  # without a cgroup, only the mark can confirm
         while True:
             self.kill(marks=marks)
-            empty = not self.populated() and not (
-                (marks or self.cgroup is None) and marked_processes(self.run_id)
-            )
+            empty = not self.populated() and not (marks and marked_processes(self.run_id))
             if empty:
                 self.remove()
                 return True
