@@ -110,6 +110,13 @@ TABLES: tuple[Table, ...] = (
                 'secret_patterns = ["*_DSN"]',
             ),
             Key(
+                "not_secret",
+                "list of strings",
+                "[]",
+                "variable names exempt from secret_patterns (never from secrets), such as SORT_KEY",
+                'not_secret = ["SORT_KEY"]',
+            ),
+            Key(
                 "protected",
                 "boolean",
                 "false",
