@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +20,6 @@ if TYPE_CHECKING:
 # A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
 # kill a runner by pid expect it in-process); tests/test_daemon.py starts its own.
 os.environ["ONEOFF_DAEMON"] = "off"
-# The operator's cache key (outside every app, see oneoff._userkey) goes to a scratch
-# state directory, never the developer's own ~/.local/state.
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="oneoff-test-state-")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "notes"
 
@@ -54,8 +50,9 @@ risk = "critical"
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Remembered audit checkpoints go to the session's own state directory, never the
-    developer's (each test's app is a store of its own there)."""
+    """Remembered audit checkpoints and the cache key (``oneoff._userkey``) go to the
+    session's own state directory, never the developer's (each test's app is a store of
+    its own there)."""
     saved = os.environ.get("XDG_STATE_HOME")
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
     yield

@@ -39,9 +39,9 @@ def test_each_purpose_and_app_has_its_own_key(state: Path, tmp_path: Path) -> No
     assert None not in keys
 
 
-@pytest.mark.parametrize("mode", [0o755, 0o770, 0o707])
-def test_a_directory_open_to_others_gives_no_key(state: Path, tmp_path: Path, mode: int) -> None:
-    """A state directory that others can enter or write is not trusted: no key, no cache."""
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777])
+def test_a_directory_others_can_write_gives_no_key(state: Path, tmp_path: Path, mode: int) -> None:
+    """A state directory that others can write is not trusted: no key, no cache."""
     state.mkdir(parents=True)
     state.chmod(mode)
     _userkey._keys.clear()
@@ -63,3 +63,12 @@ def test_a_symlinked_or_loose_key_file_gives_no_key(state: Path, tmp_path: Path)
     key.symlink_to(elsewhere)
     _userkey._keys.clear()
     assert _userkey.cache_key("statcache", tmp_path) is None
+
+
+def test_a_directory_others_can_only_read_is_fine(state: Path, tmp_path: Path) -> None:
+    """A 0755 state directory (as ``mkdir -p`` leaves a parent) still holds the key."""
+    state.mkdir(parents=True)
+    state.chmod(0o755)
+    _userkey._keys.clear()
+    assert _userkey.cache_key("statcache", tmp_path) is not None
+    assert stat.S_IMODE((state / "cache.key").stat().st_mode) == 0o600

@@ -5,9 +5,10 @@ authenticates it. A key kept beside the cache protects against nothing: whoever 
 ``.oneoff/`` (a shared bastion's group, a careless ``chmod``) reads or replaces it, then
 forges entries (invented approvers, a deny turned into an allow, a modified file vouched
 for). So the key lives in the OS user's own state directory, ``$XDG_STATE_HOME/oneoff``
-(default ``~/.local/state/oneoff``): a directory this user owns with mode 0700 and a 0600
-file, both checked on every use. Each cache gets its own subkey, bound to the app's real
-path, so a cache file copied from another app or another purpose does not verify.
+(default ``~/.local/state/oneoff``): a directory this user owns (made 0700) and a 0600
+file, both checked on every use: nobody else may write the directory or read the file.
+Each cache gets its own subkey, bound to the app's real path, so a cache file copied from
+another app or another purpose does not verify.
 
 When no such directory can be had (no home, someone else's directory, loose modes),
 ``cache_key`` returns None and callers fall back to recomputing: slower, never weaker.
@@ -46,14 +47,20 @@ def user_state_dir() -> Path | None:
 
 
 def _ours(st: os.stat_result, kind: int) -> bool:
-    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    """Ours, of this kind, and nobody else may change it (a key file: nor read it).
+
+    A directory others may read but not write (0755, as ``mkdir -p`` leaves a parent) is
+    fine, as for ssh's StrictModes: the key file's own 0600 keeps it secret.
+    """
+    loose = 0o077 if kind == stat.S_IFREG else 0o022
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & loose
 
 
 def private_dir(*parts: str) -> Path | None:
     """A directory under the user state dir that only this user can enter, made if need be.
 
-    None when it cannot be made or is not ours alone (a symlink, another owner, mode
-    open to group or others): the caller must then not rely on it.
+    None when it cannot be made or is not ours alone (a symlink, another owner, writable
+    by group or others): the caller must then not rely on it.
     """
     base = user_state_dir()
     if base is None:

@@ -70,6 +70,11 @@ class Gate:
         if cached is not None:
             return Signers([person_from_json(p) for p in cached.values()], source=str(path))
         signers = Signers.parse(self.files.signers_text(), source=str(path))
+        if signers.skipped:
+            from oneoff._log import log
+
+            for reason in signers.skipped:
+                log("signers.line_skipped", reason, level="warning")
         people = {base64.b64encode(p.public_key).decode(): person_to_json(p) for p in signers}
         self.signer_cache.put_signers(str(digest), people)
         self.signer_cache.save()
