@@ -287,3 +287,37 @@ def test_sigterm_between_the_run_row_and_the_handlers_cancels_the_run(
     assert done.stdout.splitlines()[-1] == "status cancelled"
     runs = json.loads(oneoff(["runs", "--json"], app, env).stdout)
     assert [r["status"] for r in runs] == ["cancelled"]
+
+
+def test_left_over_run_cgroups_are_swept_when_a_run_starts() -> None:
+    """An empty run cgroup left by a runner that died unreaped is removed when the next run's
+    cgroup is made; a fresh one (not yet holding its task) is kept."""
+    base = capability().base
+    if base is None:
+        pytest.skip("no writable cgroup v2 here")
+    stale = os.path.join(base, f"rstale{os.getpid()}")
+    fresh = os.path.join(base, f"rfresh{os.getpid()}")
+    for path in (stale, fresh):
+        os.mkdir(path)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    tree = RunTree.new(f"rnew{os.getpid()}")
+    try:
+        assert not os.path.exists(stale)
+        assert os.path.isdir(fresh)
+    finally:
+        for path in (stale, fresh):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        tree.remove()
+
+
+def test_doctor_reports_this_machines_containment() -> None:
+    """`oneoff doctor` says which containment runs get here, the same the runner uses."""
+    done = subprocess.run([ONEOFF, "doctor", "--json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert checks["containment"]["ok"] is (capability().method == "cgroup2")
+    text = subprocess.run([ONEOFF, "doctor"], capture_output=True, text=True, timeout=60).stdout
+    assert "containment" in text
+    assert ("cgroup v2" in text) is (capability().method == "cgroup2")

@@ -37,6 +37,10 @@ __all__ = ["Capability", "RunTree", "capability", "marked_processes"]
 
 _LINUX = sys.platform.startswith("linux")
 STOP_SECONDS = 5.0  # how long killed processes get to be gone before we say they are not
+# A run cgroup empty and older than this is left over (its runner was SIGKILLed and nobody
+# opened its app since): removed when the next run starts. A new one is empty only for the
+# moment between its mkdir and its task's spawn.
+STALE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class RunTree:
         base = capability().base
         if base is None:
             return cls(run_id, None)
+        _sweep(base)
         path = os.path.join(base, run_id)
         try:
             os.mkdir(path, 0o755)
@@ -224,6 +229,19 @@ class RunTree:
         for root, _dirs, _files in os.walk(self.cgroup, topdown=False):
             with contextlib.suppress(OSError):
                 os.rmdir(root)
+
+
+def _sweep(base: str) -> None:
+    """Remove left-over run cgroups (see STALE_SECONDS): rmdir fails on one that still
+    holds a process or a cgroup of its own, so only empty ones go."""
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(base) as entries:
+        for entry in entries:
+            if not entry.name.startswith("r") or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                    os.rmdir(entry.path)
 
 
 def _write(directory: str, name: str, value: str) -> None:

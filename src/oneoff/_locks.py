@@ -3,8 +3,10 @@
 A run holds every lock its task declares, all or none (taking them one by one could
 deadlock two runs that each got half). A lease is renewed every ``RENEW_EVERY`` seconds
 by a daemon thread; a runner killed with SIGKILL stops renewing, and the next oneoff
-command frees its locks and marks its run ``lost``: at once on the same machine (the
-runner's pid is gone), after ``LEASE`` seconds from another one.
+command frees its locks and marks its run ``lost``: on the same machine once the run's
+process tree is killed and confirmed empty (oneoff._contain), for a lock is a promise that
+nobody else touches the resource; from another machine, ``LEASE`` seconds after the last
+renewal.
 
 The other side of that rule: a runner that cannot renew (paused past its lease, or cut
 off from the store) may have lost its locks to another run, so it stops its own task

@@ -14,6 +14,12 @@ Design (Linux first, POSIX elsewhere):
   init. When the task has to be stopped, or once it has exited, everything still alive in
   its process group, its process tree (``/proc/<pid>/task/*/children``) and those adopted
   orphans is killed and reaped: a one-off process leaves nothing behind.
+* Given the run's ``RunTree`` (oneoff._contain), the child is born in the run's own cgroup
+  v2 where one can be made, and ``cgroup.kill`` ends everything in it with the task: the
+  kernel, not our view of /proc, says what belongs to the run, also for whoever reaps a
+  run whose runner was SIGKILLed.
+* SIGINT is forwarded; a second one, or the grace period after the first, escalates to
+  SIGTERM and then SIGKILL, as a forwarded SIGTERM does.
 * Output is read from non-blocking pipes (or the pty master) with a selector, in chunks of
   at most 64 KiB handed straight to ``on_output``; nothing is accumulated.
 """
