@@ -81,6 +81,22 @@ def batched(store: Store, n: int, batch: int = 50) -> float:
     return n / (time.perf_counter() - start)
 
 
+def disk_fsyncs(directory: Path, n: int = 200) -> float:
+    """Raw 4 KiB write + fdatasync per second in ``directory``: the ceiling for any store
+    committing one event at a time (printed so a loaded machine's figures can be read)."""
+    import os
+
+    fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            os.pwrite(fd, b"x" * 4096, (i % 16) * 4096)
+            os.fdatasync(fd)
+        return n / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+
+
 def median_of(rounds: int, make: Callable[[], Store], measure: Callable[[Store], float]) -> float:
     rates = []
     for _ in range(rounds):
@@ -125,6 +141,8 @@ def main() -> int:
         flush = fsync[0] if fsync else "?"
         print(f"PostgreSQL synchronous_commit={sync}, fsync={flush}; {n} events, {rounds} rounds")
         with tempfile.TemporaryDirectory() as tmp:
+            rate = statistics.median(disk_fsyncs(Path(tmp)) for _ in range(rounds))
+            print(f"{'this disk: write + fdatasync':<52} {rate:>10,.0f}/s  (the ceiling)")
             count = iter(range(10**6))
             base = median_of(
                 rounds, lambda: SQLiteStore(Path(tmp) / f"s{next(count)}.db"),
