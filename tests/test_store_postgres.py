@@ -180,3 +180,21 @@ def test_writers_wait_for_each_other_up_to_the_lock_timeout(
     finally:
         holder.close()
         waiter.close()
+
+
+def test_server_migrate_reads_the_url_from_the_manifest_or_says_there_is_none(
+    pg_server: object, app: Path, cli_env: dict[str, str]
+) -> None:
+    """`server migrate` takes [store] url from the app; without any URL it is bad input."""
+    env = {k: v for k, v in cli_env.items() if k != "ONEOFF_STORE_URL"}
+    none = run_cli(["server", "migrate"], cwd=app, env=env)
+    assert none.exit_code == 2
+    assert "no PostgreSQL store to migrate" in none.stderr
+    url = pg_server.database()  # type: ignore[attr-defined]
+    manifest = app / "oneoff.toml"
+    manifest.write_text(manifest.read_text() + f'\n[store]\nurl = "{url}"\n')
+    migrated = run_cli(["server", "migrate"], cwd=app, env=env)
+    assert migrated.exit_code == 0, migrated.stderr
+    assert "migrated from v0 to v1" in migrated.stdout
+    assert run_cli(["run", "hello", "--env", "development"], cwd=app, env=env).exit_code == 0
+    assert not (app / ".oneoff" / "state.db").exists()

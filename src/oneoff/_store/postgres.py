@@ -94,8 +94,15 @@ def check_schema(url: str) -> None:
 
 
 def _take_pool(url: str) -> ConnectionPool[Any]:
+    import logging
+
     from psycopg_pool import ConnectionPool
 
+    # The pool logs its background reconnection attempts; errors reach the caller as
+    # StoreError instead, so keep them off the terminal (Python's last-resort handler).
+    quiet = logging.getLogger("psycopg")
+    if not any(isinstance(h, logging.NullHandler) for h in quiet.handlers):
+        quiet.addHandler(logging.NullHandler())
     with _pools_lock:
         pool, users = _pools.get(url, (None, 0))
         if pool is None:
@@ -135,9 +142,15 @@ class PostgresStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMix
         self._pool = _take_pool(url)
         try:
             self.db: psycopg.Connection[tuple[Any, ...]] = self._pool.getconn()
-        except (PoolTimeout, psycopg.Error) as exc:
+        except psycopg.Error as exc:
             _give_pool(url)
-            raise StoreError(f"{self.path}: cannot reach the store ({exc})") from None
+            raise store_error(url, exc) from None
+        except PoolTimeout:
+            _give_pool(url)
+            raise StoreError(
+                f"{self.path}: cannot reach the store (no connection within "
+                f"{CONNECT_TIMEOUT_S}s; every pooled one busy?)"
+            ) from None
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
@@ -223,8 +236,11 @@ class PostgresStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMix
         self._pool.putconn(broken)
         try:
             self.db = self._pool.getconn()
-        except Exception as exc:
-            raise StoreError(f"{self.path}: the connection to the store was lost ({exc})") from None
+        except Exception:
+            raise StoreError(
+                f"{self.path}: the connection to the store was lost and no new one could be "
+                "made; run again"
+            ) from None
 
     def connect_again(self) -> PostgresStore:
         """Another connection from the same pool, for another thread."""
