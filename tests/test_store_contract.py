@@ -324,3 +324,19 @@ def test_a_deleted_audit_event_is_found(store: Store, tmp_path: Path) -> None:
         verify_log(store, None)
     with pytest.raises(AuditError, match="does not hold events"):
         store.audit_leaf_hashes(4)
+
+
+def test_cosignatures_are_stored_once_per_witness_and_checkpoint(store: Store) -> None:
+    """A witness co-signs a checkpoint once; rows come back largest size first."""
+    assert store.audit_cosignature_rows() == []
+    with store.tx():
+        assert store.audit_put_cosignature(4, "aa" * 16, 100, b"\x01" * 64) is True
+        assert store.audit_put_cosignature(4, "aa" * 16, 200, b"\x02" * 64) is False
+        assert store.audit_put_cosignature(6, "aa" * 16, 300, b"\x03" * 64) is True
+        assert store.audit_put_cosignature(4, "bb" * 16, 100, b"\x04" * 64) is True
+    rows = [tuple(r) for r in store.audit_cosignature_rows()]
+    assert rows == [
+        (6, "aa" * 16, 300, b"\x03" * 64),
+        (4, "aa" * 16, 100, b"\x01" * 64),
+        (4, "bb" * 16, 100, b"\x04" * 64),
+    ]

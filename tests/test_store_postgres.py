@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from oneoff._store.interface import RunRecord
+from oneoff._store.postgres_schema import MIGRATIONS
 from oneoff.errors import StoreError
 from oneoff.testing import run_cli
 
@@ -36,9 +37,9 @@ def test_an_unmigrated_database_is_refused_until_server_migrate(
     assert "oneoff server migrate" in refused.stderr
     migrated = run_cli(["server", "migrate"], cwd=app, env=env)
     assert migrated.exit_code == 0, migrated.stderr
-    assert "migrated from v0 to v1" in migrated.stdout
+    assert f"migrated from v0 to v{len(MIGRATIONS)}" in migrated.stdout
     again = run_cli(["server", "migrate"], cwd=app, env=env)
-    assert "already at v1" in again.stdout
+    assert f"already at v{len(MIGRATIONS)}" in again.stdout
     ran = run_cli(["run", "hello", "--env", "development"], cwd=app, env=env)
     assert ran.exit_code == 0, ran.stderr
     listed = run_cli(["runs", "--json"], cwd=app, env=env)
@@ -195,6 +196,6 @@ def test_server_migrate_reads_the_url_from_the_manifest_or_says_there_is_none(
     manifest.write_text(manifest.read_text() + f'\n[store]\nurl = "{url}"\n')
     migrated = run_cli(["server", "migrate"], cwd=app, env=env)
     assert migrated.exit_code == 0, migrated.stderr
-    assert "migrated from v0 to v1" in migrated.stdout
+    assert f"migrated from v0 to v{len(MIGRATIONS)}" in migrated.stdout
     assert run_cli(["run", "hello", "--env", "development"], cwd=app, env=env).exit_code == 0
     assert not (app / ".oneoff" / "state.db").exists()

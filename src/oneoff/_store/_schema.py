@@ -138,4 +138,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE releases ADD COLUMN code_entries TEXT
     """,
+    # v3 (witnesses, #13): independent parties' co-signatures of audit checkpoints.
+    """
+    CREATE TABLE audit_cosignatures (
+        size INTEGER NOT NULL,
+        witness_key_id TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        signature BLOB NOT NULL,
+        PRIMARY KEY (size, witness_key_id)
+    )
+    """,
 ]

@@ -257,6 +257,17 @@ class AuditStore(Protocol):
 
     def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None: ...
 
+    # Witnesses' co-signatures of checkpoints (issue #13; see oneoff._audit.witness).
+    def audit_put_cosignature(
+        self, size: int, witness_key_id: str, timestamp: int, signature: bytes
+    ) -> bool:
+        """Store one witness's co-signature of checkpoint ``size``; False if it has one."""
+        ...
+
+    def audit_cosignature_rows(self) -> list[tuple[Any, ...]]:
+        """Raw rows ``(size, witness_key_id, timestamp, signature)``, largest size first."""
+        ...
+
 
 class OutputStore(Protocol):
     """A run's recorded (redacted) output, as numbered compressed chunks."""

@@ -136,3 +136,19 @@ class AuditMixin:
     def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
         row = self.db.execute(_CHECKPOINT + " ORDER BY size DESC LIMIT 1").fetchone()
         return None if row is None else checkpoint_from_row(row)
+
+    def audit_put_cosignature(
+        self, size: int, witness_key_id: str, timestamp: int, signature: bytes
+    ) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO audit_cosignatures (size, witness_key_id, timestamp, signature)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (size, witness_key_id, timestamp, signature),
+        )
+        return cur.rowcount == 1
+
+    def audit_cosignature_rows(self) -> list[tuple[Any, ...]]:
+        return self.db.execute(
+            "SELECT size, witness_key_id, timestamp, signature FROM audit_cosignatures"
+            " ORDER BY size DESC, witness_key_id"
+        ).fetchall()

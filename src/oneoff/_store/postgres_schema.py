@@ -135,6 +135,16 @@ MIGRATIONS: list[str] = [
         expires_at TEXT COLLATE "C" NOT NULL
     )
     """,
+    # v2 (witnesses): independent parties' co-signatures of audit checkpoints.
+    """
+    CREATE TABLE audit_cosignatures (
+        size BIGINT NOT NULL,
+        witness_key_id TEXT COLLATE "C" NOT NULL,
+        timestamp BIGINT NOT NULL,
+        signature BYTEA NOT NULL,
+        PRIMARY KEY (size, witness_key_id)
+    )
+    """,
 ]
 
 

@@ -120,6 +120,22 @@ class AuditMixin:
         ).fetchone()
         return None if row is None else checkpoint_from_row(row)
 
+    def audit_put_cosignature(
+        self, size: int, witness_key_id: str, timestamp: int, signature: bytes
+    ) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO audit_cosignatures (size, witness_key_id, timestamp, signature)"
+            " VALUES (?, ?, ?, ?)",
+            (size, witness_key_id, timestamp, signature),
+        )
+        return cur.rowcount == 1
+
+    def audit_cosignature_rows(self) -> list[tuple[Any, ...]]:
+        return self.db.execute(
+            "SELECT size, witness_key_id, timestamp, signature FROM audit_cosignatures"
+            " ORDER BY size DESC, witness_key_id"
+        ).fetchall()
+
 
 def checkpoint_from_row(row: tuple[Any, ...]) -> tuple[Checkpoint, tuple[bytes, ...]]:
     """A stored checkpoint and its saved frontier; AuditError for a malformed row."""

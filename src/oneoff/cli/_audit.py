@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cmd_break_glass", "cmd_checkpoint", "cmd_consistency", "cmd_export", "cmd_forget", "cmd_key",
-    "cmd_prove", "cmd_tail", "cmd_verify", "cmd_verify_proof",
+    "cmd_prove", "cmd_tail", "cmd_verify", "cmd_verify_proof", "cmd_witness",
 ]  # fmt: skip
 
 _POLL_SECONDS = 0.5
@@ -59,12 +59,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_log(app.store, key, all_signatures=args.all_signatures)
     latest = app.store.audit_latest_checkpoint()
     recalled = _against_memory(app, key, None if latest is None else latest[0])
+    witnessed: dict[str, int] = {}
+    if args.witness:
+        from oneoff._audit.keys import public_key_from
+        from oneoff._audit.witness import check_witnesses
+
+        witnessed = check_witnesses(app.store, [public_key_from(p) for p in args.witness])
     if args.json:
         emit_json(
             {"ok": True, "events": report.events, "checkpoints": report.checkpoints,
              "checkpointed": report.checkpointed, "uncovered": report.uncovered,
              "signatures": report.signatures, "head": report.head.hex(),
-             "remembered": recalled}
+             "remembered": recalled, "witnessed": witnessed}
         )  # fmt: skip
     elif report.signatures == report.checkpoints:
         print(
@@ -79,6 +85,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         )
     if recalled and not args.json:
         print(f"OK: extends the checkpoint of {recalled} events verified here before")
+    for kid, size in witnessed.items():
+        if not args.json:
+            print(f"OK: witness {kid} co-signed the first {size} events")
     if report.uncovered:
         message = f"{report.uncovered} newest events are not yet covered by a signed checkpoint"
         if args.strict:
@@ -93,6 +102,24 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     key = app.audit.key
     _against_memory(app, None if key is None else key.public(), cp)
     sys.stdout.write(cp.to_json())
+    return 0
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    from oneoff._audit.checkpoint import load_private_key
+    from oneoff._audit.witness import witness_log
+
+    app = app_from(args)
+    log_key = _trusted_key(app, args.log_key)
+    if log_key is None:
+        raise AuditError("no audit public key to verify the log with", hint="pass --log-key")
+    witness = load_private_key(args.key)
+    if log_key.public_bytes_raw() == witness.public_key().public_bytes_raw():
+        raise AuditError("--key is the log's own audit key: a witness co-signs with its own")
+    cp, cos, stored = witness_log(app.store, log_key, witness, app.store_identity)
+    state = "co-signed" if stored else "already co-signed"
+    print(f"OK: verified {cp.size} events; {state} checkpoint {cp.size} as witness "
+          f"{cos.witness_key_id}")  # fmt: skip
     return 0
 
 

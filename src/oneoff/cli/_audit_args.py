@@ -47,8 +47,24 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         help="check every checkpoint's signature (default: below 10,000 checkpoints; above, "
         "the newest and a random sample, every root still checked against the events)",
     )  # fmt: skip
+    cmd.add_argument(
+        "--witness", type=Path, action="append", default=[], metavar="PUB",
+        help="require a valid co-signature by this witness's public key (repeatable)",
+    )  # fmt: skip
     json(cmd)
     cmd = action("checkpoint", "cmd_checkpoint", "sign a checkpoint now and print it (keep it)")
+    cmd = action(
+        "witness", "cmd_witness",
+        "as an independent witness: verify the log, then co-sign its newest checkpoint",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--key", type=Path, metavar="KEY", required=True,
+        help="your own Ed25519 private key (`oneoff keys generate`), not the app's",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--log-key", type=Path, metavar="PUB",
+        help="the audit public key to trust (default .oneoff/audit.pub); give your own copy",
+    )  # fmt: skip
     cmd = action(
         "forget", "cmd_forget",
         "drop the checkpoint this account remembers for this store (after a reset you meant)",
