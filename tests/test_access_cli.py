@@ -61,9 +61,11 @@ def test_denied_request_cannot_run(root: Path, keys: Keys, env: dict[str, str]) 
     rid = cli(root, env, "request", "migrate", "--env", "production",
               "--key", str(keys["alice"])).stdout.strip()  # fmt: skip
     denied = cli(
-        root, env, "deny", rid, "--reason", "not during the sale", "--key", str(keys["bob"])
-    )
+        root, env, "deny", rid, "--reason", "not during the sale", "--key", str(keys["bob"]),
+        "--json",
+    )  # fmt: skip
     assert denied.exit_code == 0, denied.stderr
+    assert json.loads(denied.stdout)["status"] == "denied"
     assert events(root, "request.denied")[-1].payload["reason"] == "not during the sale"
     late = cli(root, env, "approve", rid, "--yes", "--key", str(keys["carol"]))
     assert late.exit_code == 4

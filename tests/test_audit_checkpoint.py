@@ -248,8 +248,8 @@ def test_inclusion_doc_verifies_and_summarises() -> None:
     """An honest inclusion document verifies, with the event bytes, to a one-line OK."""
     doc, data = make_inclusion_doc(10, 6)
     summary = verify_proof_doc(doc, PUB, leaf_data=data[6])
-    assert summary.startswith("OK: entry 6 ")
-    assert "10 entries" in summary
+    assert summary.startswith("OK: event 7 (leaf index 6,")
+    assert "10 events" in summary
     assert "\n" not in summary
 
 

@@ -93,7 +93,8 @@ def test_inclusion_proof_verifies_offline_and_fails_when_tampered(
     args = ["audit", "verify-proof", str(tmp_path / "proof.json"), "--key", str(pub)]
     ok = cli(ran, cli_env, *args, "--event", str(tmp_path / "event.json"))
     assert ok.exit_code == 0, ok.stderr
-    assert ok.stdout.startswith("OK: entry 1 ")
+    # The number `prove` was given is the number the result names (not the 0-based index).
+    assert ok.stdout.startswith("OK: event 2 (leaf index 1,")
 
     wrong_event = tmp_path / "other.json"
     wrong_event.write_text(lines[0])

@@ -159,7 +159,11 @@ def test_rehashed_tampered_release_fails_its_signature(
 ) -> None:
     """An attacker who rewrites document and id consistently still fails the signature."""
     ok(rapp, env, "release", "create", "--env", "production", "--key", str(keys["trusted"]))
-    ok(rapp, env, "release", "verify", "--env", "production")
+    verified = json.loads(
+        ok(rapp, env, "release", "verify", "--env", "production", "--json").stdout
+    )
+    assert verified["verified"] is True
+    assert verified["label"].startswith("production v1")
     with sqlite3.connect(rapp / ".oneoff" / "state.db") as db:
         old_id, document = db.execute("SELECT id, document FROM releases").fetchone()
         doc = json.loads(document)

@@ -426,16 +426,19 @@ def _verify_inclusion_doc(
         merkle.leaf_hash(leaf_data), doc.leaf_hash
     ):
         raise AuditError("the event does not hash to the proof's leaf_hash")
+    # Messages name the event by its number (seq = leaf index + 1), as `audit prove SEQ`,
+    # `audit export` and `audit verify` do; the proof document keeps RFC 6962's index.
+    seq = doc.index + 1
     if doc.index >= cp.size:
-        raise AuditError(f"index {doc.index} is beyond the checkpoint's {cp.size} entries")
+        raise AuditError(f"event {seq} is beyond the checkpoint's {cp.size} events")
     if not merkle.verify_inclusion(doc.leaf_hash, doc.index, cp.size, doc.path, cp.root):
         raise AuditError(
-            f"inclusion proof failed: leaf {doc.leaf_hash.hex()[:16]} is not entry "
-            f"{doc.index} of the signed log of {cp.size} entries"
+            f"inclusion proof failed: leaf {doc.leaf_hash.hex()[:16]} is not event "
+            f"{seq} of the signed log of {cp.size} events"
         )
     return (
-        f"OK: entry {doc.index} (leaf {doc.leaf_hash.hex()[:16]}) is in the audit log of "
-        f"{cp.size} entries signed at {_rfc3339(cp.timestamp)} by key {cp.key_id}"
+        f"OK: event {seq} (leaf index {doc.index}, leaf {doc.leaf_hash.hex()[:16]}) is in the "
+        f"audit log of {cp.size} events signed at {_rfc3339(cp.timestamp)} by key {cp.key_id}"
     )
 
 

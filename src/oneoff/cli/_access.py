@@ -144,6 +144,10 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
     app = app_from(args)
     request = deny(_gate(app), args.request, _signer(args), args.reason)
+    if getattr(args, "json", False):
+        emit_json({"id": request.id, "status": "denied", "task": request.task,
+                   "env": request.environment, "plan_hash": request.plan_hash})  # fmt: skip
+        return 0
     print(f"oneoff: request {request.id} denied", file=sys.stderr)
     return 0
 

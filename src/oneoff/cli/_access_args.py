@@ -55,22 +55,23 @@ def add_access_commands(
         return parser
 
     cmd = command("request", _A + "cmd_request", "ask others to approve one exact run")
-    cmd.add_argument("task")
+    cmd.add_argument("task", help="the task to run once approved")
     env(cmd)
     params(cmd)
     key_option(cmd)
     json(cmd)
 
     cmd = command("approve", _A + "cmd_approve", "review a request's plan and sign it")
-    cmd.add_argument("request", metavar="REQUEST")
+    cmd.add_argument("request", metavar="REQUEST", help="the request id (see `oneoff requests`)")
     key_option(cmd)
     cmd.add_argument("--yes", action="store_true", help="approve without asking (no terminal)")
     json(cmd)
 
     cmd = command("deny", _A + "cmd_deny", "refuse a request (or withdraw your own)")
-    cmd.add_argument("request", metavar="REQUEST")
-    cmd.add_argument("--reason", required=True, metavar="TEXT")
+    cmd.add_argument("request", metavar="REQUEST", help="the request id (see `oneoff requests`)")
+    cmd.add_argument("--reason", required=True, metavar="TEXT", help="why, kept in the audit log")
     key_option(cmd)
+    json(cmd)
 
     cmd = command("requests", _A + "cmd_requests", "list pending requests and their approvals")
     cmd.add_argument("--all", action="store_true", help="include used and denied requests")
@@ -79,13 +80,14 @@ def add_access_commands(
     cmd = command("locks", _A + "cmd_locks", "list held resource locks and their runs")
     json(cmd)
 
-    group = sub.add_parser("policy", help="explain and test the app's Cedar policies")
+    text = "explain and test the app's Cedar policies"
+    group = sub.add_parser("policy", help=text, description=text)
     common(group)
     actions = group.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
     cmd = command(
         "explain", _P + "cmd_explain", "show a what-if decision and its policies", actions
     )
-    cmd.add_argument("task")
+    cmd.add_argument("task", help="the task the decision is about")
     env(cmd, required=True)
     cmd.add_argument(
         "--as",
@@ -95,6 +97,6 @@ def add_access_commands(
         help="a person in the allowed signers (a what-if query: it grants no identity)",
     )
     cmd.add_argument("--action", default="run", help="plan, run, approve, console, ...")
-    cmd.add_argument("--break-glass", action="store_true")
+    cmd.add_argument("--break-glass", action="store_true", help="decide as for a break-glass run")
     cmd = command("test", _P + "cmd_test", "check a table of expected decisions (for CI)", actions)
     cmd.add_argument("file", help="a TOML file of [[case]] rows")

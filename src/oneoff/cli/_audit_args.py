@@ -98,7 +98,9 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     cmd = action("break-glass", "cmd_break_glass", "list break-glass runs for review, newest first")
     json(cmd)
     cmd = action("tail", "cmd_tail", "show the newest events; -f keeps following")
-    cmd.add_argument("-n", "--lines", type=int, default=10, metavar="N")
+    cmd.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="how many (default: 10)"
+    )
     cmd.add_argument("-f", "--follow", action="store_true", help="wait for new events")
     json(cmd)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from oneoff._manifest import MANIFEST, load_project
+from oneoff._params import ParamSpec
 from oneoff.cli._common import app_from, emit_json, terminal_safe
 from oneoff.errors import UsageError
 
@@ -28,7 +29,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                     "environments": list(t.environments or project.environments),
                     "interactive": t.interactive,
                     "params": {
-                        p: {"type": s.type, "required": s.required, "default": s.default}
+                        p: {"type": s.type, "required": s.required, "default": _typed(s)}
                         for p, s in t.params.items()
                     },
                 }
@@ -49,6 +50,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if task.description:
             print(f"{' ' * width}  {terminal_safe(task.description)}")
     return 0
+
+
+def _typed(spec: ParamSpec) -> str | int | bool | None:
+    """A default as JSON of its param's type (an int param's default is a number)."""
+    if spec.default is None or spec.type not in ("int", "bool"):
+        return spec.default
+    return int(spec.default) if spec.type == "int" else spec.default == "true"
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -168,7 +168,7 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     _json(cmd)
 
     cmd = command("plan", "oneoff.cli._run:cmd_plan", "show exactly what a run would do")
-    cmd.add_argument("task")
+    cmd.add_argument("task", help="the task (see `oneoff tasks`)")
     _env(cmd)
     _params(cmd)
     _json(cmd)
@@ -183,6 +183,10 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
         "protected environments when not on a terminal",
     )  # fmt: skip
     cmd.add_argument("-q", "--quiet", action="store_true", help="no summary line at the end")
+    cmd.add_argument(
+        "--json", action="store_true",
+        help="print the run's record as JSON on stdout; the task's output goes to stderr",
+    )  # fmt: skip
     release_options(cmd)
     access_run_options(cmd)
 
@@ -190,7 +194,7 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
         "exec", "oneoff.cli._run:cmd_exec",
         "replace oneoff with a long-running process type (container entrypoint, systemd)",
     )  # fmt: skip
-    cmd.add_argument("process")
+    cmd.add_argument("process", help="the process type (oneoff.toml [processes] or Procfile)")
     _env(cmd)
     release_options(cmd)
 
@@ -203,15 +207,26 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     _json(cmd)
 
     cmd = command("runs", "oneoff.cli._runs:cmd_runs", "list recorded runs, newest first")
-    cmd.add_argument("--task")
+    cmd.add_argument("--task", help="only runs of this task")
     _env(cmd)
-    cmd.add_argument("--status")
-    cmd.add_argument("-n", "--limit", type=int, default=20)
+    cmd.add_argument(
+        "--status",
+        help="only runs with this status: running, succeeded, failed, timed_out, cancelled, lost",
+    )
+    cmd.add_argument(
+        "-n", "--limit", type=int, default=20, help="show at most this many (default: 20)"
+    )
     _json(cmd)
 
     cmd = command("show", "oneoff.cli._runs:cmd_show", "show one run")
     cmd.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
     _json(cmd)
+
+    cmd = command(
+        "completion", "oneoff.cli._completion:cmd_completion",
+        "print shell completion for bash, zsh or fish (see the script's first line)",
+    )  # fmt: skip
+    cmd.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
 
     _add_daemon_commands(sub)
     cmd = command(

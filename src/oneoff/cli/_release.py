@@ -148,6 +148,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         app, environment, args.release, env, allow_drift=False, use_cache=not args.no_cache
     )
     release = checked.release
+    if args.json:
+        emit_json(
+            None if release is None else {
+                "id": release.id, "label": release.label, "environment": environment.name,
+                "verified": True, "key_id": release.key_id, "code_digest": release.code_digest,
+                "distributions": len(release.deps.distributions),
+                "config_keys": len(release.config.values),
+            }
+        )  # fmt: skip
+        return 0
     if release is None:
         print(f"{environment.name}: no release (unprotected: runs use the working tree)")
         return 0

@@ -61,8 +61,8 @@ def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) ->
     env(cmd)
     json(cmd)
     cmd = action(rel, "diff", "cmd_diff", "list files, dependencies and config keys that differ")
-    cmd.add_argument("old", metavar="A")
-    cmd.add_argument("new", metavar="B")
+    cmd.add_argument("old", metavar="A", help="a release id, unique prefix, or vN with --env")
+    cmd.add_argument("new", metavar="B", help="the release to compare A with")
     env(cmd)
     json(cmd)
     cmd = action(rel, "verify", "cmd_verify", "check a release's signature and this machine")
@@ -72,8 +72,9 @@ def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) ->
         "--no-cache", action="store_true",
         help="trust no cache: hash every file, check the signature, list dependencies afresh",
     )  # fmt: skip
+    json(cmd)
     cmd = action(rel, "promote", "cmd_promote", "re-create release R for another environment")
-    cmd.add_argument("release", metavar="R")
+    cmd.add_argument("release", metavar="R", help="the release to promote (id or unique prefix)")
     env(cmd, required=True)
     _key(cmd)
     json(cmd)

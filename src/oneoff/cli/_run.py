@@ -121,17 +121,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         return sys.stdin.readline()
 
+    as_json = bool(getattr(args, "json", False))
     try:
         outcome = run_task(
             app,
             _request(args, params),
-            stdout=sys.stdout.buffer,
+            # --json: stdout carries only the record, so the task's output goes to stderr.
+            stdout=sys.stderr.buffer if as_json else sys.stdout.buffer,
             stderr=sys.stderr.buffer,
             ask=ask if interactive else None,
         )
     finally:
         after_reply(app.close)  # the held checkpoint (daemon) still needs the store
-    if not args.quiet:
+    if as_json:
+        from oneoff.cli._runs import run_as_dict
+
+        emit_json(run_as_dict(outcome.run))
+    elif not args.quiet:
         run = outcome.run
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
         from oneoff._log import log

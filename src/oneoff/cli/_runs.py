@@ -55,6 +55,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_as_dict(run: RunRecord) -> dict[str, object]:
+    """A run as `runs --json`, `show --json` and `run --json` print it."""
+    return _as_dict(run)
+
+
 def _as_dict(run: RunRecord) -> dict[str, object]:
     data = asdict(run)
     data.pop("extra", None)
