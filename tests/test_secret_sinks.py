@@ -259,21 +259,28 @@ def test_exec_refuses_a_secret_in_argv(
     assert PASSWORDS["second"] not in result.output
 
 
-def test_a_secret_in_a_plain_param_is_redacted_in_the_record(
+def test_a_secret_in_a_plain_param_is_refused_and_never_recorded(
     secret_app: Path, cli_env: dict[str, str]
 ) -> None:
-    """A secret passed through a non-secret param is redacted in run.started and show."""
-    result = run_cli(
-        ["run", "echo", "--env", "development", "-q", "-p", f"note=key {STRIPE} rotated"],
-        cwd=secret_app,
-        env=cli_env,
-    )
-    assert result.exit_code == 0, result.stderr
-    rid = run_id(secret_app, cli_env)
-    for where, text in sinks(secret_app, cli_env, rid).items():
-        assert STRIPE not in text, where
-    show = run_cli(["show", rid, "--json"], cwd=secret_app, env=cli_env)
-    assert json.loads(show.stdout)["params"] == {"note": "key [REDACTED:STRIPE_KEY] rotated"}
+    """A secret passed through a plain param never reaches argv, the plan's record or the log."""
+    note = f"note=key {STRIPE} rotated"
+    args = ["echo", "--env", "development", "-p", note]
+    plan = run_cli(["plan", *args], cwd=secret_app, env=cli_env)
+    assert plan.exit_code == 0, plan.stderr
+    assert STRIPE not in plan.stdout
+    assert "note=key [REDACTED:STRIPE_KEY] rotated" in plan.stdout
+    run = run_cli(["run", *args], cwd=secret_app, env=cli_env)
+    assert run.exit_code == 9
+    assert "param 'note' holds a secret's value" in run.stderr
+    assert STRIPE not in run.output
+    runs = run_cli(["runs", "--json"], cwd=secret_app, env=cli_env)
+    assert json.loads(runs.stdout) == []  # refused before anything ran or was recorded
+    audit = run_cli(["audit", "export"], cwd=secret_app, env=cli_env)
+    assert audit.exit_code == 0, audit.stderr
+    events = [json.loads(line) for line in audit.stdout.splitlines()]
+    planned = [e for e in events if e["kind"] == "run.planned"]
+    assert planned
+    assert STRIPE not in audit.stdout
 
 
 def test_a_short_value_matching_a_secret_pattern_says_how_to_exempt_it(

@@ -197,6 +197,7 @@ def run_task(
     from oneoff._output import build_redactors, output_cap
 
     redactors = build_redactors(plan)
+    plan.refuse_secrets_in_argv(redactors[1])  # before anything is recorded
     cap = output_cap(app.project.section("audit"))
     store = app.store
     reap_lost_runs(app)
@@ -208,7 +209,7 @@ def run_task(
         id=run_id,
         task=plan.task.name,
         environment=plan.environment.name,
-        params=plan.shown_params(redactors[1]),  # a secret in a plain param: redacted
+        params=plan.shown_params(redactors[1]),
         principal=principal,
         plan_hash=plan.hash,
         status="running",
@@ -224,7 +225,8 @@ def run_task(
     )
     drift = {"allow_drift": True, "drift": list(checked.drift)} if checked.allow_drift else {}
     started_payload = {
-        # Secrets never reach argv by construction; redacting it anyway costs nothing.
+        # Secrets never reach argv (secret params cannot, plain ones holding one are refused
+        # above); redacting it anyway costs nothing.
         "argv": [redactors[1].redact_text(a) for a in plan.argv],
         "params": run.params,
         "executor": executor.name,

@@ -14,7 +14,7 @@ from oneoff._environ import Materialized, materialize
 from oneoff._manifest import Environment, Project, Task, render_arg
 from oneoff._params import resolve_params
 from oneoff._record import dataclass, replace
-from oneoff.errors import ConfigError, ParamError, UsageError
+from oneoff.errors import ConfigError, ParamError, SecretError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._redact import Redactor
@@ -60,6 +60,25 @@ class Plan:
             name: ("[secret]" if self.task.params[name].secret else redactor.redact_text(value))
             for name, value in sorted(self.params.items())
         }
+
+    def refuse_secrets_in_argv(self, redactor: Redactor) -> None:
+        """SecretError if a plain param would put a secret's value in argv.
+
+        Any user of the machine can read a running task's argv (``/proc/PID/cmdline``, ``ps``);
+        a secret param reaches the task in its environment (or stdin) instead.
+        """
+        leaking = sorted(
+            name
+            for name, value in self.params.items()
+            if not self.task.params[name].secret and redactor.redact_text(value) != value
+        )
+        if leaking:
+            raise SecretError(
+                f"param {leaking[0]!r} holds a secret's value, and params go in argv, which "
+                "every user can read; secrets never go in argv",
+                hint=f'declare {leaking[0]!r} as type = "secret" (it then reaches the task in '
+                "its environment), or pass a value that is not a secret",
+            )
 
     def secret_param_values(self) -> dict[str, str]:
         return {n: v for n, v in self.params.items() if self.task.params[n].secret}
