@@ -452,6 +452,16 @@ def test_a_quiet_stream_shows_at_most_three_held_bytes_and_keeps_matching() -> N
     assert redactor.feed(b"_0123456789 ok") + redactor.flush() == b"[REDACTED:TOKEN] ok"
 
 
+def test_pause_after_pause_never_shows_more_than_three_bytes_of_a_secret() -> None:
+    """Each pause may not show another three bytes: what earlier pauses showed counts."""
+    redactor = Redactor({"PW": "postgres"})
+    out = redactor.feed(b"x=po") + redactor.release() + redactor.release_quiet()
+    out += redactor.feed(b"stg") + redactor.release() + redactor.release_quiet()
+    out += redactor.feed(b"res") + redactor.release() + redactor.release_quiet()
+    out += redactor.flush()
+    assert out == b"x=po[REDACTED:PW]"
+
+
 def test_base64_wrapped_at_any_width_from_64_is_redacted_at_every_phase() -> None:
     """A secret inside base64 wrapped at 64 or 76 columns is found wherever the lines break."""
     value = "wrapped-secret-\u00e9-value"

@@ -244,8 +244,9 @@ class Redactor:
         bytes end. A longer held suffix is most of a secret's start: it stays held.
         """
         done = max(self._pending, self._shown)
-        held = len(self._tail) - done
-        if held <= 0 or held > QUIET_SHOW:
+        # Count what was shown at earlier pauses too: pause after pause must not show a
+        # secret QUIET_SHOW bytes at a time.
+        if len(self._tail) <= done or len(self._tail) - self._pending > QUIET_SHOW:
             return b""
         self._shown = len(self._tail)
         return self._tail[done:]
