@@ -94,7 +94,8 @@ POLICIES = {
 
         @id("dba-approve-migrate")
         permit (principal in Oneoff::Group::"dba",
-                action in [Oneoff::Action::"run", Oneoff::Action::"approve"],
+                action in [Oneoff::Action::"plan", Oneoff::Action::"run",
+                           Oneoff::Action::"approve"],
                 resource == Oneoff::Task::"migrate");
     """,
     "policies/break-glass.cedar": """

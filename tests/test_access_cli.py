@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from _access_kit import Keys, events, make_access_app
 from oneoff.testing import CliResult, run_cli
 
 pytest_plugins = ["_access_kit"]
-EXAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "examples" / "notes" / "policies"
 
 
 def cli(root: Path, env: dict[str, str], *args: str) -> CliResult:
@@ -117,15 +115,14 @@ def test_policy_explain_shows_decision_and_policies(root: Path, env: dict[str, s
 
 
 def test_policy_test_table_passes_and_fails(
-    tmp_path: Path, keys: Keys, env: dict[str, str]
+    tmp_path: Path, example_app: Path, keys: Keys, env: dict[str, str]
 ) -> None:
-    """The example's policy table passes; a wrong expectation fails with the actual decision."""
-    root = make_access_app(tmp_path / "notes", keys)
-    shutil.rmtree(root / "policies")
-    shutil.copytree(EXAMPLE_POLICIES, root / "policies")
-    ok = cli(root, env, "policy", "test", "policies/tests.toml")
+    """The example's policy table passes in the example app; a wrong expectation fails with
+    the actual decision."""
+    ok = cli(example_app, env, "policy", "test", "policies/tests.toml")
     assert ok.exit_code == 0, ok.stdout + ok.stderr
     assert "8 passed, 0 failed" in ok.stdout
+    root = make_access_app(tmp_path / "app", keys)
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(
         '[[case]]\nprincipal = "alice"\ngroups = ["developers"]\naction = "approve"\n'

@@ -12,7 +12,7 @@ module must import nothing heavier than the standard library (no cryptography, n
     [tasks.migrate]
     approvals = { quorum = 2, group = "dba" }        # in protected environments
     [environments.production]
-    approvals = { quorum = 1, risks = ["high", "critical"] }
+    approvals = { quorum = 1, risks = ["high", "critical"], ttl = "15m" }  # ttl: this env's
     break_glass = false                              # no break-glass here at all
 """
 
@@ -35,6 +35,7 @@ __all__ = [
     "Notifier",
     "access_config",
     "approval_rule",
+    "approval_ttl",
     "break_glass_allowed",
     "validate_access",
 ]
@@ -156,6 +157,8 @@ def _rule(raw: Mapping[str, Any], where: str, allowed: set[str]) -> None:
     group = raw.get("group")
     if group is not None and (not isinstance(group, str) or not _GROUP.match(group)):
         raise ManifestError(f"{where}: group must be a group name from the signers file")
+    if "ttl" in raw:
+        _duration(raw["ttl"], f"{where}: ttl")
     for key, choices in (("risks", _RISKS), ("environments", None)):
         value = raw.get(key)
         if value is None:
@@ -181,7 +184,7 @@ def validate_access(
     for env in environments.values():
         where = f"{path}: environment {env.name!r}"
         if env.approvals is not None:
-            _rule(env.approvals, f"{where}: approvals", {"quorum", "group", "risks"})
+            _rule(env.approvals, f"{where}: approvals", {"quorum", "group", "risks", "ttl"})
         bg = env.extra.get("break_glass")
         if bg is not None and not isinstance(bg, bool):
             _notifier(bg, f"{where}: break_glass")
@@ -212,6 +215,15 @@ def approval_rule(task: Task, environment: Environment) -> ApprovalRule | None:
     if rule is not None and task.risk in rule.get("risks", _RISKS):
         return ApprovalRule(rule["quorum"], rule.get("group"), f"environment {environment.name!r}")
     return None
+
+
+def approval_ttl(config: AccessConfig, environment: Environment) -> int:
+    """Seconds an approval stays usable here: the environment's ``approvals.ttl``, else
+    ``[access] approval_ttl``. Both live in oneoff.toml (code), never in the store."""
+    rule = environment.approvals
+    if rule is not None and "ttl" in rule:
+        return _duration(rule["ttl"], f"environment {environment.name!r}: approvals: ttl")
+    return config.approval_ttl
 
 
 def break_glass_allowed(environment: Environment, config: AccessConfig) -> Notifier | None:

@@ -13,7 +13,7 @@ import datetime as _dt
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from oneoff._access import approval_rule
+from oneoff._access import approval_rule, approval_ttl
 from oneoff._auth.quorum import check_approvals, spend
 from oneoff._identity import (
     NAMESPACE_APPROVE,
@@ -48,7 +48,8 @@ def create_request(gate: Gate, plan: Plan, signer: Signer | None) -> RequestReco
     principal = gate.identify(
         signer, "request", task=task.name, environment=env, plan_hash=plan.hash
     )
-    gate.decide(principal, "run", task, env, plan_hash=plan.hash)
+    # Asking for approval is planning to run: plan, and what the run itself will ask.
+    gate.decide_operation(principal, "request", task, env, plan_hash=plan.hash)
     now = utc_now()
     shown = plan.to_json()
     # argv as the document shows it: a secret that reached argv is redacted there.
@@ -134,7 +135,7 @@ def record_approval(
         gate.refuse(ApprovalError(problem), "approval.refused", actor=person.name, **where)
     principal = Principal(person.name, person.groups, person.fingerprint)
     try:
-        gate.decide(principal, "approve", task, env, plan_hash=request.plan_hash)
+        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
     except NotPermitted as exc:
         gate.refuse(exc, "approval.refused", actor=person.name, **where)
     record = ApprovalRecord(
@@ -143,7 +144,8 @@ def record_approval(
         plan_hash=request.plan_hash,
         signature=signature,
         created_at=time,
-        expires_at=iso(when + _dt.timedelta(seconds=gate.config.approval_ttl)),
+        # Shown to people only: quorum.py recomputes the expiry from the signed time.
+        expires_at=iso(when + _dt.timedelta(seconds=approval_ttl(gate.config, env))),
     )
     store = gate.app.store
     with store.tx():
@@ -181,7 +183,7 @@ def deny(gate: Gate, request_id: str, signer: Signer, reason: str) -> RequestRec
         request_id=request.id,
     )
     if principal.name != request.requester:
-        gate.decide(principal, "approve", task, env, plan_hash=request.plan_hash)
+        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
     with store.tx():
         changed = store.set_request_status(request.id, "denied", expect="pending")
     if not changed:

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._auth.cache import AccessCache
     from oneoff._auth.files import AccessFiles
-    from oneoff._auth.policy import Decision, PolicySet
+    from oneoff._auth.policy import Decision, PolicySet, TaskInfo
     from oneoff._auth.signers import Signers
     from oneoff._manifest import Environment, Task
 
-__all__ = ["MAX_SKEW", "Gate"]
+__all__ = ["MAX_SKEW", "Gate", "task_info"]
 
 # A signed statement is good for this long either side of our clock, and its nonce is
 # remembered at least that long, so a captured statement can never be replayed.
@@ -244,11 +244,11 @@ class Gate:
 
     # -- policy --------------------------------------------------------------------------
 
-    def decide(
+    def decide_operation(
         self,
         principal: Principal,
-        action: str,
-        task: Task,
+        operation: str,
+        task: Task | TaskInfo,
         environment: Environment,
         *,
         break_glass: bool = False,
@@ -256,16 +256,42 @@ class Gate:
         now: _dt.datetime | None = None,
         require: bool = True,
     ) -> Decision:
-        """Cedar's decision, audited; raises NotPermitted when denied (unless ``require``)."""
-        from oneoff._auth.policy import TaskInfo
+        """Every Cedar action ``operation`` asks (see ``oneoff._auth.operations``), each
+        audited; raises NotPermitted on the first denial (unless ``require`` is false).
 
-        info = TaskInfo(
-            name=task.name,
-            risk=task.risk,
-            locks=task.locks,
-            environments=task.environments or (),
-            interactive=task.interactive,
-        )
+        The only way commands ask Cedar; ``policy test`` asks through the same mapping.
+        """
+        from oneoff._auth.operations import decide_operation
+
+        info = task_info(task)
+        when = now or utc_now()
+        decision = decide_operation(
+            lambda action: self.decide(
+                principal, action, info, environment, break_glass=break_glass,
+                plan_hash=plan_hash, now=when, require=False,
+            ),
+            operation,
+            info,
+        )  # fmt: skip
+        if require and not decision.allowed:
+            raise NotPermitted(decision.message)
+        return decision
+
+    def decide(
+        self,
+        principal: Principal,
+        action: str,
+        task: Task | TaskInfo,
+        environment: Environment,
+        *,
+        break_glass: bool = False,
+        plan_hash: str | None = None,
+        now: _dt.datetime | None = None,
+        require: bool = True,
+    ) -> Decision:
+        """Cedar's decision on one action, audited; raises NotPermitted when denied (unless
+        ``require``). Commands call :meth:`decide_operation`, which asks every action."""
+        info = task_info(task)
         decision = self._decide_cached(
             principal.name,
             sorted(principal.groups),
@@ -280,7 +306,7 @@ class Gate:
             "access.decided",
             actor=principal.name,
             environment=environment.name,
-            task=task.name,
+            task=info.name,
             plan_hash=plan_hash,
             payload={
                 "action": action,
@@ -295,6 +321,21 @@ class Gate:
         if require and not decision.allowed:
             raise NotPermitted(decision.message)
         return decision
+
+
+def task_info(task: Task | TaskInfo) -> TaskInfo:
+    """What Cedar may know about a task (the manifest's Task, or already a TaskInfo)."""
+    from oneoff._auth.policy import TaskInfo
+
+    if isinstance(task, TaskInfo):
+        return task
+    return TaskInfo(
+        name=task.name,
+        risk=task.risk,
+        locks=task.locks,
+        environments=task.environments or (),
+        interactive=task.interactive,
+    )
 
 
 def _key_of(signature: bytes | str) -> str:

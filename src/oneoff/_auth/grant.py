@@ -133,9 +133,9 @@ def authorize_run(
                 environment=env.name,
                 task=task.name,
             )
-        gate.decide(principal, "run", task, env, break_glass=True, plan_hash=plan.hash)
+        gate.decide_operation(principal, "run", task, env, break_glass=True, plan_hash=plan.hash)
         return Grant(principal, gate, break_glass=True, reason=reason)
-    gate.decide(principal, "run", task, env, plan_hash=plan.hash)
+    gate.decide_operation(principal, "run", task, env, plan_hash=plan.hash)
     if request_id is not None:
         from oneoff._auth.quorum import check_approvals
 

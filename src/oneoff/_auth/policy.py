@@ -27,6 +27,7 @@ from oneoff.errors import ManifestError, NotPermitted, UsageError
 
 if TYPE_CHECKING:
     from oneoff._auth.signers import Signers
+    from oneoff._manifest import Project
 
 __all__ = [
     "ACTIONS",
@@ -407,7 +408,10 @@ def format_test_results(results: Sequence[TestResult]) -> str:
 
 
 def run_policy_tests(
-    file: Path, policies: PolicySet, signers: Signers | None = None
+    file: Path,
+    policies: PolicySet,
+    signers: Signers | None = None,
+    project: Project | None = None,
 ) -> list[TestResult]:
     """Run a TOML table of ``[[case]]`` rows against ``policies``.
 
@@ -419,6 +423,14 @@ def run_policy_tests(
     ``reasons`` (the exact policy ids expected to determine the decision).
     A malformed file raises ManifestError; a row that does not match fails with the
     actual decision and its reasons.
+
+    Each row is decided as the commands decide (``oneoff._auth.operations``): a ``run``
+    row on an interactive task asks ``run`` and ``console``, a ``console`` row on a task
+    that is not interactive fails (no command ever asks it). With ``project`` (the CLI
+    always passes the app's), tasks and environments are the app's own: a row about an
+    undeclared task or environment fails, and so does a row whose ``risk``, ``locks``,
+    ``environments``, ``interactive`` or ``protected`` contradicts oneoff.toml, so a
+    table cannot pass about a task the app does not have.
     """
     import tomllib
 
@@ -435,7 +447,7 @@ def run_policy_tests(
     if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
         raise ManifestError(f"{file}: write each test as a [[case]] table")
     return [
-        _run_case(file, number, case, policies, signers)
+        _run_case(file, number, case, policies, signers, project)
         for number, case in enumerate(cases, start=1)
     ]
 
@@ -446,7 +458,10 @@ def _run_case(
     case: dict[str, Any],
     policies: PolicySet,
     signers: Signers | None,
+    project: Project | None = None,
 ) -> TestResult:
+    from oneoff._auth.operations import decide_operation, operation_for_action
+
     where = f"{file}: case {number}"
     for key, value in case.items():
         expected_type = _CASE_KEYS.get(key)
@@ -481,23 +496,19 @@ def _run_case(
         problem = f"{principal!r} is unknown: not in the allowed signers and no groups= given"
         return TestResult(number, name, False, expect, None, problem, expected_reasons)
 
-    task = TaskInfo(
-        name=case["task"],
-        risk=case.get("risk", "low"),
-        locks=case.get("locks", []),
-        environments=case.get("environments", []),
-        interactive=case.get("interactive", False),
-    )
-    decision = policies.decide(
-        principal,
-        groups,
-        case["action"],
+    try:
+        task, protected = _case_subject(case, project)
+        operation = operation_for_action(case["action"], task)
+    except UsageError as exc:
+        return TestResult(number, name, False, expect, None, exc.message, expected_reasons)
+    decision = decide_operation(
+        lambda action: policies.decide(
+            principal, groups, action, task, case["environment"],
+            protected=protected, break_glass=case.get("break_glass", False), now=at,
+        ),
+        operation,
         task,
-        case["environment"],
-        protected=case.get("protected", False),
-        break_glass=case.get("break_glass", False),
-        now=at,
-    )
+    )  # fmt: skip
     actual = "allow" if decision.allowed else "deny"
     problems = []
     if actual != expect:
@@ -510,3 +521,50 @@ def _run_case(
     if problems:
         problem = f"{', '.join(problems)} -- {decision.message}"
     return TestResult(number, name, not problems, expect, decision, problem, expected_reasons)
+
+
+def _case_subject(case: dict[str, Any], project: Project | None) -> tuple[TaskInfo, bool]:
+    """The row's task and ``protected``: the app's own when a project is given."""
+    from oneoff._auth.operations import ALL_ENVIRONMENTS, APP_RESOURCE, app_resource, whole_app
+
+    given = TaskInfo(
+        name=case["task"],
+        risk=case.get("risk", "low"),
+        locks=case.get("locks", []),
+        environments=case.get("environments", []),
+        interactive=case.get("interactive", False),
+    )
+    protected = bool(case.get("protected", False))
+    if project is None:
+        return given, protected
+    environment = (
+        whole_app(project)
+        if case["environment"] == ALL_ENVIRONMENTS
+        else project.environments.get(case["environment"])
+    )
+    if environment is None:
+        raise UsageError(f"oneoff.toml declares no environment {case['environment']!r}")
+    if "protected" in case and protected != environment.protected:
+        raise UsageError(
+            f"the row says protected={str(protected).lower()}, oneoff.toml says "
+            f"{str(environment.protected).lower()} for {environment.name}"
+        )
+    protected = environment.protected
+    if case["action"] in ("release", "audit-export") or case["task"] == APP_RESOURCE:
+        if case["task"] != APP_RESOURCE:
+            raise UsageError(f"{case['action']} acts on the app: write task = {APP_RESOURCE!r}")
+        return app_resource(), protected
+    declared = project.tasks.get(case["task"])
+    if declared is None:
+        raise UsageError(f"oneoff.toml declares no task {case['task']!r}: no command decides it")
+    task = TaskInfo(
+        declared.name, declared.risk, tuple(declared.locks),
+        tuple(declared.environments or ()), declared.interactive,
+    )  # fmt: skip
+    for key in ("risk", "locks", "environments", "interactive"):
+        mine, theirs = getattr(given, key), getattr(task, key)
+        if isinstance(mine, list | tuple):
+            mine, theirs = sorted(mine), sorted(theirs)
+        if key in case and mine != theirs:
+            raise UsageError(f"the row says {key}={mine!r}, oneoff.toml says {theirs!r}")
+    return task, protected

@@ -1,22 +1,32 @@
 """The quorum of a request: which approvals still count, and spending them exactly once.
 
-An approval is void when it expired, was used, the plan's hash or the policy version
-changed, the approver is the requester, left the required group, or their key left the
-allowed signers. Each is re-checked at run time, not trusted from when it was recorded.
+An approval is void when it expired (its signed time plus the environment's TTL), was
+used, the plan's hash or the policy version changed, the approver is the requester, left
+the required group, or their key left the allowed signers. Each is re-checked at run
+time, not trusted from when it was recorded.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from oneoff._access import approval_rule
-from oneoff._identity import NAMESPACE_APPROVE, Principal, approval_statement, parse_iso, utc_now
+from oneoff._access import approval_rule, approval_ttl
+from oneoff._identity import (
+    NAMESPACE_APPROVE,
+    Principal,
+    approval_statement,
+    iso,
+    parse_iso,
+    utc_now,
+)
 from oneoff._store.interface import ApprovalRecord, RequestRecord
 from oneoff.errors import ApprovalError, NotPermitted
 
 if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
+    from oneoff._manifest import Environment
     from oneoff._plan import Plan
 
 __all__ = ["check_approvals", "spend"]
@@ -62,7 +72,9 @@ def check_approvals(
     quorum = rule.quorum if rule else 1
     valid, void = [], []
     for approval in gate.app.store.approvals_for(request.id):
-        problem = _approval_problem(gate, request, approval, rule.group if rule else None)
+        problem = _approval_problem(
+            gate, request, approval, rule.group if rule else None, plan.environment
+        )
         if problem:
             void.append(f"{approval.approver} ({problem})")
         else:
@@ -77,14 +89,32 @@ def check_approvals(
 
 
 def _approval_problem(
-    gate: Gate, request: RequestRecord, approval: ApprovalRecord, group: str | None
+    gate: Gate,
+    request: RequestRecord,
+    approval: ApprovalRecord,
+    group: str | None,
+    environment: Environment,
 ) -> str | None:
+    from oneoff._auth.gate import MAX_SKEW
     from oneoff._auth.sshsig import verify
 
     if approval.used:
         return "already used"
-    if parse_iso(approval.expires_at) <= utc_now():
-        return f"expired at {approval.expires_at}"
+    # The expiry is the signed time (checked by the signature below) plus this
+    # environment's TTL from oneoff.toml: the store's expires_at column is only a display
+    # copy, and editing it cannot keep an approval alive.
+    try:
+        signed_at = parse_iso(approval.created_at)
+    except ValueError:
+        return "its time is not a timestamp"
+    if signed_at.tzinfo is None:
+        return "its time carries no time zone"
+    now = utc_now()
+    expires = signed_at + _dt.timedelta(seconds=approval_ttl(gate.config, environment))
+    if expires <= now:
+        return f"expired at {iso(expires)}"
+    if signed_at > now + MAX_SKEW:
+        return f"signed for a time in the future ({approval.created_at})"
     if approval.approver == request.requester:
         return "self-approval"
     try:
