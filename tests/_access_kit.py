@@ -97,6 +97,10 @@ POLICIES = {
                 action in [Oneoff::Action::"plan", Oneoff::Action::"run",
                            Oneoff::Action::"approve"],
                 resource == Oneoff::Task::"migrate");
+
+        @id("dba-release")
+        permit (principal in Oneoff::Group::"dba", action == Oneoff::Action::"release",
+                resource);
     """,
     "policies/break-glass.cedar": """
         @id("break-glass-is-for-oncall")
@@ -157,13 +161,16 @@ def make_access_app(root: Path, keys: dict[str, Path], *, ttl: str = "1h") -> Pa
     return root
 
 
-def release(root: Path, env: str, key: Path) -> str:
-    """Make a new current signed release of ``env``; returns its id."""
+def release(root: Path, env: str, key: Path, *, by: str = "bob", **kw: Any) -> str:
+    """Make a new current signed release of ``env`` as ``by`` (bob, a dba, whom the
+    policies let release); returns its id. ``kw``: e.g. ``min_version``."""
     from oneoff._release.lifecycle import create_release
 
     app = open_app(root)
     try:
-        return create_release(app, env, key_file=str(key)).id
+        # The people's keys sit beside the release key (make_access_app puts it there).
+        who = Signer(key.parent / by, agent=False)
+        return create_release(app, env, key_file=str(key), signer=who, **kw).id
     finally:
         app.close()
 

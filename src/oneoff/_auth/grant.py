@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING
 
 from oneoff._access import access_config, approval_rule
@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._auth.gate import Gate
     from oneoff._locks import Lease
+    from oneoff._manifest import Environment
     from oneoff._plan import Plan
     from oneoff._store.interface import RequestRecord
 
-__all__ = ["Grant", "authorize_run", "open_gate"]
+__all__ = ["Grant", "authorize_on_app", "authorize_plan", "authorize_run", "open_gate"]
 
 SETUP_HINT = (
     "add an [access] section to oneoff.toml with people/allowed_signers (name, SSH key, "
@@ -84,6 +85,52 @@ class Grant:
             else:
                 self.lease.abandon()
             self.lease = None
+
+
+def authorize_plan(app: App, plan: Plan, signer: Signer | None) -> Principal:
+    """Who asks to see ``plan`` and whether policy lets them (Cedar action ``plan``).
+
+    A plan shows the environment's config (masked) and what a run would do; in an app
+    with ``[access]`` that is asked like anything else, and refusals are audited.
+    """
+    gate = open_gate(app)
+    if gate is None:
+        return Principal(os_user())
+    env, task = plan.environment, plan.task
+    principal = gate.identify(signer, "plan", task=task.name, environment=env, plan_hash=plan.hash)
+    gate.decide_operation(principal, "plan", task, env, plan_hash=plan.hash)
+    return principal
+
+
+def authorize_on_app(
+    app: App,
+    operation: str,
+    environment: Environment,
+    signer: Signer | None,
+    subject: Mapping[str, object],
+    *,
+    rollback: bool = False,
+) -> Principal:
+    """Identity and the Cedar decision for an operation on the app (``release``,
+    ``audit-export``); the signed statement covers the hash of ``subject``."""
+    from oneoff._auth.operations import APP_RESOURCE, app_resource
+    from oneoff._canonical import canonical_hash
+
+    gate = open_gate(app)
+    if gate is None:
+        if rollback and environment.protected:
+            raise NotPermitted(
+                f"environment {environment.name!r} is protected, and the app declares no "
+                "[access]: nobody can be verified to roll it back",
+                hint=SETUP_HINT,
+            )
+        return Principal(os_user())
+    digest = "sha256:" + canonical_hash({"operation": operation, **subject})
+    principal = gate.identify(
+        signer, operation, task=APP_RESOURCE, environment=environment, plan_hash=digest
+    )
+    gate.decide_operation(principal, operation, app_resource(), environment, plan_hash=digest)
+    return principal
 
 
 def authorize_run(

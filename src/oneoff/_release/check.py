@@ -285,6 +285,9 @@ def verify_for_run(
         if release is None:
             return Checked(None, (), allow_drift)
         check_signature(app, release, environment, use_cache)
+        from oneoff._release.floor import check_floor
+
+        check_floor(app, release, environment)  # a newer signed release may revoke it
         lines = drift(app, release, env, use_cache=use_cache)
         if lines and not allow_drift:
             raise DriftError(

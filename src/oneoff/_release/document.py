@@ -57,6 +57,8 @@ _FIELDS = frozenset(
     {"oneoff_release", "app", "environment", "version", "code", "deps", "config", "manifest",
      "git_commit", "created_by", "created_at", "promoted_from"}
 )  # fmt: skip
+# Optional: absent means 1. Present once an environment revoked its older releases.
+_MIN_VERSION = "min_version"
 _ID = re.compile(r"rel_[0-9a-f]{64}")
 _KEY_ID = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -88,8 +90,14 @@ def build_document(
     created_by: str,
     created_at: str,
     promoted_from: str | None = None,
+    min_version: int = 1,
 ) -> dict[str, Any]:
+    # The signed floor: releases of this environment older than ``min_version`` are
+    # revoked wherever this release is known (see oneoff._release.floor). Left out at 1,
+    # so documents without revocations keep the shape (and ids) they always had.
+    floor = {_MIN_VERSION: min_version} if min_version > 1 else {}
     return {
+        **floor,
         "oneoff_release": FORMAT,
         "app": app,
         "environment": environment,
@@ -137,6 +145,7 @@ class Release:
     document: dict[str, Any]
     signature: bytes | None
     key_id: str | None
+    min_version: int = 1
 
     @cached_property
     def code(self) -> TreeSnapshot:
@@ -217,11 +226,15 @@ def release_from_record(record: ReleaseRecord, load_entries: EntriesLoader) -> R
             raise ValueError("not a canonical JSON object")
     except ValueError as exc:
         raise ReleaseError(f"{where}: document is not canonical JSON ({exc})") from None
-    if set(doc) != _FIELDS or doc["oneoff_release"] != FORMAT:
+    if set(doc) - {_MIN_VERSION} != _FIELDS or doc["oneoff_release"] != FORMAT:
         raise ReleaseError(f"{where}: unsupported or malformed release document")
     version = doc["version"]
     if type(version) is not int or version < 1:
         raise ReleaseError(f"{where}: bad version {version!r}")
+    min_version = doc.get(_MIN_VERSION, 1)
+    bad_floor = type(min_version) is not int or not 2 <= min_version <= version
+    if _MIN_VERSION in doc and bad_floor:
+        raise ReleaseError(f"{where}: bad min_version {min_version!r}")
     manifest = doc["manifest"]
     if not isinstance(manifest, str) or not _HEX64.fullmatch(manifest):
         raise ReleaseError(f"{where}: manifest digest is not 64 hex digits")
@@ -247,6 +260,7 @@ def release_from_record(record: ReleaseRecord, load_entries: EntriesLoader) -> R
         document=doc,
         signature=record.signature,
         key_id=record.key_id,
+        min_version=min_version,
     )
     # The row's own columns are what lists and lookups use: they must agree with the
     # signed document, or a moved row could pose as another environment's release.

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from oneoff._canonical import canonical_json
 from oneoff._environ import materialize
-from oneoff._identity import os_user
 from oneoff._record import dataclass
 from oneoff._release.check import (
     check_signature,
@@ -39,6 +38,7 @@ from oneoff._release.document import (
     content_id,
     sign_release,
 )
+from oneoff._release.floor import check_floor, next_floor
 from oneoff._release.settings import env_settings, load_signing_key
 from oneoff._release.tree import TreeSnapshot, describe, diff
 from oneoff._store.interface import ReleaseRecord
@@ -46,6 +46,7 @@ from oneoff.errors import DriftError, ReleaseError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
+    from oneoff._identity import Signer
     from oneoff._manifest import Environment
 
 __all__ = ["ReleaseDiff", "create_release", "diff_releases", "promote_release", "rollback"]
@@ -74,6 +75,8 @@ def _record(
     key_file: str | None,
     environ: Mapping[str, str] | None,
     promoted_from: Release | None = None,
+    min_version: int | None = None,
+    actor: str,
 ) -> Release:
     settings = env_settings(app.project, environment)
     signing = load_signing_key(app.project, key_file, environ)
@@ -93,10 +96,11 @@ def _record(
                 f"signing key {kid} is not trusted by {name!r}; its releases would be refused",
                 hint="add its public key to [release] trusted_keys in oneoff.toml",
             )
-    principal = os_user()
+    principal = actor
     store = app.store
     with store.tx():
         version = store.next_release_version(name)
+        floor = next_floor(app, environment, version, min_version)
         document = build_document(
             app=app.project.name,
             environment=name,
@@ -109,6 +113,7 @@ def _record(
             created_by=principal,
             created_at=now(),
             promoted_from=None if promoted_from is None else promoted_from.id,
+            min_version=floor,
         )
         try:
             raw = canonical_json(document)
@@ -144,17 +149,41 @@ def _record(
             "config": config.digest,
             "git_commit": document["git_commit"],
             "promoted_from": document["promoted_from"],
+            "min_version": floor,
         },
     )
     return release
 
 
+def authorize_release(
+    app: App, environment: Environment, signer: Signer | None, subject: dict[str, object]
+) -> str:
+    """Who creates, promotes or rolls back a release here, if policy lets them.
+
+    The person signs a statement over ``subject`` (what they do) and Cedar decides
+    ``release``; refusals are audited. Without ``[access]`` the release key is the only
+    authority, and a rollback (which signs nothing) is refused in a protected environment.
+    """
+    from oneoff._auth.grant import authorize_on_app
+
+    return authorize_on_app(
+        app, "release", environment, signer, subject,
+        rollback="rollback" in subject,
+    ).name  # fmt: skip
+
+
 def create_release(
     app: App, env_name: str | None, *, key_file: str | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, signer: Signer | None = None,
+    min_version: int | None = None,
 ) -> Release:  # fmt: skip
-    """Snapshot this machine's code, dependencies and config as the next release of an env."""
+    """Snapshot this machine's code, dependencies and config as the next release of an env.
+
+    ``signer`` is the person acting (the ``release`` decision, in an app with
+    ``[access]``); ``min_version`` revokes this environment's releases below it.
+    """
     environment = app.project.environment(env_name)
+    actor = authorize_release(app, environment, signer, {"create": environment.name})
     materialized = materialize(app.project, environment, run_vars={}, operator_env=environ)
     return _record(
         app,
@@ -164,18 +193,24 @@ def create_release(
         config=local_config(app, materialized),
         key_file=key_file,
         environ=environ,
+        min_version=min_version,
+        actor=actor,
     )
 
 
 def promote_release(
     app: App, ref: str, env_name: str, *, key_file: str | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, signer: Signer | None = None,
+    min_version: int | None = None,
 ) -> Release:  # fmt: skip
     """Re-create release ``ref`` (same build) for ``env_name`` with that environment's config."""
     source = load_release(app, ref)
     project = app.project
-    check_signature(app, source, project.environment(source.environment))
     environment = project.environment(env_name)
+    actor = authorize_release(app, environment, signer, {"promote": source.id})
+    source_env = project.environment(source.environment)
+    check_signature(app, source, source_env)
+    check_floor(app, source, source_env)
     if environment.name == source.environment:
         raise UsageError(f"release {source.label} is already a release of {env_name!r}")
     code_changes = diff(source.code, local_code(app))
@@ -197,14 +232,25 @@ def promote_release(
         key_file=key_file,
         environ=environ,
         promoted_from=source,
+        min_version=min_version,
+        actor=actor,
     )
 
 
-def rollback(app: App, env_name: str | None) -> tuple[Release, Release]:
-    """Make the release before the current one current again; returns (from, to)."""
+def rollback(
+    app: App, env_name: str | None, *, signer: Signer | None = None
+) -> tuple[Release, Release]:
+    """Make the release before the current one current again; returns (from, to).
+
+    Moving an environment back is a release decision like any other: in an app with
+    ``[access]`` the person signs and Cedar decides ``release``; a protected environment
+    of an app without ``[access]`` cannot be rolled back (nobody can be verified).
+    """
     environment = app.project.environment(env_name)
     name = environment.name
     store = app.store
+    current_id = store.current_release_id(name)
+    actor = authorize_release(app, environment, signer, {"rollback": name, "from": current_id})
     with store.tx():
         current_id = store.current_release_id(name)
         if current_id is None:
@@ -216,12 +262,26 @@ def rollback(app: App, env_name: str | None) -> tuple[Release, Release]:
                 f"{current.label} is the first release of {name!r}; nothing before it"
             )
         target = from_record(app, older[0])
-        # The release rolled back to must still be acceptable here (keys may have changed).
-        check_signature(app, target, environment)
+        if current.id != current_id:
+            raise ReleaseError(f"{name!r} changed release meanwhile; roll back again")
+        # The release rolled back to must still be acceptable here (keys may have changed,
+        # a newer release may have revoked it).
+        try:
+            check_signature(app, target, environment)
+            check_floor(app, target, environment)
+        except ReleaseError as exc:
+            app.audit.append(
+                "release.refused",
+                actor=actor,
+                environment=name,
+                release_id=target.id,
+                payload={"operation": "rollback", "reason": exc.message},
+            )
+            raise
         store.set_current_release(name, target.id, updated_at=now())
     app.audit.append(
         "release.rolled_back",
-        actor=os_user(),
+        actor=actor,
         environment=name,
         release_id=target.id,
         payload={"from": current.id, "from_version": current.version, "to_version": target.version},

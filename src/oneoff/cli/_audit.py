@@ -217,9 +217,19 @@ def _read(path: Path) -> bytes:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from oneoff._identity import os_user
+    from oneoff._identity import os_user, signer_from
 
     app = app_from(args)
+    from oneoff._auth.grant import authorize_on_app, open_gate
+
+    actor = os_user()
+    if open_gate(app) is not None:  # [access]: who exports, and may they (audit-export)
+        from oneoff._auth.operations import whole_app
+
+        query = {"since": args.since, "run": args.run, "kind": args.kind}
+        actor = authorize_on_app(
+            app, "audit-export", whole_app(app.project), signer_from(args.key), query
+        ).name
     out = sys.stdout
     count, last = 0, args.since
     if args.format == "ocsf":
@@ -239,7 +249,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out.flush()
     app.audit.append(
         "audit.exported",
-        actor=os_user(),
+        actor=actor,
         run_id=args.run,
         payload={"format": args.format, "events": count, "since": args.since, "through": last,
                  "kind": args.kind},

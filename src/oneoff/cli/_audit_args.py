@@ -95,6 +95,11 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     cmd.add_argument("--since", type=int, default=0, metavar="SEQ", help="events after SEQ")
     cmd.add_argument("--run", metavar="RUN", help="only this run's events")
     cmd.add_argument("--kind", metavar="KIND", help="only events of this kind")
+    cmd.add_argument(
+        "--key", metavar="FILE",
+        help="your SSH key (default: $ONEOFF_SIGNING_KEY); with [access], policy decides "
+        "'audit-export'",
+    )  # fmt: skip
     cmd = action("break-glass", "cmd_break_glass", "list break-glass runs for review, newest first")
     json(cmd)
     cmd = action("tail", "cmd_tail", "show the newest events; -f keeps following")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from oneoff._version import __version__
-from oneoff.cli._access_args import access_run_options, add_access_commands
+from oneoff.cli._access_args import access_run_options, add_access_commands, key_option
 from oneoff.cli._release_args import add_release_commands, release_options
 from oneoff.cli._words import wanted_command
 
@@ -173,6 +173,7 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     _params(cmd)
     _json(cmd)
     release_options(cmd)
+    key_option(cmd)
 
     cmd = command("run", "oneoff.cli._run:cmd_run", "run a task as a one-off process")
     cmd.add_argument("task", nargs="?", help="the task (omit with --request)")

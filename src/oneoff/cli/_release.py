@@ -9,7 +9,7 @@ from typing import Any
 
 from oneoff._app import App
 from oneoff._environ import materialize
-from oneoff._identity import os_user
+from oneoff._identity import os_user, signer_from
 from oneoff._release.check import from_record, load_release, resolve, verify_for_run
 from oneoff._release.document import Release
 from oneoff._release.lifecycle import create_release, diff_releases, promote_release, rollback
@@ -58,7 +58,10 @@ def _lookup(app: App, ref: str, env_name: str | None) -> Release:
 
 def cmd_create(args: argparse.Namespace) -> int:
     app = app_from(args)
-    release = create_release(app, args.env, key_file=args.key)
+    release = create_release(
+        app, args.env, key_file=args.key, signer=signer_from(args.person_key),
+        min_version=args.min_version,
+    )  # fmt: skip
     if args.json:
         emit_json(_summary(release))
     else:
@@ -173,7 +176,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     app = app_from(args)
-    release = promote_release(app, args.release, args.env, key_file=args.key)
+    release = promote_release(
+        app, args.release, args.env, key_file=args.key, signer=signer_from(args.person_key),
+        min_version=args.min_version,
+    )  # fmt: skip
     if args.json:
         emit_json(_summary(release))
     else:
@@ -186,7 +192,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     app = app_from(args)
-    old, new = rollback(app, args.env)
+    old, new = rollback(app, args.env, signer=signer_from(args.person_key))
     print(f"{new.environment}: rolled back from v{old.version} ({old.short}) to {new.label}")
     return 0
 

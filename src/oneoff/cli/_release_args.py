@@ -32,6 +32,19 @@ def _key(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _person(parser: argparse.ArgumentParser, floor: bool = True) -> None:
+    parser.add_argument(
+        "--person-key", metavar="FILE",
+        help="your SSH key, who you are (default: $ONEOFF_SIGNING_KEY): in an app with "
+        "[access], policy decides 'release'",
+    )  # fmt: skip
+    if floor:
+        parser.add_argument(
+            "--min-version", type=int, metavar="N",
+            help="revoke this environment's releases below vN (signed; never lowered)",
+        )  # fmt: skip
+
+
 def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) -> None:
     """Add `release` and `keys` with their sub-commands to the top-level subparsers."""
 
@@ -52,6 +65,7 @@ def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) ->
     cmd = action(rel, "create", "cmd_create", "snapshot this machine as the next release of ENV")
     env(cmd)
     _key(cmd)
+    _person(cmd)
     json(cmd)
     cmd = action(rel, "list", "cmd_list", "list releases, newest first, marking the current one")
     env(cmd)
@@ -77,9 +91,11 @@ def add_release_commands(sub: Any, common: _Adder, env: _Adder, json: _Adder) ->
     cmd.add_argument("release", metavar="R", help="the release to promote (id or unique prefix)")
     env(cmd, required=True)
     _key(cmd)
+    _person(cmd)
     json(cmd)
     cmd = action(rel, "rollback", "cmd_rollback", "make the previous release current again")
     env(cmd, required=True)
+    _person(cmd, floor=False)
 
     keys = group("keys", "release signing keys")
     cmd = action(keys, "generate", "cmd_keys_generate", "create an Ed25519 key pair")

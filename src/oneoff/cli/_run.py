@@ -39,12 +39,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     app = app_from(args)
     task = app.project.task(args.task)
     params = read_params(task, args.param, interactive=on_terminal())
-    plan = make_plan(app, _request(args, params))
-    from oneoff._identity import os_user
+    request = _request(args, params)
+    plan = make_plan(app, request)
+    from oneoff._auth.grant import authorize_plan
 
+    principal = authorize_plan(app, plan, request.signer)
     app.audit.append(
         "run.planned",
-        actor=os_user(),
+        actor=principal.name,
         environment=plan.environment.name,
         task=plan.task.name,
         release_id=plan.release_id,
