@@ -266,19 +266,23 @@ def rollback(
             raise ReleaseError(f"{name!r} changed release meanwhile; roll back again")
         # The release rolled back to must still be acceptable here (keys may have changed,
         # a newer release may have revoked it).
+        refused: ReleaseError | None = None
         try:
             check_signature(app, target, environment)
             check_floor(app, target, environment)
         except ReleaseError as exc:
-            app.audit.append(
-                "release.refused",
-                actor=actor,
-                environment=name,
-                release_id=target.id,
-                payload={"operation": "rollback", "reason": exc.message},
-            )
-            raise
-        store.set_current_release(name, target.id, updated_at=now())
+            refused = exc
+        else:
+            store.set_current_release(name, target.id, updated_at=now())
+    if refused is not None:  # audited outside the transaction the refusal rolled back
+        app.audit.append(
+            "release.refused",
+            actor=actor,
+            environment=name,
+            release_id=target.id,
+            payload={"operation": "rollback", "reason": refused.message},
+        )
+        raise refused
     app.audit.append(
         "release.rolled_back",
         actor=actor,
