@@ -7,13 +7,16 @@ clear message, the documented exit code and an audit event.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from _access_kit import Keys, events, make_access_app, release, run_as
+from _access_kit import PEOPLE, Keys, events, make_access_app, release, run_as, signers_text
 from oneoff._app import open_app
 from oneoff._identity import parse_iso, utc_now
 from oneoff.errors import ApprovalError
@@ -332,3 +335,177 @@ def test_the_floor_never_goes_down(root: Path, keys: Keys, env: dict[str, str]) 
     assert floor.version == 2
     assert floor.set_by is not None
     assert floor.set_by.version == 3
+
+
+# -- 2. the approver is shown what they sign ---------------------------------------------
+
+
+def edit_request_plan(root: Path, rid: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a request's stored plan as an attacker who writes .oneoff/ would."""
+    with db(root) as conn:
+        (text,) = conn.execute("SELECT plan FROM requests WHERE id = ?", (rid,)).fetchone()
+        plan = json.loads(text)
+        change(plan)
+        conn.execute("UPDATE requests SET plan = ? WHERE id = ?", (json.dumps(plan), rid))
+
+
+def ask(root: Path, keys: Keys, env: dict[str, str], *args: str) -> str:
+    made = cli(root, env, "request", *args, "--key", str(keys["alice"]))
+    assert made.exit_code == 0, made.stderr
+    return made.stdout.strip()
+
+
+def test_an_edited_plan_document_is_refused_before_signing(
+    root: Path, keys: Keys, env: dict[str, str]
+) -> None:
+    """The store shows `--to latest` while the hash is of `--to 0001`: bob is refused (exit 4,
+    audited) instead of signing a hash of something he was not shown."""
+    rid = ask(root, keys, env, "migrate", "--env", "production", "-p", "target=0001")
+
+    def to_latest(plan: dict[str, Any]) -> None:
+        plan["document"]["argv"][-1] = "latest"
+        plan["document"]["params"]["target"] = "latest"
+
+    edit_request_plan(root, rid, to_latest)
+    shown = cli(root, env, "approve", rid, "--yes", "--key", str(keys["bob"]))
+    assert shown.exit_code == EXIT_APPROVAL
+    assert "does not match its plan hash" in shown.stderr
+    assert "latest" not in shown.stdout
+    refused = events(root, "approval.refused")[-1]
+    assert "does not match its plan hash" in str(refused.payload["reason"])
+    assert not events(root, "request.approved")
+
+
+def test_unhashed_display_fields_cannot_mislead_the_approver(
+    root: Path, keys: Keys, env: dict[str, str]
+) -> None:
+    """Edited readable copies (argv, params, release) beside the hashed document are not
+    shown: the approver sees the hashed plan, `--to 0001`."""
+    rid = ask(root, keys, env, "migrate", "--env", "production", "-p", "target=0001")
+
+    def relabel(plan: dict[str, Any]) -> None:
+        plan["argv"] = ["python", "-m", "notes.migrate", "--to", "latest"]
+        plan["params"] = {"target": "latest"}
+        plan["release"] = "rel_" + "0" * 64
+
+    edit_request_plan(root, rid, relabel)
+    shown = cli(root, env, "approve", rid, "--yes", "--key", str(keys["bob"]))
+    assert shown.exit_code == 0, shown.stderr
+    assert "latest" not in shown.stdout
+    assert "target=0001" in shown.stdout
+    assert "rel_0000" not in shown.stdout
+
+
+def test_an_edited_variable_value_is_refused(root: Path, keys: Keys, env: dict[str, str]) -> None:
+    """A shown variable whose value the plan's fingerprint does not hold is refused."""
+    rid = ask(root, keys, env, "migrate", "--env", "development")
+
+    def greet(plan: dict[str, Any]) -> None:
+        plan["env"]["GREETING"]["value"] = "something harmless"
+
+    edit_request_plan(root, rid, greet)
+    shown = cli(root, env, "approve", rid, "--yes", "--key", str(keys["bob"]))
+    assert shown.exit_code == EXIT_APPROVAL
+    assert "'GREETING' is shown with a value the plan does not hold" in shown.stderr
+    assert events(root, "approval.refused")
+    assert not events(root, "request.approved")
+
+
+# -- 8. audit gaps ------------------------------------------------------------------------
+
+
+def test_run_started_names_the_request_and_the_approvals_spent(
+    root: Path, keys: Keys, env: dict[str, str]
+) -> None:
+    """The run.started event says which request ran and whose approvals it spent."""
+    rid = ask(root, keys, env, "migrate", "--env", "production")
+    for who in ("bob", "carol"):
+        assert cli(root, env, "approve", rid, "--yes", "--key", str(keys[who])).exit_code == 0
+    ran = cli(root, env, "run", "--request", rid, "--key", str(keys["alice"]))
+    assert ran.exit_code == 0, ran.stderr
+    started = events(root, "run.started")[-1].payload
+    assert started["request"] == rid
+    assert sorted(started["approvals"]) == ["bob", "carol"]
+    assert started["break_glass"] is False
+
+
+def test_a_request_for_another_task_is_audited(root: Path, keys: Keys, env: dict[str, str]) -> None:
+    """`run noop --request ID` with a request for migrate is refused (exit 2) and audited."""
+    rid = ask(root, keys, env, "migrate", "--env", "production")
+    ran = cli(root, env, "run", "noop", "--request", rid, "--key", str(keys["alice"]))
+    assert ran.exit_code == 2
+    assert "is for task 'migrate'" in ran.stderr
+    refused = events(root, "approval.refused")[-1]
+    assert refused.payload["request"] == rid
+    assert "is for task 'migrate'" in str(refused.payload["reason"])
+
+
+def test_break_glass_with_a_request_is_audited(root: Path, keys: Keys, env: dict[str, str]) -> None:
+    """Break-glass together with a request is refused (exit 2) and audited. (Break-glass
+    without a reason is tests/test_attacks_inputs.py's.)"""
+    rid = ask(root, keys, env, "migrate", "--env", "production")
+    ran = cli(root, env, "run", "migrate", "--env", "production", "--break-glass",
+              "--reason", "down", "--request", rid, "--key", str(keys["dave"]))  # fmt: skip
+    assert ran.exit_code == 2
+    assert "exclude each other" in ran.stderr
+    refused = events(root, "auth.refused")[-1]
+    assert "exclude each other" in str(refused.payload["reason"])
+    assert refused.payload["request"] == rid
+    assert refused.actor == "dave"
+    assert not events(root, "run.started")
+
+
+def test_an_untrusted_or_missing_release_key_is_audited(
+    root: Path, keys: Keys, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Creating a production release with an untrusted key, or with none, is refused
+    (exit 6) and leaves a release.refused event."""
+    from oneoff._audit.checkpoint import generate_keypair
+
+    other = tmp_path / "other" / "release.key"
+    other.parent.mkdir()
+    generate_keypair(other, other.with_suffix(".pub"))
+    for key in (["--key", str(other)], []):
+        made = cli(root, {**env, "ONEOFF_RELEASE_KEY_FILE": ""}, "release", "create",
+                   "--env", "production", *key, "--person-key", str(keys["bob"]))  # fmt: skip
+        assert made.exit_code == EXIT_RELEASE, made.stderr
+        refused = events(root, "release.refused")[-1]
+        assert refused.actor == "bob"
+        assert refused.payload["operation"] == "create"
+    reasons = [str(e.payload["reason"]) for e in events(root, "release.refused")]
+    assert any("is not trusted" in r for r in reasons)
+    assert any("requires a signed release" in r for r in reasons)
+
+
+def test_a_removed_person_does_not_count_again_through_an_old_release(
+    root: Path, keys: Keys, env: dict[str, str]
+) -> None:
+    """Alice is removed from the people in a newer release; with her old checkout she runs
+    against the old release that still lists her. Without revocation that works; once a
+    release sets --min-version, it is refused (exit 6, audited)."""
+    manifest, people = root / "oneoff.toml", root / "people" / "allowed_signers"
+    manifest.write_text(manifest.read_text().replace('"policies/", "people/",', '"policies/",'))
+    key = release_key(keys)
+    with_alice = people.read_text()
+    without_alice = signers_text(keys, {k: v for k, v in PEOPLE.items() if k != "alice"})
+    release(root, "production", key)  # v2: the people, alice included, are now released
+    people.write_text(without_alice)
+    release(root, "production", key)  # v3: alice removed, no revocation
+
+    def alice_runs_v2() -> CliResult:
+        people.write_text(with_alice)  # her checkout of v2
+        try:
+            return cli(root, env, "run", "noop", "--env", "production", "--release", "v2",
+                       "--key", str(keys["alice"]))  # fmt: skip
+        finally:
+            people.write_text(without_alice)
+
+    hole = alice_runs_v2()
+    assert hole.exit_code == 0, hole.stderr  # what revocation exists to close
+    release(root, "production", key, min_version=4)  # v4 revokes v1-v3
+    refused = alice_runs_v2()
+    assert refused.exit_code == EXIT_RELEASE
+    assert "release production v2" in refused.stderr
+    assert "is revoked" in refused.stderr
+    assert "revoked" in str(events(root, "release.verify_failed")[-1].payload["error"])
+    assert len(events(root, "run.started")) == 1

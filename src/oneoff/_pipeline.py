@@ -224,12 +224,20 @@ def run_task(
         reason=grant.reason,
     )
     drift = {"allow_drift": True, "drift": list(checked.drift)} if checked.allow_drift else {}
+    # Who let it run: the request and the approvals it spends, or break-glass and why.
+    access = {
+        "request": run.request_id,
+        "approvals": list(grant.approvers),
+        "break_glass": grant.break_glass,
+        **({"reason": grant.reason} if grant.break_glass else {}),
+    }
     started_payload = {
         # Secrets never reach argv (secret params cannot, plain ones holding one are refused
         # above); redacting it anyway costs nothing.
         "argv": [redactors[1].redact_text(a) for a in plan.argv],
         "params": run.params,
         "executor": executor.name,
+        **access,
         **drift,
     }
     from oneoff._proc import hold_signals

@@ -21,6 +21,7 @@ from oneoff._identity import (
     Signer,
     approval_statement,
     iso,
+    os_user,
     parse_iso,
     utc_now,
 )
@@ -29,6 +30,7 @@ from oneoff.errors import ApprovalError, NotPermitted
 
 if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
+    from oneoff._auth.shown import ShownPlan
     from oneoff._plan import Plan
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "create_request",
     "deny",
     "record_approval",
+    "review",
     "spend",
 ]
 
@@ -84,9 +87,28 @@ def create_request(gate: Gate, plan: Plan, signer: Signer | None) -> RequestReco
     return record
 
 
+def review(gate: Gate, request_id: str) -> tuple[RequestRecord, ShownPlan]:
+    """The request and the plan an approver is shown, checked against the plan hash they
+    will sign; a stored plan that does not match is refused (audited, exit 4)."""
+    request = gate.app.store.get_request(request_id)
+    return request, _checked(gate, request, actor=os_user())
+
+
+def _checked(gate: Gate, request: RequestRecord, *, actor: str) -> ShownPlan:
+    from oneoff._auth.shown import shown_plan
+
+    try:
+        return shown_plan(gate.app, request)
+    except ApprovalError as exc:
+        gate.refuse(
+            exc, "approval.refused", actor=actor, environment=request.environment,
+            task=request.task, plan_hash=request.plan_hash, payload={"request": request.id},
+        )  # fmt: skip
+
+
 def approve(gate: Gate, request_id: str, signer: Signer) -> ApprovalRecord:
     """Sign ``request_id``'s plan with the approver's key and record the approval."""
-    request = gate.app.store.get_request(request_id)
+    request, _shown = review(gate, request_id)
     time = iso(utc_now())
     signature = signer.sign(approval_statement(request, gate.version, time), NAMESPACE_APPROVE)
     return record_approval(gate, request, signature.decode("ascii"), time)
@@ -118,6 +140,8 @@ def record_approval(
         )
     except NotPermitted as exc:
         gate.refuse(exc, "approval.refused", actor=_key_of(signature), **where)
+    # What the approver saw must be what the plan hash stands for (a server shows it too).
+    _checked(gate, request, actor=person.name)
     when = parse_iso(time)
     problem = None
     if abs(now - when) > MAX_SKEW:

@@ -159,8 +159,12 @@ def authorize_run(
         return Grant(Principal(os_user()))
     principal = gate.identify(signer, "run", task=task.name, environment=env, plan_hash=plan.hash)
     if break_glass:
-        if request_id:
-            raise UsageError("--break-glass and --request exclude each other")
+        if request_id:  # an attempt to skip the quorum twice over is worth a record
+            gate.refuse(
+                UsageError("--break-glass and --request exclude each other"), "auth.refused",
+                actor=principal.name, environment=env.name, task=task.name,
+                payload={"request": request_id},
+            )  # fmt: skip
         from oneoff._breakglass import reason_problem
 
         problem = reason_problem(reason or "")

@@ -14,7 +14,7 @@ import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from oneoff._canonical import canonical_json
 from oneoff._environ import materialize
@@ -45,6 +45,8 @@ from oneoff._store.interface import ReleaseRecord
 from oneoff.errors import DriftError, ReleaseError, UsageError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from oneoff._app import App
     from oneoff._identity import Signer
     from oneoff._manifest import Environment
@@ -78,24 +80,12 @@ def _record(
     min_version: int | None = None,
     actor: str,
 ) -> Release:
-    settings = env_settings(app.project, environment)
-    signing = load_signing_key(app.project, key_file, environ)
     name = environment.name
-    if signing is None and settings.require_signed:
-        raise ReleaseError(
-            f"environment {name!r} requires a signed release: pass --key FILE "
-            "or set ONEOFF_RELEASE_KEY_FILE",
-            hint="create a key pair with `oneoff keys generate --out DIR`",
-        )
-    if signing is not None:
-        _key, kid = signing
-        from oneoff._audit.checkpoint import key_id
-
-        if not any(key_id(t.load()) == kid for t in settings.trusted_keys):
-            raise ReleaseError(
-                f"signing key {kid} is not trusted by {name!r}; its releases would be refused",
-                hint="add its public key to [release] trusted_keys in oneoff.toml",
-            )
+    operation = "create" if promoted_from is None else "promote"
+    try:
+        signing = _signing_key(app, environment, key_file, environ)
+    except ReleaseError as exc:
+        refuse_release(app, exc, actor=actor, environment=name, operation=operation)
     principal = actor
     store = app.store
     with store.tx():
@@ -155,6 +145,47 @@ def _record(
     return release
 
 
+def _signing_key(
+    app: App, environment: Environment, key_file: str | None, environ: Mapping[str, str] | None
+) -> tuple[Ed25519PrivateKey, str] | None:
+    """The release key to sign with, or None; ReleaseError if the environment would refuse
+    what it signs (no key where one is required, or a key it does not trust)."""
+    settings = env_settings(app.project, environment)
+    signing = load_signing_key(app.project, key_file, environ)
+    name = environment.name
+    if signing is None and settings.require_signed:
+        raise ReleaseError(
+            f"environment {name!r} requires a signed release: pass --key FILE "
+            "or set ONEOFF_RELEASE_KEY_FILE",
+            hint="create a key pair with `oneoff keys generate --out DIR`",
+        )
+    if signing is not None:
+        _key, kid = signing
+        from oneoff._audit.checkpoint import key_id
+
+        if not any(key_id(t.load()) == kid for t in settings.trusted_keys):
+            raise ReleaseError(
+                f"signing key {kid} is not trusted by {name!r}; its releases would be refused",
+                hint="add its public key to [release] trusted_keys in oneoff.toml",
+            )
+    return signing
+
+
+def refuse_release(
+    app: App, error: ReleaseError, *, actor: str, environment: str, operation: str,
+    release_id: str | None = None,
+) -> NoReturn:  # fmt: skip
+    """Record a refused release operation in the audit log, then raise it."""
+    app.audit.append(
+        "release.refused",
+        actor=actor,
+        environment=environment,
+        release_id=release_id,
+        payload={"operation": operation, "reason": error.message},
+    )
+    raise error
+
+
 def authorize_release(
     app: App, environment: Environment, signer: Signer | None, subject: dict[str, object]
 ) -> str:
@@ -209,8 +240,12 @@ def promote_release(
     environment = project.environment(env_name)
     actor = authorize_release(app, environment, signer, {"promote": source.id})
     source_env = project.environment(source.environment)
-    check_signature(app, source, source_env)
-    check_floor(app, source, source_env)
+    try:  # an unsigned, untrusted or revoked source is refused, and audited
+        check_signature(app, source, source_env)
+        check_floor(app, source, source_env)
+    except ReleaseError as exc:
+        refuse_release(app, exc, actor=actor, environment=environment.name,
+                       operation="promote", release_id=source.id)  # fmt: skip
     if environment.name == source.environment:
         raise UsageError(f"release {source.label} is already a release of {env_name!r}")
     code_changes = diff(source.code, local_code(app))
@@ -274,15 +309,9 @@ def rollback(
             refused = exc
         else:
             store.set_current_release(name, target.id, updated_at=now())
-    if refused is not None:  # audited outside the transaction the refusal rolled back
-        app.audit.append(
-            "release.refused",
-            actor=actor,
-            environment=name,
-            release_id=target.id,
-            payload={"operation": "rollback", "reason": refused.message},
-        )
-        raise refused
+    if refused is not None:  # audited outside the transaction
+        refuse_release(app, refused, actor=actor, environment=name, operation="rollback",
+                       release_id=target.id)  # fmt: skip
     app.audit.append(
         "release.rolled_back",
         actor=actor,

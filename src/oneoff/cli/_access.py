@@ -9,6 +9,7 @@ from typing import Any
 from oneoff._app import App
 from oneoff._auth.gate import Gate
 from oneoff._auth.grant import SETUP_HINT, open_gate
+from oneoff._auth.shown import ShownPlan
 from oneoff._identity import signer_from
 from oneoff._store.interface import RequestRecord
 from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
@@ -50,7 +51,16 @@ def apply_request(app: App, args: argparse.Namespace) -> None:
     """
     request = app.store.get_request(args.request)
     if args.task not in (None, request.task):
-        raise UsageError(f"request {request.id} is for task {request.task!r}, not {args.task!r}")
+        from oneoff._identity import os_user
+
+        error = UsageError(f"request {request.id} is for task {request.task!r}, not {args.task!r}")
+        # Nobody is verified yet (that needs the plan): the OS user is who tried.
+        app.audit.append(
+            "approval.refused", actor=os_user(), environment=request.environment,
+            task=args.task, plan_hash=request.plan_hash,
+            payload={"request": request.id, "reason": error.message},
+        )  # fmt: skip
+        raise error
     args.task = request.task
     args.env = args.env or request.environment
     given = {pair.partition("=")[0] for pair in args.param}
@@ -83,10 +93,13 @@ def cmd_request(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_request(request: RequestRecord) -> str:
-    """The plan an approver reviews, exactly as it was requested."""
-    plan = request.plan
-    document = plan.get("document", {})
+def render_request(request: RequestRecord, shown: ShownPlan) -> str:
+    """The plan an approver reviews: only what its hash vouches for (see _auth.shown)."""
+    document = shown.document
+    params = {
+        k: "[secret]" if isinstance(v, dict) else v
+        for k, v in sorted(dict(document.get("params") or {}).items())
+    }
     lines = [
         f"request    {request.id}  ({request.status})",
         f"requester  {request.requester}  at {request.created_at}",
@@ -94,27 +107,28 @@ def render_request(request: RequestRecord) -> str:
         f"env        {request.environment}"
         + ("  [protected]" if document.get("protected") else ""),
         f"risk       {document.get('risk')}",
-        f"argv       {terminal_safe(' '.join(map(str, plan.get('argv', []))))}",
-        f"locks      {', '.join(document.get('locks', [])) or 'none'}",
-        f"release    {plan.get('release') or 'none'}",
-        "params     " + ", ".join(f"{k}={v}" for k, v in sorted(plan.get("params", {}).items())),
+        f"argv       {terminal_safe(' '.join(map(str, document.get('argv', []))))}",
+        f"locks      {terminal_safe(', '.join(map(str, document.get('locks', [])))) or 'none'}",
+        f"release    {terminal_safe(str(document.get('release') or 'none'))}",
+        "params     " + terminal_safe(", ".join(f"{k}={v}" for k, v in params.items())),
         "environment",
     ]
-    for key, info in sorted(plan.get("env", {}).items()):
-        lines.append(f"  {key} = {terminal_safe(str(info.get('value')))}   # {info.get('source')}")
+    for key, var in sorted(shown.env.items()):
+        note = "  (masked: not checked against the plan)" if var.checked == "masked" else ""
+        lines.append(terminal_safe(f"  {key} = {var.value}   # {var.source}") + note)
     lines.append(f"plan hash  {request.plan_hash}")
     lines.append(f"policy     {request.policy_version}")
     return "\n".join(lines) + "\n"
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from oneoff._auth.approvals import approve
+    from oneoff._auth.approvals import approve, review
 
     app = app_from(args)
     gate = _gate(app)
     signer = _signer(args)
-    request = app.store.get_request(args.request)
-    sys.stdout.write(render_request(request))
+    request, shown = review(gate, args.request)
+    sys.stdout.write(render_request(request, shown))
     if not args.yes:
         if not on_terminal():
             raise UsageError("approving needs a terminal to confirm on, or --yes")
