@@ -252,6 +252,13 @@ TABLES: tuple[Table, ...] = (
                 "only tasks of these risks",
                 'risks = ["high", "critical"]',
             ),
+            Key(
+                "ttl",
+                "duration",
+                "[access] approval_ttl",
+                "how long an approval stays valid here (from its signed time)",
+                'ttl = "15m"',
+            ),
         ),
         _ENV + "approvals = { quorum = 1, ZZ = 1 }\n",
     ),
