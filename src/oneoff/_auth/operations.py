@@ -68,6 +68,8 @@ def whole_app(project: Project) -> Environment:
     from oneoff._record import replace
 
     envs = list(project.environments.values())
+    if not envs:
+        raise UsageError("the app declares no environments; nothing to decide in")
     return replace(
         envs[0],
         name=ALL_ENVIRONMENTS,
