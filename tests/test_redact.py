@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from oneoff._redact import Redactor, forms_of
-from oneoff._redact_forms import _b64_cores
+from oneoff._redact_forms import _b64_cores, is_low_entropy
 from oneoff._redact_forms import forms as _forms
 from oneoff.errors import SecretError
 
@@ -74,9 +74,12 @@ def test_every_form_of_every_secret_is_redacted_under_any_chunking(
     text = b"".join(pieces)
     out = stream(redactor, chunked(text, cuts))
     for value in values:
+        if is_low_entropy(value):
+            continue  # a whole word only: the drawn bytes may glue it to a letter or digit
         for form in forms_of(value):
             assert form not in out
-    assert any(m in out for m in markers(list(secrets)))
+    if not all(map(is_low_entropy, values)):
+        assert any(m in out for m in markers(list(secrets)))
     assert out == redactor.redact(text)
 
 
@@ -450,6 +453,16 @@ def test_a_quiet_stream_shows_at_most_three_held_bytes_and_keeps_matching() -> N
     assert redactor.feed(b"key: sk_live") + redactor.release() == b"key: "
     assert redactor.release_quiet() == b""  # most of a secret's start: held
     assert redactor.feed(b"_0123456789 ok") + redactor.flush() == b"[REDACTED:TOKEN] ok"
+
+
+def test_only_a_word_as_people_type_one_is_matched_as_a_whole_word() -> None:
+    """A mixed-case token is redacted inside words; a word's stream and one-go results agree."""
+    assert not is_low_entropy("AAAAAJ0")
+    assert not is_low_entropy("qwErtyUiopAsdfGhjk")
+    assert Redactor({"K": "AAAAAJ0"}).redact(b"xAAAAAJ00") == b"x[REDACTED:K]0"
+    text = b"\0" * 14 + b"0aaaaaj0" + b"\0" * 15
+    redactor = Redactor({"S": "aaaaaj0"})
+    assert redactor.feed(text) + redactor.flush() == redactor.redact(text) == text
 
 
 def test_pause_after_pause_never_shows_more_than_three_bytes_of_a_secret() -> None:

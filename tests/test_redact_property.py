@@ -136,6 +136,8 @@ def test_no_encoder_chunking_or_pause_shows_a_secret(
     encoded = ENCODERS[encoder](raw, secret)
     if is_low_entropy(secret) and before[-1:].isalnum():
         before = b" "
+    if is_low_entropy(secret) and after[:1].isalnum():
+        after = b" "
     redactor = Redactor({"S": secret})
     out = recorded(redactor, before + encoded + after, plan)
     for piece in _MARKER.split(out):

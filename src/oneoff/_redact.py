@@ -147,6 +147,7 @@ class Redactor:
         self._pending = 0  # bytes at the start of the tail already under an emitted marker
         self._shown = 0  # bytes at the start of the tail already shown (release_quiet)
         self._lead = 0  # base64 characters right before the tail (for wrapped lines)
+        self._before = -1  # the byte right before the tail (-1: none), for whole-token forms
         # Wrapped in lines, a form takes a line break every MIN_WIDTH bytes (up to 2 bytes); a
         # partial neighbour may sit behind one too; a token needs the byte after it.
         self.max_form_length = max(
@@ -191,6 +192,7 @@ class Redactor:
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
         other._tail, other._pending, other._shown, other._lead = b"", 0, 0, 0
+        other._before = -1
         return other
 
     @property
@@ -285,6 +287,7 @@ class Redactor:
         out = bytes(self._emit(buf, len(buf)))
         self._tail = b""
         self._pending = self._shown = self._lead = 0
+        self._before = -1
         return out
 
     def redact(self, data: bytes) -> bytes:
@@ -301,6 +304,8 @@ class Redactor:
     def _emit(self, buf: bytes, cut: int) -> bytes | memoryview:
         """Return ``buf[:cut]`` redacted (less what was already shown); keep ``buf[cut:]``."""
         spans = self._spans(buf, cut)
+        if cut > 0:
+            self._before = buf[cut - 1]
         self._tail = buf[cut:]
         self._lead = lead_before(buf, cut, self._lead)
         group_end = self._pending  # bytes before this already sit under an emitted marker
@@ -335,7 +340,7 @@ class Redactor:
         At each start only the longest form counts, as its own span; a shorter form at the same
         start is covered by it. Matches across the line breaks of wrapped base64 count too.
         """
-        spans = self._matches(buf, cut)
+        spans = self._matches(buf, cut, self._before)
         for block in blocks(buf, self.max_form_length, self._lead):
             if block.start >= cut:
                 break
@@ -347,8 +352,12 @@ class Redactor:
         spans.sort(key=lambda s: (s[0], -s[1], s[2]))
         return spans
 
-    def _matches(self, buf: bytes, cut: int) -> list[tuple[int, int, str]]:
-        """The longest match at each start before ``cut`` (extended over partial neighbours)."""
+    def _matches(self, buf: bytes, cut: int, before: int = -1) -> list[tuple[int, int, str]]:
+        """The longest match at each start before ``cut`` (extended over partial neighbours).
+
+        ``before`` is the byte preceding ``buf`` in the stream (-1: none): a whole-token form at
+        the very start of a held tail is judged by what was emitted before it, as in one go.
+        """
         assert self._matcher is not None
         k = self._stride
         hits = self._matcher.find_matches_as_indexes(buf[::k] if k > 1 else buf, overlapping=True)
@@ -365,7 +374,8 @@ class Redactor:
                 if 0 <= start <= cut and buf.startswith(entry[0], start):
                     if entry[4]:  # a whole token only
                         end = start + len(entry[0])
-                        if (start > 0 and buf[start - 1] in word) or (end < n and buf[end] in word):
+                        prev = buf[start - 1] if start > 0 else before
+                        if prev in word or (end < n and buf[end] in word):
                             continue
                     old = best.get(start)
                     if old is None or len(entry[0]) > len(old[0]):

@@ -17,12 +17,12 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
 base64 wrapped at fewer than 64 columns, wrapped URL-safe base64.
 
-A *low-entropy* secret (letters then at most a few digits, or only digits, up to 24
-characters: ``postgres``, ``hunter22``, ``123456``) is matched as a whole token in its text
-forms: the bytes around it must not be ASCII letters or digits. Matched inside words, it would
-mangle ordinary output (``postgresql`` as ``[REDACTED]ql``) and the markers' places would
-reveal it anyway; the cost is that such a secret written glued to other letters or digits
-shows. Its base64 and hex forms still match anywhere.
+A *low-entropy* secret (a lower-case word, perhaps capitalised, then at most four digits, or
+only digits, up to 16 characters: ``postgres``, ``Hunter22``, ``123456``) is matched as a
+whole token in its text forms: the bytes around it must not be ASCII letters or digits.
+Matched inside words, it would mangle ordinary output (``postgresql`` as ``[REDACTED]ql``)
+and the markers' places would reveal it anyway; the cost is that such a secret written glued
+to other letters or digits shows. Its base64 and hex forms still match anywhere.
 
 Each form comes with ``Form`` flags: whether a neighbouring base64 character carries bits of
 the secret (to be swallowed with it), and whether it must stand as a whole token.
@@ -41,8 +41,10 @@ __all__ = ["Form", "forms", "is_low_entropy"]
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _PCT = re.compile(r"%[0-9A-F]{2}")
 _JSON_U = re.compile(r"\\u[0-9a-f]{4}")
-_LOW_ENTROPY = re.compile(r"[A-Za-z]+[0-9]{0,4}|[0-9]+")
-_LOW_ENTROPY_MAX: Final = 24
+# A word as people type one: lower case, perhaps capitalised. A mixed-case or longer run of
+# letters is what random generators print, and must match anywhere.
+_LOW_ENTROPY = re.compile(r"[A-Za-z][a-z]*[0-9]{0,4}|[0-9]+")
+_LOW_ENTROPY_MAX: Final = 16
 #: JavaScript's encodeURIComponent leaves these unescaped beyond quote()'s own set.
 _JS_COMPONENT_SAFE: Final = "!'()*"
 _GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
