@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from oneoff._record import dataclass
 
-__all__ = ["CHECKS", "Check", "checks"]
+__all__ = ["CHECKS", "Check", "app_checks", "checks"]
 
 _LINUX = sys.platform.startswith("linux")
 
@@ -73,8 +73,35 @@ def _death_signal() -> Check:
     )  # fmt: skip
 
 
-CHECKS: list[Callable[[], Check]] = [_containment, _subreaper, _pidfd, _death_signal]
+def _executors() -> list[Check]:
+    from oneoff._executor.available import executors
+
+    return [
+        Check(f"executor {cap.name}", cap.ok, "runs here" if cap.ok else "cannot run",
+              cap.detail)
+        for cap in executors()
+    ]  # fmt: skip
+
+
+CHECKS: list[Callable[[], Check | list[Check]]] = [
+    _containment, _subreaper, _pidfd, _death_signal, _executors,
+]  # fmt: skip
 
 
 def checks() -> list[Check]:
-    return [check() for check in CHECKS]
+    found: list[Check] = []
+    for check in CHECKS:
+        result = check()
+        found += result if isinstance(result, list) else [result]
+    return found
+
+
+def app_checks(environments: Mapping[str, str], found: list[Check]) -> list[Check]:
+    """One check per environment of an app: whether its executor runs on this machine."""
+    runs = {c.name.removeprefix("executor "): c.ok for c in found if c.name.startswith("executor ")}
+    return [
+        Check(f"environment {env}", runs.get(kind, False), kind,
+              "its tasks can run here" if runs.get(kind, False)
+              else f"its tasks cannot run here: see executor {kind}")
+        for env, kind in sorted(environments.items())
+    ]  # fmt: skip

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from oneoff._executor.spec import LOCAL, ExecutorSpec, parse_executor
 from oneoff._params import NAME_RE, ParamSpec, parse_param_spec
 from oneoff._record import dataclass, field
 from oneoff.errors import ManifestError, UsageError
@@ -66,6 +67,7 @@ class Environment:
     description: str = ""
     approvals: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    executor: ExecutorSpec = LOCAL
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Task:
     approvals: Mapping[str, Any] | None = None
     # A Procfile's release: line: its $VARs are filled from the environment's config.
     expand_env: bool = False
+    network: bool = False
+    """Whether the task needs the network; sandbox and container executors deny it otherwise."""
 
     def allowed_in(self, environment: str) -> bool:
         return self.environments is None or environment in self.environments
@@ -328,7 +332,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     _check_keys(
         table,
         {"config", "secrets", "secret_patterns", "not_secret", "protected", "allow_os_user",
-         "unsafe_allow_env", "description", "approvals", "break_glass", "release"},
+         "unsafe_allow_env", "description", "approvals", "break_glass", "release", "executor"},
         where,
     )  # fmt: skip
     protected = table.get("protected", False)
@@ -348,6 +352,12 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     if protected and allow_os_user:
         raise ManifestError(f"{where}: a protected environment cannot accept the bare OS user")
     unsafe = _str_list(table.get("unsafe_allow_env", []), f"{where}: unsafe_allow_env")
+    executor = parse_executor(table.get("executor"), where, protected=protected)
+    if executor.kind == "kubernetes" and sources:
+        raise ManifestError(
+            f"{where}: a kubernetes environment takes its config from the app's Deployment "
+            "(env, envFrom); it declares no config sources"
+        )
     return Environment(
         name=name,
         sources=sources,
@@ -360,6 +370,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         description=str(table.get("description", "")),
         approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
         extra={k: table[k] for k in ("break_glass", "release") if k in table},
+        executor=executor,
     )
 
 
@@ -420,7 +431,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     _check_keys(
         table,
         {"argv", "params", "description", "timeout", "grace", "risk", "locks",
-         "environments", "interactive", "cwd", "approvals"},
+         "environments", "interactive", "cwd", "approvals", "network"},
         where,
     )  # fmt: skip
     if "argv" not in table:
@@ -473,6 +484,9 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     interactive = table.get("interactive", False)
     if not isinstance(interactive, bool):
         raise ManifestError(f"{where}: interactive must be true or false")
+    network = table.get("network", False)
+    if not isinstance(network, bool):
+        raise ManifestError(f"{where}: network must be true or false")
     cwd = table.get("cwd", ".")
     if not isinstance(cwd, str) or cwd.startswith("/") or ".." in Path(cwd).parts:
         raise ManifestError(f"{where}: cwd must be a relative path inside the app")
@@ -491,6 +505,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
         interactive=interactive,
         cwd=cwd,
         approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
+        network=network,
     )
 
 

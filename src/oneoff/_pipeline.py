@@ -15,7 +15,7 @@ from oneoff._plan import Plan, build_plan
 from oneoff._reap import reap_lost_runs
 from oneoff._record import dataclass, field
 from oneoff._store.interface import RunRecord, RunStatus
-from oneoff.errors import UsageError
+from oneoff.errors import OneoffError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._auth.grant import Grant
@@ -186,12 +186,14 @@ def run_task(
     principal = grant.principal.name
     from oneoff._proc import resolve_command
 
-    # Before anything is recorded: a task whose program is missing is bad input (exit 127).
-    resolve_command(plan.argv[0], plan.env.values, str(plan.cwd))
+    if plan.environment.executor.kind in ("local", "sandbox"):
+        # Before anything is recorded: a task whose program is missing is bad input (127).
+        # (In a container or a pod the program is looked up in the image, not here.)
+        resolve_command(plan.argv[0], plan.env.values, str(plan.cwd))
     if executor is None:
-        from oneoff._executor.local import LocalExecutor
+        from oneoff._executor import executor_for
 
-        executor = LocalExecutor()
+        executor = executor_for(plan.environment.executor, requester=principal)
 
     # [stage: output] redactors first: a secret too short to redact refuses the run here.
     from oneoff._output import build_redactors, output_cap
@@ -301,8 +303,15 @@ def _execute_and_record(
 
     status: RunStatus = "failed"
     exit_code: int | None = None
+    error: dict[str, str] = {}
     try:
-        result = executor.execute(plan, env, on_output, stdin_data=plan.stdin_data(), tree=tree)
+        try:
+            result = executor.execute(plan, env, on_output, stdin_data=plan.stdin_data(), tree=tree)
+        except OneoffError as exc:
+            # An executor that cannot run the task (engine missing, pod never scheduled,
+            # OOM-killed) ends the run as failed, with why, in the audit log.
+            error = {"error": exc.message}
+            raise
         status = result.status
         exit_code = result.exit_code
         if grant.lease is not None and grant.lease.lost:
@@ -323,6 +332,7 @@ def _execute_and_record(
                 "output_digest": output.digest,
                 "output_truncated": output.truncated,
                 **({"lease_lost": True} if status == "lost" else {}),
+                **error,
             }
             # The outcome and its audit event land together or not at all: should the
             # event fail, the run stays "running" and is reaped as lost, never "finished"

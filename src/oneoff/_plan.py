@@ -134,7 +134,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             params[name] = {"secret": fingerprint(plan.fingerprint_key, "param:" + name, value)}
         else:
             params[name] = value
-    return {
+    doc = {
         "oneoff_plan": PLAN_VERSION,
         "app": plan.project.name,
         "task": task.name,
@@ -151,6 +151,13 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "interactive": task.interactive,
         "release": plan.release_id,
     }
+    executor = plan.environment.executor
+    if executor.kind != "local":
+        # Where the task runs (image digest, limits, network) is part of what is approved.
+        # Absent means the local executor, so plans made before executors existed keep
+        # their hash and their approvals.
+        doc["executor"] = {**executor.document(), "network": task.network}
+    return doc
 
 
 def build_plan(

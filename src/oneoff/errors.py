@@ -15,6 +15,8 @@ The tree (exit code in brackets)::
     ├── StoreError [7]                 the store is corrupt, locked or from a newer oneoff
     ├── AuditError [8]                 the audit log failed verification
     ├── SecretError [9]                a secret cannot be handled safely (too short, in argv)
+    ├── OutOfMemory [137]              the executor killed the task at its memory limit
+    ├── PodNeverScheduled [124]        a Kubernetes Job's pod did not start before the timeout
     └── ExecError [125]                the task could not be started at all
         └── CommandNotFound [127]
 
@@ -36,7 +38,9 @@ __all__ = [
     "ManifestError",
     "NotPermitted",
     "OneoffError",
+    "OutOfMemory",
     "ParamError",
+    "PodNeverScheduled",
     "ReleaseError",
     "SecretError",
     "StoreError",
@@ -117,6 +121,14 @@ class SecretError(OneoffError):
 
 class ExecError(OneoffError):
     exit_code = 125
+
+
+class OutOfMemory(OneoffError):
+    exit_code = 137  # what a shell shows for a SIGKILLed process, which it was
+
+
+class PodNeverScheduled(OneoffError):
+    exit_code = 124  # the task's timeout ran out, before it could even start
 
 
 class CommandNotFound(ExecError):

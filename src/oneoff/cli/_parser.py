@@ -231,8 +231,9 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
 
     _add_daemon_commands(sub)
     cmd = command(
-        "doctor", "oneoff.cli._doctor:cmd_doctor", "say what this machine lets oneoff guarantee"
-    )
+        "doctor", "oneoff.cli._doctor:cmd_doctor",
+        "say what this machine lets oneoff guarantee and which executors it can run",
+    )  # fmt: skip
     _json(cmd)
     # [commands: release] oneoff release ..., oneoff keys ...
     add_release_commands(sub, _common, _env, _json)

@@ -87,6 +87,7 @@ def render_plan(plan: Plan) -> str:
         f"timeout    {task.timeout}s (then SIGTERM, {task.grace}s grace, SIGKILL)",
         f"locks      {', '.join(task.locks) or 'none'}",
         f"release    {plan.release_id or 'none'}",
+        f"executor   {terminal_safe(env.executor.describe(network=task.network))}",
     ]
     if plan.params:
         lines.append("params     " + ", ".join(f"{k}={v}" for k, v in plan.public_params.items()))
