@@ -253,9 +253,8 @@ def test_release_refuses_another_image_digest(
     manifest.write_text(
         f'[release]\ntrusted_keys = ["{release_key[1]}"]\n'
         + manifest.read_text().replace(
-            "[environments.boxed]", "[environments.boxed]\nprotected = true"
+            "[environments.boxed]", "[environments.boxed]\nrelease = { require_signed = true }"
         )
-        + '\n[access]\nsigners = "people/allowed_signers"\n'
     )
     created = run_cli(
         ["release", "create", "--env", "boxed", "--key", str(release_key[0])],
