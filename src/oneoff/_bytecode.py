@@ -20,9 +20,8 @@ its dependencies on every start (seconds for a large framework). When no private
 directory can be had, a fresh private temporary one is used per process: slower, not
 weaker.
 
-Not covered: a *sourceless* ``name.pyc`` (outside ``__pycache__``) is imported when no
-``name.py`` exists; like any file the release ignores, it is outside what the release
-check sees.
+A *sourceless* ``name.pyc`` (outside ``__pycache__``), imported when no ``name.py``
+exists, is refused by the release check instead (``oneoff._release.strays``).
 """
 
 from __future__ import annotations

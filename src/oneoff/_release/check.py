@@ -21,6 +21,7 @@ from oneoff._release.deps import DepsSnapshot, diff_deps
 from oneoff._release.document import Release, release_from_record, verify_signature
 from oneoff._release.settings import env_settings, release_ignore
 from oneoff._release.stage import Checked
+from oneoff._release.strays import describe_strays, strays
 from oneoff._release.tree import StatCache, TreeSnapshot, describe, snapshot, unchanged, verify
 from oneoff._release.warm import SignatureCache, cached_deps
 from oneoff.errors import DriftError, ReleaseError, UsageError
@@ -189,6 +190,9 @@ def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = Tr
         changes = verify(app.root, release.code, ignore=ignore, cache=cache)
         if changes:
             lines.append(describe(changes))
+    stray = _strays(app, release, cache if warm else None)
+    if stray:
+        lines.append(describe_strays(stray))
     if access is not None:
         lines += _access_drift(access, release, cache if warm else None, app.project)
     if manifest_digest(app.project) != release.manifest:
@@ -200,6 +204,32 @@ def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = Tr
     if config:
         lines.append(f"config: {', '.join(config)}")
     return lines
+
+
+def _strays(app: App, release: Release, cache: StatCache | None) -> list[str]:
+    """Importable files in the app tree that the release does not contain.
+
+    ``cache``, when given, has just proved the tree is the release's (see
+    ``_access_drift``), so its paths are the release's and its file list need not be parsed.
+    """
+    import os
+
+    from oneoff._environ import app_python
+
+    if cache is not None:
+        warm = cache
+
+        def released(rel: bytes) -> bool:
+            return warm.digest_of(rel) is not None
+    else:
+        entries = release.code.entries
+
+        def released(rel: bytes) -> bool:
+            return rel.decode("utf-8", "surrogateescape") in entries
+
+    # The app's virtualenv belongs to the dependency check: bin/python -> the venv.
+    venv = os.path.dirname(os.path.dirname(app_python(app.project)))
+    return strays(app.root, released, [venv])
 
 
 def _access_files(app: App) -> AccessFiles | None:

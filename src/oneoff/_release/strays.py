@@ -1,0 +1,103 @@
+"""Files Python could import from the app tree that are not part of the release.
+
+A release covers the tracked files (git mode) minus the ignore patterns, and never a
+``.pyc``. But a task runs with the app root as its working directory and ``sys.path[0]``,
+so an untracked or ignored ``json.py`` there shadows the standard library, and a
+standalone ``name.pyc`` (no ``name.py`` beside it) is imported as ``name``. Such a file
+would run inside a "verified" run while the code digest still matches.
+
+This module lists them: every file under the root whose name Python's import system or
+``site`` would act on (``LOADABLE``) and that the release does not contain.
+
+What is walked: the root and every directory below it whose name is a Python identifier
+(``import a.b`` only reaches modules through such names), except ``__pycache__`` (tasks
+read bytecode from a private ``PYTHONPYCACHEPREFIX``, see ``oneoff._bytecode``) and the
+app's own virtualenv (the dependency check owns it). ``.git``, ``.oneoff`` and
+``.venv`` are not identifiers and so are never walked. A symlink not in the release whose
+name is an identifier and that leads to a directory counts too: ``import name.x`` would
+follow it.
+
+Not covered: code that puts a non-identifier directory on ``sys.path`` itself, or imports
+through ``importlib`` by a name that is no identifier.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from oneoff._release.listing import _dec, _display
+
+__all__ = ["LOADABLE", "describe_strays", "strays"]
+
+LOADABLE: Final = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".pth")
+_LOADABLE_B: Final = tuple(s.encode("ascii") for s in LOADABLE)
+_SKIP: Final = frozenset({b"__pycache__"})
+
+
+def _identifier(name: bytes) -> bool:
+    try:
+        return name.decode("ascii").isidentifier()
+    except UnicodeDecodeError:
+        # Non-ASCII identifiers exist (PEP 3131); check them the slow way.
+        text = _dec(name)
+        return text.isidentifier()
+
+
+def strays(
+    root: str | os.PathLike[str],
+    released: Callable[[bytes], bool],
+    skip_dirs: Iterable[str] = (),
+) -> list[str]:
+    """Importable files under ``root`` for which ``released(rel)`` is false, sorted."""
+    root_b = os.fsencode(root)
+    real_root = os.path.realpath(root_b)
+    skip: set[bytes] = set()
+    for skipped in skip_dirs:
+        real = os.path.realpath(os.fsencode(skipped))
+        if real.startswith(real_root + b"/"):
+            skip.add(real[len(real_root) + 1 :])
+    found: list[bytes] = []
+    stack: list[bytes] = [b""]
+    while stack:
+        prefix = stack.pop()
+        directory = os.path.join(root_b, prefix) if prefix else root_b
+        try:
+            with os.scandir(directory) as it:
+                dirents = list(it)
+        except FileNotFoundError:
+            continue  # removed meanwhile: nothing in it can be imported
+        except OSError as exc:
+            from oneoff.errors import ReleaseError
+
+            shown = _display(_dec(prefix)) or "."
+            raise ReleaseError(f"cannot list directory {shown}: {exc.strerror}") from exc
+        for de in dirents:
+            name = de.name
+            rel = prefix + name
+            if de.is_dir(follow_symlinks=False):
+                if name not in _SKIP and rel not in skip and _identifier(name):
+                    stack.append(rel + b"/")
+                continue
+            loadable = name.endswith(_LOADABLE_B)
+            if not loadable and de.is_symlink() and _identifier(name):
+                loadable = _leads_to_dir(de.path)
+            if loadable and not released(rel):
+                found.append(rel)
+    return [_dec(rel) for rel in sorted(found)]
+
+
+def _leads_to_dir(path: bytes) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def describe_strays(paths: list[str], limit: int = 5) -> str:
+    """One line naming the files, e.g. ``files Python could import ...: json.py``."""
+    shown = ", ".join(_display(p) for p in paths[:limit])
+    more = f", and {len(paths) - limit} more" if len(paths) > limit else ""
+    return f"files Python could import are not part of the release: {shown}{more}"

@@ -1,0 +1,149 @@
+"""Attacks: importable files that are not part of the release must not run in a verified run.
+
+The attacker can write into the app tree (a group-writable checkout, a git-ignored
+directory on a shared bastion) but cannot change what the release contains. Every
+variant here must refuse the run (exit 6) before the task starts, name the file, and
+leave a ``release.verify_failed`` audit event.
+"""
+
+from __future__ import annotations
+
+import py_compile
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _access_kit import events, release
+from oneoff.testing import CliResult, invoke, make_app
+
+MANIFEST = """
+[release]
+trusted_keys = ["{trusted}"]
+
+[environments.production]
+config = [{{ dotenv = ".env.production" }}]
+
+[tasks.job]
+argv = ["python", "-c", "import json, job; print(json.dumps('released json'))"]
+"""
+EVIL = "print('PLANTED code ran')\n"
+
+
+def released_app(tmp_path: Path, release_key: tuple[Path, str], *, git: bool) -> Path:
+    """A production app with a signed current release, optionally a git checkout."""
+    root = make_app(
+        tmp_path / "app",
+        MANIFEST.format(trusted=release_key[1]),
+        {
+            ".env.production": "DATABASE_URL=sqlite:///x\n",
+            "job.py": "print('the released job')\n",
+            ".gitignore": "local_*.py\n",
+        },
+    )
+    if git:
+        for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "app"]):
+            subprocess.run(
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv], cwd=root, check=True
+            )
+    release(root, "production", release_key[0])
+    return root
+
+
+def run_job(root: Path, monkeypatch: pytest.MonkeyPatch) -> CliResult:
+    monkeypatch.chdir(root)
+    return invoke(["run", "job", "--env", "production"])
+
+
+def assert_refused(root: Path, done: CliResult, planted: str) -> None:
+    assert done.exit_code == 6, done.stderr
+    assert planted in done.stderr
+    assert "PLANTED" not in done.stdout
+    failed: list[Any] = events(root, "release.verify_failed")
+    assert failed, "no release.verify_failed event"
+    assert planted in failed[-1].payload["error"]
+    assert failed[-1].payload["drift"] is True
+    assert not events(root, "run.started")
+
+
+def plant_pyc(path: Path) -> None:
+    """A sourceless ``.pyc`` at ``path``, compiled from code that announces itself."""
+    source = path.parent / "planted_source.txt"
+    source.write_text(EVIL)
+    py_compile.compile(str(source), cfile=str(path), doraise=True)
+    source.unlink()
+
+
+def test_the_unplanted_app_runs(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control: the released app itself, with __pycache__ and a non-identifier directory, runs."""
+    root = released_app(tmp_path, release_key, git=True)
+    (root / "__pycache__").mkdir()
+    plant_pyc(root / "__pycache__" / "json.cpython-311.pyc")
+    (root / ".tox").mkdir()
+    (root / ".tox" / "json.py").write_text(EVIL)
+    done = run_job(root, monkeypatch)
+    assert done.exit_code == 0, done.stderr
+    assert "released json" in done.stdout
+
+
+def test_standalone_pyc_shadowing_a_module_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sourceless ``json.pyc`` in the app root (outside ``__pycache__``) refuses the run."""
+    root = released_app(tmp_path, release_key, git=False)
+    plant_pyc(root / "json.pyc")
+    assert_refused(root, run_job(root, monkeypatch), "json.pyc")
+
+
+def test_standalone_pyc_in_a_package_is_refused_in_git_mode(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sourceless ``.pyc`` in a subdirectory of a git checkout refuses the run."""
+    root = released_app(tmp_path, release_key, git=True)
+    (root / "lib").mkdir()
+    plant_pyc(root / "lib" / "helpers.pyc")
+    assert_refused(root, run_job(root, monkeypatch), "lib/helpers.pyc")
+
+
+def test_untracked_module_shadowing_the_stdlib_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untracked ``json.py`` in a git checkout's root refuses the run."""
+    root = released_app(tmp_path, release_key, git=True)
+    (root / "json.py").write_text(EVIL)
+    assert_refused(root, run_job(root, monkeypatch), "json.py")
+
+
+def test_git_ignored_module_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A git-ignored importable module (``local_settings.py``) refuses the run."""
+    root = released_app(tmp_path, release_key, git=True)
+    (root / "local_settings.py").write_text(EVIL)
+    assert_refused(root, run_job(root, monkeypatch), "local_settings.py")
+
+
+def test_untracked_extension_module_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An untracked extension module (``.so``), which wins over ``.py``, refuses the run."""
+    root = released_app(tmp_path, release_key, git=True)
+    (root / "job.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    assert_refused(root, run_job(root, monkeypatch), "job.cpython-311-x86_64-linux-gnu.so")
+
+
+def test_release_verify_names_the_untracked_module(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``oneoff release verify`` reports the planted module too, warm cache or not."""
+    root = released_app(tmp_path, release_key, git=True)
+    monkeypatch.chdir(root)
+    assert invoke(["release", "verify", "--env", "production"]).exit_code == 0
+    (root / "json.py").write_text(EVIL)
+    for extra in ([], ["--no-cache"]):
+        done = invoke(["release", "verify", "--env", "production", *extra])
+        assert done.exit_code == 6, done.stderr
+        assert "json.py" in done.stderr
