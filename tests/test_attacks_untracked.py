@@ -56,7 +56,7 @@ def run_job(root: Path, monkeypatch: pytest.MonkeyPatch) -> CliResult:
     return invoke(["run", "job", "--env", "production"])
 
 
-def assert_refused(root: Path, done: CliResult, planted: str) -> None:
+def assert_refused(root: Path, done: CliResult, planted: str, ran_before: int = 0) -> None:
     assert done.exit_code == 6, done.stderr
     assert planted in done.stderr
     assert "PLANTED" not in done.stdout
@@ -64,7 +64,7 @@ def assert_refused(root: Path, done: CliResult, planted: str) -> None:
     assert failed, "no release.verify_failed event"
     assert planted in failed[-1].payload["error"]
     assert failed[-1].payload["drift"] is True
-    assert not events(root, "run.started")
+    assert len(events(root, "run.started")) == ran_before
 
 
 def plant_pyc(path: Path) -> None:
@@ -147,3 +147,76 @@ def test_release_verify_names_the_untracked_module(
         done = invoke(["release", "verify", "--env", "production", *extra])
         assert done.exit_code == 6, done.stderr
         assert "json.py" in done.stderr
+
+
+def venv_app(tmp_path: Path, release_key: tuple[Path, str]) -> tuple[Path, Path]:
+    """A released app whose tasks run in a virtualenv of their own; returns it and its
+    ``site-packages``."""
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+    (site,) = (tmp_path / "venv" / "lib").glob("python*/site-packages")
+    manifest = '[app]\npython = "../venv/bin/python"\n' + MANIFEST.format(trusted=release_key[1])
+    root = make_app(
+        tmp_path / "app",
+        manifest,
+        {".env.production": "DATABASE_URL=sqlite:///x\n", "job.py": "print('the released job')\n"},
+    )
+    release(root, "production", release_key[0])
+    return root, site
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("planted.pth", "import sys; print('PLANTED code ran')\n"),
+        ("sitecustomize.py", EVIL),
+        ("extra_module.py", EVIL),
+    ],
+)
+def test_file_of_no_distribution_in_site_packages_is_refused(
+    tmp_path: Path,
+    release_key: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    content: str,
+) -> None:
+    """A ``.pth``, ``sitecustomize.py`` or module put into the virtualenv's site-packages
+    after the release, belonging to no distribution, refuses the run."""
+    root, site = venv_app(tmp_path, release_key)
+    (site / name).write_text(content)
+    assert_refused(root, run_job(root, monkeypatch), name)
+
+
+def test_changed_file_of_no_distribution_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``.pth`` that was there at release time (as virtualenv's own) is bound to the
+    release: the same name with other content refuses the run, the original runs."""
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+    (site,) = (tmp_path / "venv" / "lib").glob("python*/site-packages")
+    (site / "_virtualenv.pth").write_text("import sys\n")
+    manifest = '[app]\npython = "../venv/bin/python"\n' + MANIFEST.format(trusted=release_key[1])
+    root = make_app(
+        tmp_path / "app",
+        manifest,
+        {".env.production": "DATABASE_URL=sqlite:///x\n", "job.py": "print('the released job')\n"},
+    )
+    release(root, "production", release_key[0])
+    assert run_job(root, monkeypatch).exit_code == 0
+    (site / "_virtualenv.pth").write_text("import sys; print('PLANTED code ran')\n")
+    assert_refused(root, run_job(root, monkeypatch), "_virtualenv.pth", ran_before=1)
+
+
+def test_planted_pth_does_not_run_inside_the_release_check(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that refuses a planted ``.pth`` does not execute it while listing the
+    virtualenv's distributions (the app's interpreter is asked with ``-S``)."""
+    root, site = venv_app(tmp_path, release_key)
+    marker = tmp_path / "pth-ran"
+    (site / "planted.pth").write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n")
+    assert_refused(root, run_job(root, monkeypatch), "planted.pth")
+    assert not marker.exists()

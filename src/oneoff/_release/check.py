@@ -21,7 +21,7 @@ from oneoff._release.deps import DepsSnapshot, diff_deps
 from oneoff._release.document import Release, release_from_record, verify_signature
 from oneoff._release.settings import env_settings, release_ignore
 from oneoff._release.stage import Checked
-from oneoff._release.strays import describe_strays, strays
+from oneoff._release.strays import cached_strays, describe_strays, strays
 from oneoff._release.tree import StatCache, TreeSnapshot, describe, snapshot, unchanged, verify
 from oneoff._release.warm import SignatureCache, cached_deps
 from oneoff.errors import DriftError, ReleaseError, UsageError
@@ -190,7 +190,7 @@ def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = Tr
         changes = verify(app.root, release.code, ignore=ignore, cache=cache)
         if changes:
             lines.append(describe(changes))
-    stray = _strays(app, release, cache if warm else None)
+    stray = _strays(app, release, cache if warm else None, use_cache)
     if stray:
         lines.append(describe_strays(stray))
     if access is not None:
@@ -206,7 +206,7 @@ def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = Tr
     return lines
 
 
-def _strays(app: App, release: Release, cache: StatCache | None) -> list[str]:
+def _strays(app: App, release: Release, cache: StatCache | None, use_cache: bool) -> list[str]:
     """Importable files in the app tree that the release does not contain.
 
     ``cache``, when given, has just proved the tree is the release's (see
@@ -229,7 +229,12 @@ def _strays(app: App, release: Release, cache: StatCache | None) -> list[str]:
 
     # The app's virtualenv belongs to the dependency check: bin/python -> the venv.
     venv = os.path.dirname(os.path.dirname(app_python(app.project)))
-    return strays(app.root, released, [venv])
+    key = app.cache_key("strays") if use_cache else None
+    if key is None:
+        return strays(app.root, released, [venv])
+    return cached_strays(
+        app.root, released, [venv], state_dir=app.state_dir, key=key, tag=release.code_digest
+    )
 
 
 def _access_files(app: App) -> AccessFiles | None:

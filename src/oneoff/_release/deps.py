@@ -6,6 +6,13 @@ different wheel shows even at the same version) and whether it is an editable in
 (PEP 660 ``direct_url.json``). A distribution without ``RECORD`` is recorded with
 ``record_sha256 = None``.
 
+Files at the top of a site directory (``site-packages``) that no distribution's RECORD
+lists and that Python would load (a ``.pth``, which runs at interpreter start-up, a
+``sitecustomize.py``, any module, extension or package directory) are recorded too, by
+name and SHA-256 (``unrecorded``): one planted after the release shows as drift, while an
+environment that legitimately has some (``virtualenv``'s ``_virtualenv.pth``) still
+verifies. Files added or changed *inside* an installed package are not noticed.
+
 Scope: the distributions visible on the interpreter's ``sys.path`` without its first entry
 (the script directory or the current directory, which would make the result depend on
 where oneoff is started). When a name appears twice, the first on the path wins, as at
@@ -32,7 +39,14 @@ from typing import Any, Final
 from oneoff._record import dataclass
 from oneoff.errors import ReleaseError
 
-__all__ = ["DepsSnapshot", "Distribution", "diff_deps", "normalize_name", "snapshot_deps"]
+__all__ = [
+    "SITE_PATHS",
+    "DepsSnapshot",
+    "Distribution",
+    "diff_deps",
+    "normalize_name",
+    "snapshot_deps",
+]
 
 FORMAT: Final = "oneoff-deps-v1"
 _DIGEST_PREFIX: Final = b"oneoff-deps-v1\x00"
@@ -78,9 +92,96 @@ def probe(paths):
         "implementation": sys.implementation.name,
         "python_version": platform.python_version(),
         "distributions": dists,
+        "unrecorded": unrecorded(paths),
     }
+
+
+def unrecorded(paths):
+    # Names at the top of a site directory that no distribution's RECORD lists and that
+    # Python would load: a .pth runs at start-up, a module or package shadows others.
+    import hashlib, os, site, sys
+    from importlib import metadata
+
+    # Every directory a site.py could treat as a site dir: extra ones only cost a listing.
+    sites = list(site.getsitepackages([sys.prefix, sys.base_prefix]))
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable))
+    sites += site.getsitepackages([os.path.dirname(exe_dir)])
+    sites.append(site.getusersitepackages())
+    wanted = set(os.path.realpath(p) for p in sites)
+    loadable = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".pth")
+    found = {}
+    for entry in paths:
+        real = os.path.realpath(entry or ".")
+        if real not in wanted or not os.path.isdir(real):
+            continue
+        wanted.discard(real)
+        recorded = set()
+        for dist in metadata.distributions(path=[entry]):
+            for file in dist.files or ():
+                top = str(file).replace("\\", "/").split("/")[0]
+                recorded.add(top)
+        for name in sorted(os.listdir(real)):
+            if name in recorded or name == "__pycache__":
+                continue
+            if name.endswith((".dist-info", ".egg-info")):
+                continue
+            full = os.path.join(real, name)
+            if os.path.isdir(full):
+                if name.isidentifier():
+                    found[name] = "directory"
+            elif name.endswith(loadable):
+                try:
+                    with open(full, "rb") as f:
+                        found[name] = hashlib.sha256(f.read()).hexdigest()
+                except OSError:
+                    found[name] = "unreadable"
+    return found
 """
-_CHILD_MAIN: Final = "\nimport json, sys\nprint(json.dumps(probe(sys.path[1:])))\n"
+# Another interpreter runs with -S: its .pth files are data to the probe, never code
+# (a planted one must not run inside the check that is meant to refuse it). Its sys.path
+# is rebuilt as site.main() would, minus the "import" lines of .pth files.
+SITE_PATHS: Final = r"""
+def site_paths():
+    import os, site, sys
+    paths = list(sys.path[1:])
+    prefixes, user = [sys.prefix], site.check_enableusersite()
+    # A virtualenv, found as site.venv() finds it (which would also run .pth files).
+    exe_dir = os.path.dirname(os.path.abspath(sys.executable))
+    for cfg_path in (os.path.join(exe_dir, "pyvenv.cfg"),
+                     os.path.join(os.path.dirname(exe_dir), "pyvenv.cfg")):
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = [ln.partition("=") for ln in f.read().splitlines()]
+        except (OSError, UnicodeDecodeError):
+            continue
+        prefixes, user = [os.path.dirname(exe_dir)], False
+        for key, _, value in cfg:
+            if key.strip().lower() == "include-system-site-packages":
+                if value.strip().lower() == "true":
+                    prefixes.append(sys.prefix)
+        break
+    dirs = [site.getusersitepackages()] if user else []
+    for sitedir in dirs + list(site.getsitepackages(prefixes)):
+        if not os.path.isdir(sitedir) or sitedir in paths:
+            continue
+        paths.append(sitedir)
+        for name in sorted(os.listdir(sitedir)):
+            if not name.endswith(".pth") or name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(sitedir, name), encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except (OSError, UnicodeDecodeError):
+                continue
+            for line in lines:
+                if not line.strip() or line.startswith(("#", "import ", "import\t")):
+                    continue
+                extra = os.path.abspath(os.path.join(sitedir, line.rstrip()))
+                if extra not in paths and os.path.exists(extra):
+                    paths.append(extra)
+    return paths
+"""
+_CHILD_MAIN: Final = SITE_PATHS + "\nimport json\nprint(json.dumps(probe(site_paths())))\n"
 
 
 def normalize_name(name: str) -> str:
@@ -106,27 +207,35 @@ class DepsSnapshot:
     python_version: str
     distributions: Mapping[str, Distribution]
     digest: str
+    unrecorded: Mapping[str, str] = MappingProxyType({})
 
     @classmethod
     def build(
-        cls, implementation: str, python_version: str, distributions: Mapping[str, Distribution]
+        cls,
+        implementation: str,
+        python_version: str,
+        distributions: Mapping[str, Distribution],
+        unrecorded: Mapping[str, str] | None = None,
     ) -> DepsSnapshot:
         """A snapshot with its digest computed."""
         frozen = MappingProxyType(dict(sorted(distributions.items())))
-        body = _body(implementation, python_version, frozen)
+        strays = MappingProxyType(dict(sorted((unrecorded or {}).items())))
+        body = _body(implementation, python_version, frozen, strays)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         digest = hashlib.sha256(_DIGEST_PREFIX + canonical.encode("ascii")).hexdigest()
-        return cls(implementation, python_version, frozen, digest)
+        return cls(implementation, python_version, frozen, digest, strays)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
-        body = _body(self.implementation, self.python_version, self.distributions)
+        body = _body(self.implementation, self.python_version, self.distributions, self.unrecorded)
         return {"format": FORMAT, "digest": self.digest, **body}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DepsSnapshot:
         """Parse ``to_dict()`` output strictly; raises ``ReleaseError`` on anything off."""
         keys = {"format", "digest", "implementation", "python_version", "distributions"}
+        if isinstance(data, Mapping) and "unrecorded" in data:
+            keys.add("unrecorded")
         if not isinstance(data, Mapping) or set(data) != keys:
             raise ReleaseError(f"deps snapshot: expected an object with keys {sorted(keys)}")
         if data["format"] != FORMAT:
@@ -138,9 +247,15 @@ class DepsSnapshot:
 
 
 def _body(
-    implementation: str, python_version: str, dists: Mapping[str, Distribution]
+    implementation: str,
+    python_version: str,
+    dists: Mapping[str, Distribution],
+    unrecorded: Mapping[str, str],
 ) -> dict[str, Any]:
+    # Only present when there is something: snapshots from before it keep their digest.
+    extra = {"unrecorded": dict(unrecorded)} if unrecorded else {}
     return {
+        **extra,
         "implementation": implementation,
         "python_version": python_version,
         "distributions": [
@@ -189,7 +304,22 @@ def _parse(data: Mapping[str, Any], *, normalized: bool) -> DepsSnapshot:
             raise ReleaseError(f"deps snapshot: unnormalized or duplicate name {name!r}")
         # First on sys.path wins, as it would at import time.
         dists.setdefault(norm, Distribution(norm, dversion, record, editable))
-    return DepsSnapshot.build(impl, version, dists)
+    return DepsSnapshot.build(impl, version, dists, _parse_unrecorded(data.get("unrecorded", {})))
+
+
+def _parse_unrecorded(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise ReleaseError("deps snapshot: unrecorded must be an object")
+    out: dict[str, str] = {}
+    for name, digest in raw.items():
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise ReleaseError(f"deps snapshot: bad unrecorded file name {name!r}")
+        if not isinstance(digest, str) or not (
+            digest in ("directory", "unreadable") or _HEX64.fullmatch(digest)
+        ):
+            raise ReleaseError(f"deps snapshot: bad digest for unrecorded file {name!r}")
+        out[name] = digest
+    return out
 
 
 def _probe_here() -> dict[str, Any]:
@@ -202,7 +332,7 @@ def _probe_here() -> dict[str, Any]:
 
 
 def _probe_other(python: str) -> dict[str, Any]:
-    argv = [python, "-c", _PROBE + _CHILD_MAIN]
+    argv = [python, "-S", "-c", _PROBE + _CHILD_MAIN]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=_PROBE_TIMEOUT, check=False)
     except OSError as exc:
@@ -232,7 +362,7 @@ def snapshot_deps(python: str | None = None) -> DepsSnapshot:
         data = _probe_here()
     else:
         data = _probe_other(os.fspath(python))
-    if set(data) != {"implementation", "python_version", "distributions"}:
+    if set(data) != {"implementation", "python_version", "distributions", "unrecorded"}:
         raise ReleaseError("deps probe returned unexpected fields")
     return _parse(data, normalized=False)
 
@@ -249,6 +379,11 @@ def _diff_lines(old: DepsSnapshot, new: DepsSnapshot) -> Iterator[str]:
         yield f"python implementation {old.implementation} -> {new.implementation}"
     if old.python_version != new.python_version:
         yield f"python {old.python_version} -> {new.python_version}"
+    for name in sorted(old.unrecorded.keys() | new.unrecorded.keys()):
+        was, now = old.unrecorded.get(name), new.unrecorded.get(name)
+        if was != now:
+            how = "added" if was is None else "removed" if now is None else "modified"
+            yield f"{name} in site-packages, of no distribution ({how})"
     for name in sorted(old.distributions.keys() | new.distributions.keys()):
         a, b = old.distributions.get(name), new.distributions.get(name)
         if a == b:

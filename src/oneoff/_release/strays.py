@@ -17,6 +17,14 @@ app's own virtualenv (the dependency check owns it). ``.git``, ``.oneoff`` and
 name is an identifier and that leads to a directory counts too: ``import name.x`` would
 follow it.
 
+Warm path: the walk is as costly as the warm tree check itself (one ``scandir`` per
+directory), so a clean result is cached (``cached_strays``) with the stat of every
+directory walked, under an HMAC with a key kept outside the app. While every one of them
+keeps its mtime, ctime and inode, no name was added, removed or renamed in any of them,
+so the result still holds: one ``lstat`` per directory instead of a listing. Directories
+touched in the last two seconds make the result unsaved (racy, as in git's index), and
+the cache only answers for the same release code digest and virtualenv.
+
 Not covered: code that puts a non-identifier directory on ``sys.path`` itself, or imports
 through ``importlib`` by a name that is no identifier.
 """
@@ -25,12 +33,14 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Final
 
 from oneoff._release.listing import _dec, _display
 
-__all__ = ["LOADABLE", "describe_strays", "strays"]
+__all__ = ["LOADABLE", "cached_strays", "describe_strays", "strays"]
 
 LOADABLE: Final = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".pth")
 _LOADABLE_B: Final = tuple(s.encode("ascii") for s in LOADABLE)
@@ -46,12 +56,74 @@ def _identifier(name: bytes) -> bool:
         return text.isidentifier()
 
 
+_RACY_NS: Final = 2_000_000_000
+_Dirs = list[tuple[bytes, tuple[int, int, int]]]
+
+
+def _dir_key(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def strays(
     root: str | os.PathLike[str],
     released: Callable[[bytes], bool],
     skip_dirs: Iterable[str] = (),
 ) -> list[str]:
     """Importable files under ``root`` for which ``released(rel)`` is false, sorted."""
+    return _scan(root, released, skip_dirs)[0]
+
+
+def cached_strays(
+    root: str | os.PathLike[str],
+    released: Callable[[bytes], bool],
+    skip_dirs: Iterable[str],
+    *,
+    state_dir: Path,
+    key: bytes,
+    tag: str,
+) -> list[str]:
+    """``strays()``, answered from ``state_dir/straycache`` while no walked directory moved.
+
+    ``tag`` names what the answer depends on besides the tree (the release's code digest);
+    a cache for another tag is ignored.
+    """
+    from oneoff._release.warm import _read_signed, _write_signed
+
+    skip_dirs = list(skip_dirs)
+    path = state_dir / "straycache"
+    tag = f"{tag}\x00{os.fspath(root)}\x00" + "\x00".join(skip_dirs)
+    cached = _read_signed(path, key)
+    if isinstance(cached, dict) and cached.get("tag") == tag and _dirs_unchanged(root, cached):
+        return []
+    found, dirs = _scan(root, released, skip_dirs)
+    newest = max((max(k[0], k[1]) for _, k in dirs), default=0)
+    if not found and newest < time.time_ns() - _RACY_NS:
+        entries = [[rel.hex(), *k] for rel, k in dirs]
+        _write_signed(path, key, {"tag": tag, "dirs": entries})
+    return found
+
+
+def _dirs_unchanged(root: str | os.PathLike[str], cached: dict[str, object]) -> bool:
+    entries = cached.get("dirs")
+    if not isinstance(entries, list) or not entries:
+        return False
+    root_b = os.fsencode(root)
+    try:
+        for rel_hex, *want in entries:
+            rel = bytes.fromhex(rel_hex)
+            st = os.lstat(os.path.join(root_b, rel) if rel else root_b)
+            if not stat.S_ISDIR(st.st_mode) or list(_dir_key(st)) != want:
+                return False
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _scan(
+    root: str | os.PathLike[str],
+    released: Callable[[bytes], bool],
+    skip_dirs: Iterable[str],
+) -> tuple[list[str], _Dirs]:
     root_b = os.fsencode(root)
     real_root = os.path.realpath(root_b)
     skip: set[bytes] = set()
@@ -60,11 +132,14 @@ def strays(
         if real.startswith(real_root + b"/"):
             skip.add(real[len(real_root) + 1 :])
     found: list[bytes] = []
+    dirs: _Dirs = []
     stack: list[bytes] = [b""]
     while stack:
         prefix = stack.pop()
         directory = os.path.join(root_b, prefix) if prefix else root_b
         try:
+            # Stat before listing: a change after this point shows up next time.
+            dirs.append((prefix.rstrip(b"/"), _dir_key(os.lstat(directory))))
             with os.scandir(directory) as it:
                 dirents = list(it)
         except FileNotFoundError:
@@ -86,7 +161,7 @@ def strays(
                 loadable = _leads_to_dir(de.path)
             if loadable and not released(rel):
                 found.append(rel)
-    return [_dec(rel) for rel in sorted(found)]
+    return [_dec(rel) for rel in sorted(found)], dirs
 
 
 def _leads_to_dir(path: bytes) -> bool:

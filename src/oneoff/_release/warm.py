@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from oneoff._release.deps import DepsSnapshot, snapshot_deps
+from oneoff._release.deps import SITE_PATHS, DepsSnapshot, snapshot_deps
 from oneoff.errors import ReleaseError
 
 __all__ = ["SignatureCache", "cached_deps"]
@@ -35,6 +35,21 @@ __all__ = ["SignatureCache", "cached_deps"]
 _ENV_VARS = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONUSERBASE")
 _DIST_FILES = ("METADATA", "RECORD", "PKG-INFO", "direct_url.json")
 _RACY_NS = 2_000_000_000
+# Distribution metadata, plus what the deps probe records when no distribution owns it
+# (``deps.unrecorded``): editing one in place changes its stat, not its directory's.
+_META = (".dist-info", ".egg-info", ".egg-link", ".pth")
+_WATCHED = (
+    ".dist-info",
+    ".egg-info",
+    ".egg-link",
+    ".pth",
+    ".py",
+    ".pyc",
+    ".pyo",
+    ".pyw",
+    ".pyd",
+    ".so",
+)
 _MAX_TAGS = 64
 
 
@@ -100,8 +115,12 @@ def _fingerprint(python: str, paths: Iterable[str]) -> tuple[str, bool]:
             names = sorted(os.listdir(entry))
         except OSError:
             continue
+        # Loose modules only matter in a site directory (deps.unrecorded); a stdlib
+        # directory has hundreds and no distribution metadata.
+        site_dir = os.path.basename(entry) in ("site-packages", "dist-packages")
+        watched = _WATCHED if site_dir or any(n.endswith(_META) for n in names) else _META
         for name in names:
-            if not name.endswith((".dist-info", ".egg-info", ".egg-link", ".pth")):
+            if not name.endswith(watched):
                 continue
             fp.h.update(b"D" + name.encode("utf-8", "surrogateescape") + b"\x00")
             full = os.path.join(entry, name)
@@ -115,7 +134,7 @@ def _fingerprint(python: str, paths: Iterable[str]) -> tuple[str, bool]:
 def _other_paths(python: str) -> list[str]:
     try:
         done = subprocess.run(
-            [python, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"],
+            [python, "-S", "-c", SITE_PATHS + "import json; print(json.dumps(site_paths()))"],
             capture_output=True,
             timeout=60,
             check=True,
