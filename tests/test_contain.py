@@ -321,3 +321,105 @@ def test_doctor_reports_this_machines_containment() -> None:
     text = subprocess.run([ONEOFF, "doctor"], capture_output=True, text=True, timeout=60).stdout
     assert "containment" in text
     assert ("cgroup v2" in text) is (capability().method == "cgroup2")
+
+
+def watchdogs_of(runner: int, tree: list[int]) -> list[int]:
+    """The runner's children not of the task's tree (adopted orphans are): its watchdog
+    (oneoff._watchdog), the one expected."""
+    with open(f"/proc/{runner}/task/{runner}/children") as fh:
+        return [int(p) for p in fh.read().split() if int(p) not in tree]
+
+
+def holds(pid: int) -> list[str]:
+    return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_runner_tree_dies_at_once_without_another_command(
+    app: Path, env: dict[str, str]
+) -> None:
+    """The grandchild and the own-session grandchild of a SIGKILLed runner die within
+    seconds with no other oneoff command run: its watchdog, in a session of its own,
+    outside the run's cgroup and holding nothing but its pipe, kills them and exits."""
+    runner = start("tree", app, env)
+    run_id, pids = tree_of(app)
+    watchdogs = watchdogs_of(runner.pid, pids)
+    for watchdog in watchdogs:
+        assert os.getsid(watchdog) == watchdog  # a Ctrl-C or killpg of the runner misses it
+        fds = holds(watchdog)
+        assert fds[:3] == ["/dev/null"] * 3, fds
+        assert len(fds) == 4, fds
+        assert fds[3].startswith("pipe:"), fds
+        with open(f"/proc/{watchdog}/cgroup") as fh:
+            assert run_id not in fh.read()
+        os.kill(watchdog, signal.SIGINT)  # ignored, as are SIGTERM and SIGHUP
+        os.kill(watchdog, signal.SIGTERM)
+        os.kill(watchdog, signal.SIGHUP)
+        assert alive(watchdog)
+        assert all(alive(p) for p in pids)
+    kill_runner(runner)
+    assert gone(pids, within=10)
+    assert len(watchdogs) == 1
+    assert gone(watchdogs, within=10)
+    # The store is the next command's business, as before: the run is lost, its lock free.
+    checked = oneoff(["run", "check", "--env", "development", "--wait", "60"], app, env)
+    assert "alive []" in checked.stdout, (checked.stdout, checked.stderr)
+    runs = json.loads(oneoff(["runs", "--json"], app, env).stdout)
+    assert {r["id"]: r["status"] for r in runs}[run_id] == "lost"
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_daemon_and_runner_tree_dies_without_another_command(
+    app: Path, env: dict[str, str]
+) -> None:
+    """Killing the daemon and its runner together (SIGKILL): the grandchild and the
+    own-session grandchild die within seconds, no other oneoff command run."""
+    served = {k: v for k, v in env.items() if k != "ONEOFF_DAEMON"}
+    started = oneoff(["daemon", "start", "--idle", "120"], app, served)
+    assert started.returncode == 0, started.stderr
+    status = oneoff(["daemon", "status"], app, served).stdout
+    daemon = int(status.split("pid ")[1].split()[0].rstrip(",)"))
+    try:
+        caller = start("tree", app, served)
+        _run_id, pids = tree_of(app)
+        with open(f"/proc/{pids[0]}/stat") as fh:
+            runner = int(fh.read().rsplit(")", 1)[1].split()[1])
+        assert runner not in (caller.pid, daemon)  # a fork of the daemon runs it
+        watchdogs = watchdogs_of(runner, pids)
+        os.kill(daemon, signal.SIGSTOP)  # together: the daemon never sees its runner die
+        os.kill(runner, signal.SIGKILL)
+        os.kill(daemon, signal.SIGKILL)
+        caller.communicate(timeout=30)
+        assert gone(pids, within=10)
+        assert len(watchdogs) == 1
+        assert gone(watchdogs, within=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
+SESSION_LEADERS = """
+import os
+runner = os.getppid()
+kids = open(f"/proc/{runner}/task/{runner}/children").read().split()
+print(sum(os.getsid(int(p)) == int(p) for p in kids if int(p) != os.getpid()))
+"""
+
+
+def test_a_normal_run_leaves_no_watchdog(tmp_path: Path) -> None:
+    """While a task runs its runner has a watchdog child; once the run is over it has
+    exited and been reaped: nothing is left, not even a zombie."""
+    from oneoff._proc import run_process
+    from oneoff._proctree import children
+
+    before = children(os.getpid())
+    out: list[bytes] = []
+    tree = RunTree.new(f"rwatch{os.getpid()}{time.monotonic_ns()}")
+    result = run_process(
+        [sys.executable, "-c", SESSION_LEADERS], env=dict(os.environ), cwd=tmp_path,
+        timeout=60, on_output=lambda fd, chunk: out.append(chunk), tree=tree,
+    )  # fmt: skip
+    assert tree.stop(marks=False)
+    assert result.status == "succeeded", out
+    assert b"".join(out) == b"1\n"  # the watchdog, in a session of its own
+    assert children(os.getpid()) == before

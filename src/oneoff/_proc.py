@@ -18,6 +18,8 @@ Design (Linux first, POSIX elsewhere):
   v2 where one can be made, and ``cgroup.kill`` ends everything in it with the task: the
   kernel, not our view of /proc, says what belongs to the run, also for whoever reaps a
   run whose runner was SIGKILLed.
+* A watchdog forked before the task (oneoff._watchdog) stops the run's tree the moment
+  this runner dies by any means, SIGKILL included.
 * SIGINT is forwarded; a second one, or the grace period after the first, escalates to
   SIGTERM and then SIGKILL, as a forwarded SIGTERM does.
 * Output is read from non-blocking pipes (or the pty master) with a selector, in chunks of
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from oneoff._contain import RunTree
+    from oneoff._watchdog import Watchdog
 
 __all__ = ["OutputSink", "ProcessResult", "hold_signals", "resolve_command", "run_process"]
 
@@ -213,6 +216,7 @@ class _Run:
         self.tty_saved: list[Any] | None = None
         self.master = -1
         self.winch = False
+        self.watchdog: Watchdog | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -229,6 +233,12 @@ class _Run:
         import selectors
         import subprocess
 
+        if self.tree is not None:
+            from oneoff._watchdog import Watchdog
+
+            # First: forked before any fd of the run exists, a child of ours before the
+            # subreaper bookkeeping below (so never taken for one of the task's orphans).
+            self.watchdog = Watchdog.start(self.tree)
         self.wake_r, self.wake_w = self._pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -433,6 +443,8 @@ class _Run:
             self.tracked.clear()
             for fd in list(self.fds):
                 self._close(fd)
+            if self.watchdog is not None:  # the tree was killed with the task (or never began)
+                self.watchdog.disarm()
 
     # -- fds -------------------------------------------------------------------------------
 
