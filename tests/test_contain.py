@@ -69,6 +69,9 @@ argv = ["python", "tree.py"]
 locks = ["database"]
 argv = ["python", "check.py"]
 
+[tasks.leaders]
+argv = ["python", "leaders.py"]
+
 [tasks.quiet]
 argv = ["python", "-c", "import time; print('one line, then quiet', flush=True); time.sleep(300)"]
 """
@@ -406,20 +409,20 @@ print(sum(os.getsid(int(p)) == int(p) for p in kids if int(p) != os.getpid()))
 """
 
 
-def test_a_normal_run_leaves_no_watchdog(tmp_path: Path) -> None:
-    """While a task runs its runner has a watchdog child; once the run is over it has
+def test_a_normal_run_leaves_no_watchdog(
+    app: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a task runs its runner has a watchdog child; once the run is recorded it has
     exited and been reaped: nothing is left, not even a zombie."""
-    from oneoff._proc import run_process
     from oneoff._proctree import children
+    from oneoff.testing import invoke
 
+    (app / "leaders.py").write_text(SESSION_LEADERS)
+    monkeypatch.chdir(app)
+    for key in ("ONEOFF_DAEMON", "ONEOFF_DAEMON_DIR"):
+        monkeypatch.setenv(key, env[key])
     before = children(os.getpid())
-    out: list[bytes] = []
-    tree = RunTree.new(f"rwatch{os.getpid()}{time.monotonic_ns()}")
-    result = run_process(
-        [sys.executable, "-c", SESSION_LEADERS], env=dict(os.environ), cwd=tmp_path,
-        timeout=60, on_output=lambda fd, chunk: out.append(chunk), tree=tree,
-    )  # fmt: skip
-    assert tree.stop(marks=False)
-    assert result.status == "succeeded", out
-    assert b"".join(out) == b"1\n"  # the watchdog, in a session of its own
+    done = invoke(["run", "leaders", "--env", "development"])
+    assert done.exit_code == 0, done.stderr
+    assert done.stdout == "1\n"  # the watchdog, in a session of its own
     assert children(os.getpid()) == before

@@ -347,6 +347,10 @@ def _execute_and_record(
         finally:
             # [stage: record] release locks, once nothing of the run is alive.
             _end_tree(run, tree, grant)
+            from oneoff._after import after_reply
+            from oneoff._watchdog import reap
+
+            after_reply(reap)  # the run's watchdog, disarmed and exiting by now
     return result
 
 

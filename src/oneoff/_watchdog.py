@@ -35,10 +35,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from oneoff._contain import RunTree
 
-__all__ = ["Watchdog"]
+__all__ = ["Watchdog", "reap"]
 
 _DONE = b"d"
 _IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE)
+# Disarmed watchdogs not reaped yet. Waiting for one at once would cost a scheduling round
+# trip (milliseconds on a loaded machine); by the time the run is recorded it has exited.
+_exiting: list[int] = []
 
 
 class Watchdog:
@@ -53,6 +56,7 @@ class Watchdog:
         """Fork the watchdog of ``tree``; None where fork is not available or fails."""
         if not sys.platform.startswith("linux"):
             return None
+        reap()
         r, w = os.pipe()  # both close-on-exec: the task never holds the write end
         try:
             import warnings
@@ -76,15 +80,27 @@ class Watchdog:
         return cls(pid, w)
 
     def disarm(self) -> None:
-        """The run ended here (its tree is already killed): the watchdog exits, reaped."""
+        """The run ended here (its tree is already killed): the watchdog exits; ``reap``
+        (called once the run is recorded, and before the next watchdog starts) reaps it."""
         if self.fd < 0:
             return
         with contextlib.suppress(OSError):
             os.write(self.fd, _DONE)
         os.close(self.fd)
         self.fd = -1
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        _exiting.append(self.pid)
+        reap(block=False)
+
+
+def reap(*, block: bool = True) -> None:
+    """Reap the disarmed watchdogs (``block``: waiting for those still exiting)."""
+    for pid in list(_exiting):
+        try:
+            done, _status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else (a wait for any child)
+            done = pid
+        if done:
+            _exiting.remove(pid)
 
 
 def _watch(r: int, tree: RunTree) -> int:
