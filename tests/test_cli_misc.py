@@ -283,3 +283,8 @@ def test_app_flag_and_missing_manifest(tmp_path: Path, app: Path, cli_env: dict[
     remote = run_cli(["tasks", "--app", str(app)], cwd=elsewhere, env=cli_env)
     assert remote.exit_code == 0
     assert "hello" in remote.stdout
+    # Before the command word too, as `oneoff --help` shows it (a command's own default
+    # used to overwrite it).
+    first = run_cli(["--app", str(app), "tasks"], cwd=elsewhere, env=cli_env)
+    assert first.exit_code == 0, first.stderr
+    assert "hello" in first.stdout

@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 from oneoff.errors import ConfigError
 
-__all__ = ["format_dotenv", "parse_dotenv"]
+__all__ = ["format_dotenv", "parse_dotenv", "read_dotenv_file"]
+
+MAX_DOTENV_BYTES = 16 * 1024 * 1024
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
 _DQ_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
+
+
+def read_dotenv_file(path: str, source: str) -> str | None:
+    """The text of the dotenv file at ``path``; None when it does not exist.
+
+    Opened without blocking and refused unless it is a regular file: a FIFO, a device or
+    a socket would hang the command or feed it endless data.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"dotenv {source}: cannot read: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise ConfigError(f"dotenv {source}: not a valid path") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"dotenv {source}: not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_DOTENV_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"dotenv {source}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_DOTENV_BYTES:
+        raise ConfigError(f"dotenv {source}: larger than {MAX_DOTENV_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"dotenv {source}: not UTF-8 (byte {exc.start} is not valid)") from None
 
 
 def parse_dotenv(text: str, source: str = "<dotenv>") -> dict[str, str]:

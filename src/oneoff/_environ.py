@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from oneoff._dotenv import parse_dotenv
+from oneoff._dotenv import parse_dotenv, read_dotenv_file
 from oneoff._manifest import ConfigSource, Environment, Project, is_env_name
 from oneoff._record import dataclass
 from oneoff.errors import ConfigError
@@ -213,25 +213,36 @@ def materialize(
 def read_source(project: Project, source: ConfigSource, shell: Mapping[str, str]) -> dict[str, str]:
     """The variables one config source provides."""
     if source.kind == "dotenv":
-        path = (project.root / source.path).resolve()
+        try:
+            path = (project.root / source.path).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL
+            raise ConfigError(f"dotenv {source.path}: cannot resolve the path") from None
         if project.root.resolve() not in path.parents:
             raise ConfigError(f"dotenv {source.path}: must be inside the app")
-        try:
-            text = path.read_text("utf-8")
-        except FileNotFoundError:
+        text = read_dotenv_file(str(path), source.path)
+        if text is None:
             if source.optional:
                 return {}
-            raise ConfigError(f"dotenv {source.path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"dotenv {source.path}: cannot read: {exc}") from None
+            raise ConfigError(f"dotenv {source.path}: file not found")
         return parse_dotenv(text, source.path)
     if source.kind == "inherit":
         picked = {}
         for key, value in shell.items():
             if any(fnmatch.fnmatchcase(key, name) for name in source.names):
+                if not (key + value).isascii() and not _is_utf8(key + value):
+                    raise ConfigError(f"inherited variable {key}: not valid UTF-8")
                 picked[key] = value
         return picked
     return _run_command_source(project, source, shell)
+
+
+def _is_utf8(text: str) -> bool:
+    # Undecodable bytes from the OS arrive as lone surrogates; nothing downstream takes them.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _run_command_source(

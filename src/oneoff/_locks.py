@@ -27,17 +27,49 @@ from typing import TYPE_CHECKING
 from oneoff._clock import utc_iso
 from oneoff._liveness import host_id, process_token, runner_alive
 from oneoff._store.interface import LockRecord
-from oneoff.errors import LockBusy, UsageError
+from oneoff.errors import LockBusy, StoreError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._store.interface import Store
 
-__all__ = ["LEASE", "RENEW_EVERY", "Lease", "acquire", "reap_locks"]
+__all__ = ["LEASE", "MAX_WAIT", "RENEW_EVERY", "Lease", "acquire", "check_wait", "reap_locks"]
 
 LEASE = 30.0
 RENEW_EVERY = 10.0
 POLL = 0.2
+MAX_WAIT = 7 * 24 * 3600.0  # as long as the longest task may run
+
+
+def check_wait(wait: float | None) -> None:
+    """Refuse a lock wait that is negative, not a number, or longer than ``MAX_WAIT``."""
+    if wait is not None and not 0 <= wait <= MAX_WAIT:  # nan compares false: refused too
+        raise UsageError(f"--wait must be between 0 and {MAX_WAIT:g} seconds, not {wait:g}")
+
+
+def lease_end(lock: LockRecord) -> _dt.datetime | None:
+    """When ``lock``'s lease ends; None when the stored time cannot be read (damage)."""
+    stored: object = lock.expires_at  # whatever the damaged row holds
+    if not isinstance(stored, str):
+        return None
+    try:
+        end = _dt.datetime.fromisoformat(stored.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return end if end.tzinfo is not None else None
+
+
+def lock_damage(lock: LockRecord) -> str | None:
+    """What makes a stored lease unreadable (a damaged store), or None when it is sound."""
+    for name in ("run_id", "holder", "runner_host"):
+        if not isinstance(getattr(lock, name), str):
+            return f"its {name} {getattr(lock, name)!r} is not text"
+    pid: object = lock.runner_pid
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return f"its runner pid {pid!r} is not a number"
+    if lease_end(lock) is None:
+        return f"its lease end {lock.expires_at!r} cannot be read"
+    return None
 
 
 _iso = utc_iso
@@ -239,6 +271,7 @@ def acquire(
     ``environment`` and ``grace`` (the task's SIGTERM-to-SIGKILL delay) are for a lease
     lost while the run goes on: see ``Lease``.
     """
+    check_wait(wait)
     if not names:
         return None
     lease = LEASE if lease is None else lease
@@ -265,6 +298,15 @@ def acquire(
                 app, run_id, names, lease,
                 holder=holder, task=task, environment=environment, grace=grace,
             )  # fmt: skip
+        for lock in held:
+            damage = lock_damage(lock)
+            if damage is not None:
+                # reap_locks keeps it (nothing proves it free): waiting would never end.
+                raise StoreError(
+                    f"lock {lock.name!r}: {damage} (the store is damaged)",
+                    hint=f"once run {lock.run_id!r} is known to be over, delete the row "
+                    "from the locks table",
+                )
         if time.monotonic() >= deadline:
             first = held[0]
             raise LockBusy(
@@ -291,13 +333,18 @@ def reap_locks(app: App, emptied: dict[str, bool] | None = None) -> list[str]:
     freed = []
     emptied = {} if emptied is None else emptied
     for lock in store.lock_holders():
+        if lock_damage(lock) is not None:
+            # Nothing about a damaged lease can be trusted, its runner's death included:
+            # keep it, and let only runs needing that lock refuse (see acquire).
+            continue
         try:
             run = store.get_run(lock.run_id)
         except UsageError:  # the run row may not exist yet (or ever)
             run = None
         token = run.runner_token if run else process_token(lock.runner_pid)
         alive = runner_alive(lock.runner_host, lock.runner_pid, token)
-        expired = _dt.datetime.fromisoformat(lock.expires_at.replace("Z", "+00:00")) < now
+        end = lease_end(lock)
+        expired = end is not None and end < now
         if alive is True or (alive is None and not expired):
             continue
         if alive is False:

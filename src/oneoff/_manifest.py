@@ -30,6 +30,13 @@ DEFAULT_SECRET_PATTERNS = (
 )  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Nothing oneoff reads nests deeper than a handful of levels; a bound keeps every walk
+# over the manifest (validation, digests, repr in messages) far from Python's recursion limit.
+MAX_DEPTH = 32
+# Timers take milliseconds in a C int (~596 h); a week is longer than any admin process
+# should hold a lock, and a bound refused at load is better than a crash mid-run.
+MAX_TIMEOUT = 7 * 24 * 3600
+MAX_SOURCE_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -191,12 +198,35 @@ def load_project(root: Path) -> Project:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already says "(at line N, column M)".
         raise ManifestError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 (byte {exc.start} is not valid)") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ManifestError(f"{path}: nests deeper than {MAX_DEPTH} levels") from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read: {exc.strerror}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ManifestError(f"{path}: nests deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value``, counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:  # deeper is refused anyway; stop walking
+            stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def _line_of(path: Path, needle: str) -> str:
@@ -338,7 +368,10 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     protected = table.get("protected", False)
     if not isinstance(protected, bool):
         raise ManifestError(f"{where}: protected must be true or false")
-    sources = tuple(_source(where, i, s) for i, s in enumerate(table.get("config", [])))
+    config = table.get("config", [])
+    if not isinstance(config, list):
+        raise ManifestError(f'{where}: config must be a list like [{{ dotenv = ".env" }}]')
+    sources = tuple(_source(where, i, s) for i, s in enumerate(config))
     secrets = _str_list(table.get("secrets", []), f"{where}: secrets")
     extra_patterns = _str_list(table.get("secret_patterns", []), f"{where}: secret_patterns")
     not_secret = _str_list(table.get("not_secret", []), f"{where}: not_secret")
@@ -349,6 +382,8 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     if bad:
         raise ManifestError(f"{where}: not_secret takes variable names, not {bad[0]!r}")
     allow_os_user = table.get("allow_os_user", not protected)
+    if not isinstance(allow_os_user, bool):
+        raise ManifestError(f"{where}: allow_os_user must be true or false")
     if protected and allow_os_user:
         raise ManifestError(f"{where}: a protected environment cannot accept the bare OS user")
     unsafe = _str_list(table.get("unsafe_allow_env", []), f"{where}: unsafe_allow_env")
@@ -385,9 +420,12 @@ def _source(where: str, index: int, raw: Any) -> ConfigSource:
     if kind == "dotenv":
         _check_keys(raw, {"dotenv", "optional"}, ctx)
         file = raw["dotenv"]
-        if not isinstance(file, str) or not file:
+        if not isinstance(file, str) or not file or "\x00" in file:
             raise ManifestError(f"{ctx}: dotenv must be a file path")
-        return ConfigSource("dotenv", path=file, optional=bool(raw.get("optional", False)))
+        optional = raw.get("optional", False)
+        if not isinstance(optional, bool):
+            raise ManifestError(f"{ctx}: optional must be true or false")
+        return ConfigSource("dotenv", path=file, optional=optional)
     if kind == "inherit":
         _check_keys(raw, {"inherit"}, ctx)
         names = _str_list(raw["inherit"], f"{ctx}: inherit")
@@ -400,8 +438,14 @@ def _source(where: str, index: int, raw: Any) -> ConfigSource:
         return ConfigSource("inherit", names=names)
     _check_keys(raw, {"command", "timeout", "pass_env"}, ctx)
     timeout = raw.get("timeout", 30)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise ManifestError(f"{ctx}: timeout must be a positive number of seconds")
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 < timeout <= MAX_SOURCE_TIMEOUT  # also refuses nan
+    ):
+        raise ManifestError(
+            f"{ctx}: timeout must be a number of seconds above 0, at most {MAX_SOURCE_TIMEOUT}"
+        )
     return ConfigSource(
         "command",
         argv=_argv(raw["command"], ctx),
@@ -414,13 +458,19 @@ _DURATION = re.compile(r"^([0-9]+)(s|m|h)?$")
 
 
 def _duration(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
+    seconds = 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str):
         match = _DURATION.match(value.strip())
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    raise ManifestError(f'{where}: must be a positive duration like 90, "30s", "10m", "2h"')
+        if match and len(match.group(1)) <= 12:
+            seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    if 0 < seconds <= MAX_TIMEOUT:
+        return seconds
+    raise ManifestError(
+        f'{where}: must be a positive duration like 90, "30s", "10m", "2h", '
+        f"at most {MAX_TIMEOUT // 3600}h"
+    )
 
 
 def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environment]) -> Task:

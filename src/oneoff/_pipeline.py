@@ -167,6 +167,9 @@ def run_task(
     The stages, in order (each may refuse with its own error and exit code):
     load → verify release → plan → confirm → decide → approve → lock → execute → record.
     """
+    from oneoff._locks import check_wait
+
+    check_wait(request.wait)  # bad input is refused before anything is done
     # [stage: identity] who is asking; never taken from a flag or a variable. Resolved
     # with the decision below: the signed statement covers the plan's hash.
     # [stage: verify release + plan]

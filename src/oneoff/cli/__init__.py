@@ -28,6 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from oneoff.errors import OneoffError
 
     args_list = list(sys.argv[1:] if argv is None else argv)
+    not_utf8 = _first_not_utf8(args_list)
+    if not_utf8 is not None:
+        # Python hands undecodable argv bytes over as lone surrogates, which every later
+        # encode (SQLite, JSON, the terminal) rejects; refuse them here, in one place.
+        from oneoff._log import log
+
+        log(
+            "error", f"argument {not_utf8} is not valid UTF-8", level="error",
+            error="UsageError", exit_code=2,
+        )  # fmt: skip
+        return 2
     parser = build_parser(args_list)
     try:
         args = parser.parse_args(args_list)
@@ -55,3 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `oneoff runs | head`: the reader left; that is not our failure.
         return 0
+
+
+def _first_not_utf8(args: list[str]) -> str | None:
+    """The first argument that is not valid UTF-8, shown escaped; None when all are."""
+    for arg in args:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return ascii(arg if len(arg) <= 60 else arg[:60] + "...")
+    return None

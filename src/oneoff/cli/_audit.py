@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oneoff._log import escape, log
-from oneoff.cli._common import app_from, emit_json
+from oneoff.cli._common import app_from, bounded, emit_json
 from oneoff.errors import AuditError, UsageError
 
 if TYPE_CHECKING:
@@ -151,11 +151,12 @@ def cmd_key(args: argparse.Namespace) -> int:
 def cmd_prove(args: argparse.Namespace) -> int:
     from oneoff._audit.verify import prove_inclusion
 
+    event = bounded(args.event, "EVENT", 0)
     app = app_from(args)
     key = _trusted_key(app, None)
     if key is None:
         raise AuditError("no audit key yet: nothing was checkpointed")
-    doc, _entry = prove_inclusion(app.store, key, args.event)
+    doc, _entry = prove_inclusion(app.store, key, event)
     sys.stdout.write(doc.to_json())
     return 0
 
@@ -165,7 +166,7 @@ def _checkpoint_arg(app: App, value: str) -> Checkpoint:
     from oneoff._audit.verify import stored_checkpoint
 
     if value.isdigit():
-        return stored_checkpoint(app.store, int(value))
+        return stored_checkpoint(app.store, bounded(int(value), "OLD", 0))
     try:
         text = Path(value).read_bytes()
     except OSError as exc:
@@ -178,6 +179,8 @@ def _checkpoint_arg(app: App, value: str) -> Checkpoint:
 def cmd_consistency(args: argparse.Namespace) -> int:
     from oneoff._audit.verify import prove_consistency
 
+    if args.old.isdigit():
+        bounded(int(args.old), "OLD", 0)
     app = app_from(args)
     key = _trusted_key(app, None)
     if key is None:
@@ -187,7 +190,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
     if args.new is not None:
         if not args.new.isdigit():
             raise UsageError(f"NEW must be a checkpoint size, not {args.new!r}")
-        new_size = int(args.new)
+        new_size = bounded(int(args.new), "NEW", 0)
     sys.stdout.write(prove_consistency(app.store, key, old, new_size).to_json())
     return 0
 
@@ -219,6 +222,7 @@ def _read(path: Path) -> bytes:
 def cmd_export(args: argparse.Namespace) -> int:
     from oneoff._identity import os_user, signer_from
 
+    bounded(args.since, "--since", 0)
     app = app_from(args)
     from oneoff._auth.grant import authorize_on_app, open_gate
 
@@ -280,8 +284,7 @@ def cmd_break_glass(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    if args.lines < 0:
-        raise UsageError("--lines must be at least 0")
+    bounded(args.lines, "--lines", 0)
     app = app_from(args)
     audit = app.audit
     since = max(0, audit.head() - args.lines)

@@ -15,7 +15,10 @@ from oneoff.errors import OneoffError, ParamError, UsageError
 if TYPE_CHECKING:
     from oneoff._store.interface import Store
 
-__all__ = ["app_from", "emit_json", "read_params", "terminal_safe"]
+__all__ = ["app_from", "bounded", "emit_json", "read_params", "terminal_safe"]
+
+# The largest integer both SQLite and the audit log's canonical JSON (I-JSON) hold exactly.
+MAX_INT = 2**53 - 1
 
 
 class _ReapingApp(App):
@@ -47,6 +50,13 @@ def app_from(args: argparse.Namespace) -> App:
         for problem in app.project.broken_processes.values():
             log("procfile.line_skipped", problem + "; line skipped", level="warning")
     return app
+
+
+def bounded(value: int, option: str, low: int, high: int = MAX_INT) -> int:
+    """``value`` if ``low <= value <= high``, else a usage error naming ``option``."""
+    if not low <= value <= high:
+        raise UsageError(f"{option} must be between {low} and {high}, not {value}")
+    return value
 
 
 def emit_json(value: Any) -> None:

@@ -7,7 +7,7 @@ import argparse
 from oneoff._pipeline import reap_lost_runs
 from oneoff._record import asdict
 from oneoff._store.interface import RUN_STATUSES, RunRecord
-from oneoff.cli._common import app_from, emit_json, terminal_safe
+from oneoff.cli._common import app_from, bounded, emit_json, terminal_safe
 from oneoff.errors import UsageError
 
 __all__ = ["cmd_runs", "cmd_show"]
@@ -16,8 +16,7 @@ __all__ = ["cmd_runs", "cmd_show"]
 def cmd_runs(args: argparse.Namespace) -> int:
     if args.status is not None and args.status not in RUN_STATUSES:
         raise UsageError(f"--status must be one of {', '.join(RUN_STATUSES)}")
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
+    bounded(args.limit, "--limit", 1)
     app = app_from(args)
     reap_lost_runs(app)
     runs = app.store.list_runs(
