@@ -252,10 +252,10 @@ def test_concurrent_appenders_never_fork_the_chain(tmp_path: Path) -> None:
 def test_large_logs_check_newest_signature_and_every_root(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past the threshold only the newest signature is needed; every root is still checked."""
+    """By default only the newest signature (and a sample) is needed; every root is still
+    checked."""
     import oneoff._audit.verify as verify
 
-    monkeypatch.setattr(verify, "ALL_SIGNATURES_BELOW", 2)
     monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
     with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
         assert log.key is not None
@@ -281,11 +281,31 @@ def test_large_logs_check_newest_signature_and_every_root(
             verify_log(log.store, public)
 
 
+def test_signatures_checked_by_default_do_not_depend_on_the_checkpoint_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By default verify checks the newest signature and a sample of the others, whatever
+    the count (a threshold at 10,000 checkpoints made 9,999 ten times slower than 10,000)."""
+    import oneoff._audit.verify as verify
+
+    monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = AuditLog(SQLiteStore(Path(tmp) / "state.db"), AuditKey(Path(tmp)))
+        assert log.key is not None
+        counts = []
+        for _ in range(6):
+            log.append("run.finished", actor="os:alice")
+            log.checkpoint()
+            counts.append(verify_log(log.store, log.key.public()).signatures)
+        assert counts == [1, 2, 3, 3, 3, 3]
+        assert verify_log(log.store, log.key.public(), all_signatures=True).signatures == 6
+        log.store.close()
+
+
 def test_every_row_must_name_the_trusted_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even unsampled, a row naming another signing key fails verification."""
     import oneoff._audit.verify as verify
 
-    monkeypatch.setattr(verify, "ALL_SIGNATURES_BELOW", 2)
     monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
     with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
         assert log.key is not None

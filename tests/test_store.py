@@ -41,6 +41,52 @@ def test_fresh_store_is_migrated_private_and_wal(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_v2_store_is_upgraded_and_its_audit_filters_use_indexes(tmp_path: Path) -> None:
+    """A store written before the audit indexes (schema v2) opens, gains them, keeps its
+    events, and `export --run` / `--kind` read through them instead of every event."""
+    from oneoff._audit.log import AuditLog
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    old.close()
+    store = SQLiteStore(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 3
+    log = AuditLog(store)
+    for n in range(5):
+        log.append("run.started", actor="os:me", run_id=f"r{n}")
+    log.append("run.break_glass", actor="os:me", run_id="r3")
+    assert [e.seq for e in log.events(run_id="r3")] == [4, 6]
+    assert [e.seq for e in log.events(kind="run.break_glass")] == [6]
+    for column in ("run_id", "kind"):
+        plan = store.db.execute(
+            "EXPLAIN QUERY PLAN SELECT seq, prev_hash, body, hash FROM audit_events "
+            f"WHERE seq > ? AND {column} = ? ORDER BY seq",  # the query audit_rows makes
+            (0, "x"),
+        ).fetchall()
+        assert f"USING INDEX audit_events_{column}" in str(plan), plan
+    store.close()
+
+
+def test_run_ids_resolve_through_the_index(tmp_path: Path) -> None:
+    """An exact run id and a prefix are both found through the primary key's index (a LIKE
+    scanned the whole table); a prefix is case-sensitive, as ids are."""
+    store = SQLiteStore(tmp_path / "state.db")
+    with store.tx():
+        store.create_run(record("rabc123"))
+        store.create_run(record("rabc1234"))
+    assert store.get_run("rabc123").id == "rabc123"  # exact, though also a prefix
+    assert store.get_run("rabc1234").id == "rabc1234"
+    with pytest.raises(UsageError, match="no run"):
+        store.get_run("RABC")
+    for sql in ("WHERE id = ?", "WHERE id > ? AND id < ? ORDER BY id LIMIT 2"):
+        plan = store.db.execute(
+            f"EXPLAIN QUERY PLAN SELECT * FROM runs {sql}", ("r",) * sql.count("?")
+        ).fetchall()
+        assert "USING INDEX sqlite_autoindex_runs_1" in str(plan), plan
+    store.close()
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     """A store written by a newer oneoff is refused rather than misread."""
     path = tmp_path / "state.db"

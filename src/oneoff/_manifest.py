@@ -214,19 +214,41 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _depth(value: Any) -> int:
-    """How deeply tables and arrays nest in ``value``, counted without recursion."""
+    """How deeply tables and arrays nest in ``value`` (up to MAX_DEPTH + 1), without recursion."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        elif not isinstance(item, list):
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_DEPTH:  # deeper is refused anyway; stop walking
-            stack.extend((child, level + 1) for child in item)
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_DEPTH:  # refused anyway: stop walking
+                break
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
     return deepest
+
+
+class _Place:
+    """``FILE:LINE: what`` for messages, the line looked up only when a message is built.
+
+    Finding a line reads the whole file; doing it eagerly for every task made loading
+    quadratic in the number of tasks (10,000 tasks took 18 s).
+    """
+
+    __slots__ = ("label", "needle", "path")
+
+    def __init__(self, path: Path, needle: str, label: str) -> None:
+        self.path, self.needle, self.label = path, needle, label
+
+    def __str__(self) -> str:
+        return _line_of(self.path, self.needle) + self.label
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __add__(self, more: str) -> _Place:
+        return _Place(self.path, self.needle, self.label + more)
 
 
 def _line_of(path: Path, needle: str) -> str:
@@ -239,7 +261,7 @@ def _line_of(path: Path, needle: str) -> str:
     return str(path)
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
+def _table(value: Any, where: object) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -247,16 +269,17 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _str_list(value: Any, where: str) -> tuple[str, ...]:
+def _str_list(value: Any, where: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ManifestError(f"{where}: must be a list of strings")
     return tuple(value)
 
 
-def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    from oneoff._keys import check_keys
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: object) -> None:
+    if not allowed.issuperset(table):  # ``where`` becomes text only for the message
+        from oneoff._keys import check_keys
 
-    check_keys(table, allowed, where)
+        check_keys(table, allowed, str(where))
 
 
 def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
@@ -317,7 +340,7 @@ def _processes(
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     processes: dict[str, tuple[str, ...]] = {}
     for pname, argv in table.items():
-        where = _line_of(path, pname) + f": process {pname!r}"
+        where = _Place(path, pname, f": process {pname!r}")
         if isinstance(argv, str):
             raise ManifestError(f"{where}: argv must be a list, not a shell string")
         processes[pname] = _argv(argv, where)
@@ -343,10 +366,10 @@ def _release_task(argv: tuple[str, ...]) -> Task:
     )
 
 
-def _argv(value: Any, where: str) -> tuple[str, ...]:
+def _argv(value: Any, where: _Place) -> tuple[str, ...]:
     if isinstance(value, str):
         raise ManifestError(f"{where}: argv must be a list, not a shell string")
-    argv = _str_list(value, f"{where}: argv")
+    argv = _str_list(value, where + ": argv")
     if not argv or not argv[0]:
         raise ManifestError(f"{where}: argv must not be empty")
     if any("\x00" in a for a in argv):
@@ -355,7 +378,7 @@ def _argv(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _environment(path: Path, name: str, raw: Any) -> Environment:
-    where = _line_of(path, f"[environments.{name}") + f": environment {name!r}"
+    where = _Place(path, f"[environments.{name}", f": environment {name!r}")
     if not NAME_RE.match(name):
         raise ManifestError(f"{where}: name must match {NAME_RE.pattern}")
     table = _table(raw, where)
@@ -372,9 +395,9 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
     if not isinstance(config, list):
         raise ManifestError(f'{where}: config must be a list like [{{ dotenv = ".env" }}]')
     sources = tuple(_source(where, i, s) for i, s in enumerate(config))
-    secrets = _str_list(table.get("secrets", []), f"{where}: secrets")
-    extra_patterns = _str_list(table.get("secret_patterns", []), f"{where}: secret_patterns")
-    not_secret = _str_list(table.get("not_secret", []), f"{where}: not_secret")
+    secrets = _str_list(table.get("secrets", []), where + ": secrets")
+    extra_patterns = _str_list(table.get("secret_patterns", []), where + ": secret_patterns")
+    not_secret = _str_list(table.get("not_secret", []), where + ": not_secret")
     both = sorted(set(secrets) & set(not_secret))
     if both:
         raise ManifestError(f"{where}: {', '.join(both)} listed in both secrets and not_secret")
@@ -386,8 +409,8 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         raise ManifestError(f"{where}: allow_os_user must be true or false")
     if protected and allow_os_user:
         raise ManifestError(f"{where}: a protected environment cannot accept the bare OS user")
-    unsafe = _str_list(table.get("unsafe_allow_env", []), f"{where}: unsafe_allow_env")
-    executor = parse_executor(table.get("executor"), where, protected=protected)
+    unsafe = _str_list(table.get("unsafe_allow_env", []), where + ": unsafe_allow_env")
+    executor = parse_executor(table.get("executor"), str(where), protected=protected)
     if executor.kind == "kubernetes" and sources:
         raise ManifestError(
             f"{where}: a kubernetes environment takes its config from the app's Deployment "
@@ -403,14 +426,14 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         allow_os_user=bool(allow_os_user),
         unsafe_allow_env=unsafe,
         description=str(table.get("description", "")),
-        approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
+        approvals=_table(table.get("approvals"), where + ": approvals") or None,
         extra={k: table[k] for k in ("break_glass", "release") if k in table},
         executor=executor,
     )
 
 
-def _source(where: str, index: int, raw: Any) -> ConfigSource:
-    ctx = f"{where}: config[{index}]"
+def _source(where: _Place, index: int, raw: Any) -> ConfigSource:
+    ctx = where + f": config[{index}]"
     if not isinstance(raw, dict):
         raise ManifestError(f'{ctx}: must be a table like {{ dotenv = ".env" }}')
     kinds = [k for k in ("dotenv", "inherit", "command") if k in raw]
@@ -428,7 +451,7 @@ def _source(where: str, index: int, raw: Any) -> ConfigSource:
         return ConfigSource("dotenv", path=file, optional=optional)
     if kind == "inherit":
         _check_keys(raw, {"inherit"}, ctx)
-        names = _str_list(raw["inherit"], f"{ctx}: inherit")
+        names = _str_list(raw["inherit"], ctx + ": inherit")
         for n in names:
             if n.strip("*") == "":
                 raise ManifestError(
@@ -450,14 +473,14 @@ def _source(where: str, index: int, raw: Any) -> ConfigSource:
         "command",
         argv=_argv(raw["command"], ctx),
         timeout=float(timeout),
-        pass_env=_str_list(raw.get("pass_env", []), f"{ctx}: pass_env"),
+        pass_env=_str_list(raw.get("pass_env", []), ctx + ": pass_env"),
     )
 
 
 _DURATION = re.compile(r"^([0-9]+)(s|m|h)?$")
 
 
-def _duration(value: Any, where: str) -> int:
+def _duration(value: Any, where: object) -> int:
     seconds = 0
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
@@ -474,7 +497,7 @@ def _duration(value: Any, where: str) -> int:
 
 
 def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environment]) -> Task:
-    where = _line_of(path, f"[tasks.{name}") + f": task {name!r}"
+    where = _Place(path, f"[tasks.{name}", f": task {name!r}")
     if not NAME_RE.match(name):
         raise ManifestError(f"{where}: name must match {NAME_RE.pattern}")
     table = _table(raw, where)
@@ -487,7 +510,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     if "argv" not in table:
         raise ManifestError(f'{where}: needs argv = ["program", "arg", ...]')
     argv = _argv(table["argv"], where)
-    params_raw = _table(table.get("params"), f"{where}: params")
+    params_raw = _table(table.get("params"), where + ": params")
     params = {p: parse_param_spec(name, p, spec, str(path)) for p, spec in params_raw.items()}
     delivered = [s.env_var for s in params.values() if s.secret and s.deliver == "env"]
     if len(set(delivered)) != len(delivered):
@@ -495,7 +518,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
         raise ManifestError(f"{where}: two secret params are delivered as {twice}")
     used: set[str] = set()
     for index, arg in enumerate(argv):
-        for placeholder in placeholders(arg, f"{where}: argv[{index}]"):
+        for placeholder in placeholders(arg, where + f": argv[{index}]"):
             if placeholder not in params:
                 raise ManifestError(
                     f"{where}: argv uses {{{placeholder}}} but declares no such param"
@@ -523,11 +546,11 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
     envs = table.get("environments")
     allowed = None
     if envs is not None:
-        allowed = _str_list(envs, f"{where}: environments")
+        allowed = _str_list(envs, where + ": environments")
         for env in allowed:
             if env not in environments:
                 raise ManifestError(f"{where}: environments names unknown environment {env!r}")
-    locks = _str_list(table.get("locks", []), f"{where}: locks")
+    locks = _str_list(table.get("locks", []), where + ": locks")
     for lock in locks:
         if not NAME_RE.match(lock):
             raise ManifestError(f"{where}: lock name {lock!r} must match {NAME_RE.pattern}")
@@ -546,20 +569,20 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
         params=params,
         description=str(table.get("description", "")),
         timeout=_duration(
-            table.get("timeout", 14400 if interactive else 3600), f"{where}: timeout"
+            table.get("timeout", 14400 if interactive else 3600), where + ": timeout"
         ),
-        grace=_duration(table.get("grace", 10), f"{where}: grace"),
+        grace=_duration(table.get("grace", 10), where + ": grace"),
         risk=risk,
         locks=locks,
         environments=allowed,
         interactive=interactive,
         cwd=cwd,
-        approvals=_table(table.get("approvals"), f"{where}: approvals") or None,
+        approvals=_table(table.get("approvals"), where + ": approvals") or None,
         network=network,
     )
 
 
-def placeholders(arg: str, where: str) -> list[str]:
+def placeholders(arg: str, where: object) -> list[str]:
     """The ``{name}`` placeholders in one argv element (``{{``/``}}`` are literal braces)."""
     found = []
     for match in _PLACEHOLDER.finditer(arg):

@@ -2,8 +2,9 @@
 
 Checkpoint signatures: every checkpoint row is parsed, must name the trusted key, and its root
 and tree state must equal the tree recomputed from the events (cheap). Its Ed25519 signature
-(~0.1 ms to check) is checked for every row when ``all_signatures`` is on, the default below
-ALL_SIGNATURES_BELOW rows; above it, for the newest row and a random sample of older ones.
+(~0.1 ms to check) is checked for the newest row and a random sample of SIGNATURE_SAMPLE older
+ones, at every size (so a log's verify costs the same per event whether it holds 9,999 or
+10,000 checkpoints), and for every row with ``all_signatures``.
 
 Why that is sound for the events: the newest signature vouches for its root, the root fixes
 every event it covers (each one is recomputed and chained here), and every older checkpoint
@@ -42,13 +43,10 @@ if TYPE_CHECKING:
 
     from oneoff._store.interface import Store
 
-__all__ = [
-    "ALL_SIGNATURES_BELOW", "VerifyReport", "prove_consistency", "prove_inclusion", "verify_log",
-]  # fmt: skip
+__all__ = ["SIGNATURE_SAMPLE", "VerifyReport", "prove_consistency", "prove_inclusion", "verify_log"]
 
-#: With fewer checkpoints than this, every checkpoint signature is checked by default.
-ALL_SIGNATURES_BELOW = 10_000
-#: Otherwise the newest and this many others, chosen at random each time.
+#: Signatures checked besides the newest's (all of them when there are fewer), chosen at
+#: random each time.
 SIGNATURE_SAMPLE = 64
 
 _GENESIS = b"\x00" * 32
@@ -96,7 +94,7 @@ _Row = tuple[Any, ...]
 
 
 def _checkpoints(
-    store: Store, key: Ed25519PublicKey | None, all_signatures: bool | None
+    store: Store, key: Ed25519PublicKey | None, all_signatures: bool
 ) -> tuple[list[_Row], int]:
     """Checkpoint rows, oldest first, well formed and naming ``key``; signatures checked."""
     rows = [tuple(row) for row in store.audit_checkpoint_rows()]
@@ -120,8 +118,6 @@ def _checkpoints(
             and type(frontier) is bytes and len(frontier) == HASH_SIZE * size.bit_count()
         ):  # fmt: skip
             verify_checkpoint(_parse(row), key)  # every row must at least name the trusted key
-    if all_signatures is None:
-        all_signatures = len(rows) < ALL_SIGNATURES_BELOW
     checked: range | list[int]
     if all_signatures:
         checked = range(len(rows))
@@ -145,15 +141,15 @@ def _parse(row: _Row) -> Checkpoint:
 
 
 def verify_log(
-    store: Store, key: Ed25519PublicKey | None, *, all_signatures: bool | None = None
+    store: Store, key: Ed25519PublicKey | None, *, all_signatures: bool = False
 ) -> VerifyReport:
     """Recompute the chain, the Merkle tree and every checkpoint; AuditError names the first fault.
 
     Every stored byte of every event is covered: the chain catches a changed, deleted,
     inserted or reordered event; the signed checkpoints catch a rewritten or truncated log
     (as long as the signing key was not used to re-sign it: keep a checkpoint elsewhere).
-    ``all_signatures`` (default: when there are fewer than ALL_SIGNATURES_BELOW checkpoints)
-    checks every checkpoint's signature, not only the newest's and a sample (module docstring).
+    ``all_signatures`` checks every checkpoint's signature, not only the newest's and a
+    sample (module docstring).
     """
     checkpoints, signatures = _checkpoints(store, key, all_signatures)
     sizes = [row[0] for row in checkpoints]

@@ -128,5 +128,5 @@ def _from_row(row: Sequence[Any]) -> RunRecord:
             output_digest=values["output_digest"],
             output_truncated=bool(values["output_truncated"]),
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise StoreError(f"corrupt run row {row[0]!r}: {exc}") from None

@@ -43,9 +43,9 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         "--strict", action="store_true", help="fail when events are not yet in a checkpoint"
     )
     cmd.add_argument(
-        "--all-signatures", action=argparse.BooleanOptionalAction, default=None,
-        help="check every checkpoint's signature (default: below 10,000 checkpoints; above, "
-        "the newest and a random sample, every root still checked against the events)",
+        "--all-signatures", action=argparse.BooleanOptionalAction, default=False,
+        help="check every checkpoint's signature (default: the newest and a random sample of "
+        "64; every checkpoint's root is still checked against the events)",
     )  # fmt: skip
     cmd.add_argument(
         "--witness", type=Path, action="append", default=[], metavar="PUB",
