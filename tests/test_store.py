@@ -16,7 +16,7 @@ from oneoff._store._schema import MIGRATIONS
 from oneoff._store.interface import RunRecord
 from oneoff._store.postgres import PostgresStore
 from oneoff._store.sqlite import SQLiteStore
-from oneoff.errors import StoreError
+from oneoff.errors import StoreError, UsageError
 from oneoff.testing import run_cli
 
 
