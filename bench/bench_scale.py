@@ -21,6 +21,7 @@ Stores are generated in bulk through the store's own SQL, in the format oneoff w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -73,107 +74,125 @@ def fill_runs(db_path: Path, n: int) -> None:
     store.close()
 
 
-def median_us(fn: Callable[[], object], count: int, rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
+def per_call_us(fn: Callable[[], object], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return (time.perf_counter() - start) / count * 1e6
+
+
+class RunsAt:
+    """An app whose store holds ``n`` runs, and the measurements made on it."""
+
+    def __init__(self, root: Path, n: int) -> None:
+        self.n, self.app = n, root
+        (root / "oneoff.toml").write_text(
+            '[environments.development]\n[tasks.t]\nargv = ["true"]\n'
+        )
+        (root / ".oneoff").mkdir(mode=0o700)
         start = time.perf_counter()
-        for _ in range(count):
-            fn()
-        times.append((time.perf_counter() - start) / count)
-    return statistics.median(times) * 1e6
+        fill_runs(root / ".oneoff" / "state.db", n)
+        self.built = time.perf_counter() - start
+        self.store = SQLiteStore(root / ".oneoff" / "state.db")
+        db = self.store.db
+        self.spread = [r[0] for r in db.execute("SELECT id FROM runs WHERE rowid % 997 = 1")]
+        self.recent = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 64")]
+        self.i = 0
+        self.reads: list[float] = []
+        self.anywhere: list[float] = []
+        self.old: list[float] = []
+        self.whole: list[float] = []
 
+    def one_run(self) -> None:
+        # The reads of the runs table around a run besides its own two writes (whose cost
+        # is an fsync, not a function of the table's size): ids of recent runs.
+        self.i += 1
+        self.store.get_run(self.recent[self.i % 64])  # an exact id (a lock's run, `show`)
+        self.store.get_run(self.recent[(self.i + 7) % 64][:-6])  # a unique prefix
+        self.store.running_runs()  # reap_lost_runs, before every run
 
-def runs_at(n: int, rounds: int, e2e: int) -> tuple[float, float, float | None]:
-    """Per run at ``n`` stored runs: reads (us), the old lookup (us), a whole run (ms)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        app = Path(tmp)
-        (app / "oneoff.toml").write_text('[environments.development]\n[tasks.t]\nargv = ["true"]\n')
-        (app / ".oneoff").mkdir(mode=0o700)
-        start = time.perf_counter()
-        fill_runs(app / ".oneoff" / "state.db", n)
-        built = time.perf_counter() - start
-        store = SQLiteStore(app / ".oneoff" / "state.db")
-        spread = [r[0] for r in store.db.execute("SELECT id FROM runs WHERE rowid % 997 = 1")]
-        recent = [r[0] for r in store.db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 64")]
-        counter = iter(range(10**9))
+    def any_id(self) -> None:
+        # Ids spread over the whole table: B-tree pages mostly not cached.
+        self.i += 1
+        self.store.get_run(self.spread[self.i % len(self.spread)])
+        self.store.get_run(self.spread[(self.i + 7) % len(self.spread)][:-6])
 
-        def one_run() -> None:
-            # The reads of the runs table around a run besides its own two writes (whose
-            # cost is an fsync, not a function of the table's size): ids of recent runs.
-            i = next(counter)
-            store.get_run(recent[i % 64])  # an exact id (a lock's run, `show`)
-            store.get_run(recent[(i + 7) % 64][:-6])  # a unique prefix
-            store.running_runs()  # reap_lost_runs, before every run
+    def old_lookup(self) -> None:
+        probe = self.spread[len(self.spread) // 2]
+        self.store.db.execute(
+            "SELECT id FROM runs WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 2",
+            (probe, probe + "%"),
+        ).fetchall()
 
-        def any_id() -> None:
-            # Ids spread over the whole table: B-tree pages mostly not cached.
-            i = next(counter)
-            store.get_run(spread[i % len(spread)])
-            store.get_run(spread[(i + 7) % len(spread)][:-6])
-
-        def old_lookup() -> None:
-            probe = spread[len(spread) // 2]
-            store.db.execute(
-                "SELECT id FROM runs WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 2",
-                (probe, probe + "%"),
-            ).fetchall()
-
-        reads = median_us(one_run, 2000, rounds)
-        spread_us = median_us(any_id, 2000, rounds)
-        old = median_us(old_lookup, 5 if n >= 1_000_000 else 50, rounds)
-        store.close()
-        row(f"{n:>9,} runs (built in {built:.1f} s): run-table reads per run", f"{reads:,.0f} us")
-        row("  an exact id and a prefix anywhere in the table", f"{spread_us:,.0f} us")
-        row("  before: one lookup by `id = ? OR id LIKE ?`", f"{old:,.0f} us")
-        if not e2e:
-            return reads, old, None
-        os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-        times = []
-        for _ in range(e2e):
+    def measure(self, whole_runs: int) -> None:
+        self.reads.append(per_call_us(self.one_run, 1000))
+        self.anywhere.append(per_call_us(self.any_id, 1000))
+        self.old.append(per_call_us(self.old_lookup, 3 if self.n >= 1_000_000 else 20))
+        for _ in range(whole_runs):
             start = time.perf_counter()
-            result = invoke(["--app", str(app), "run", "t", "-q"])
-            times.append(time.perf_counter() - start)
+            result = invoke(["--app", str(self.app), "run", "t", "-q"])
+            self.whole.append((time.perf_counter() - start) * 1000)
             assert result.exit_code == 0, result.output
-        whole = statistics.median(times) * 1000
-        row(f"  whole `oneoff run` in process ({e2e} runs)", f"{whole:.1f} ms")
-        return reads, old, whole
 
 
-def bench_runs(sizes: list[int], rounds: int, e2e: int) -> None:
-    print(f"-- run-id lookups (medians of {rounds} rounds)")
-    results = [runs_at(n, rounds, e2e) for n in sizes]
-    row("run-table reads per run, largest/smallest", ratio([r[0] for r in results]), "<= 1.10x")
-    row("  before (id = ? OR id LIKE ?), largest/smallest", ratio([r[1] for r in results]))
-    whole = [r[2] for r in results if r[2] is not None]
-    if whole:
-        row("whole `oneoff run`, largest/smallest", ratio(whole), "<= 1.10x")
+def bench_runs(sizes: list[int], rounds: int, whole_runs: int) -> None:
+    print(f"-- run-id lookups: medians of {rounds} rounds, sizes interleaved in each round")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    with contextlib.ExitStack() as stack:
+        at = [RunsAt(Path(stack.enter_context(tempfile.TemporaryDirectory())), n) for n in sizes]
+        for _ in range(rounds):
+            for one in at:
+                one.measure(whole_runs)
+        for one in at:
+            one.store.close()
+    med = statistics.median
+    for one in at:
+        row(f"{one.n:>9,} runs (built in {one.built:.1f} s): run-table reads per run",
+            f"{med(one.reads):,.0f} us")  # fmt: skip
+        row("  an exact id and a prefix anywhere in the table", f"{med(one.anywhere):,.0f} us")
+        row("  before: one lookup by `id = ? OR id LIKE ?`", f"{med(one.old):,.0f} us")
+        if whole_runs:
+            row(f"  whole `oneoff run` in process ({len(one.whole)} runs)",
+                f"{med(one.whole):.1f} ms")  # fmt: skip
+    row("run-table reads per run, largest/smallest", ratio([med(x.reads) for x in at]), "<= 1.10x")
+    row("  anywhere in the table, largest/smallest", ratio([med(x.anywhere) for x in at]))
+    row("  before (id = ? OR id LIKE ?), largest/smallest", ratio([med(x.old) for x in at]))
+    if whole_runs:
+        row("whole `oneoff run`, largest/smallest", ratio([med(x.whole) for x in at]), "<= 1.10x")
 
 
 def bench_verify(sizes: list[int], rounds: int) -> None:
-    print(f"-- audit verify, one checkpoint per 3 events (medians of {rounds} rounds)")
-    rates, full_rates = [], []
-    for n in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
+    print(
+        f"-- audit verify, one checkpoint per 3 events: medians of {rounds} rounds, sizes "
+        "interleaved in each round"
+    )
+    with contextlib.ExitStack() as stack:
+        logs = []
+        for n in sizes:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             start = time.perf_counter()
-            store = build_log(Path(tmp), n, 3)
-            built = time.perf_counter() - start
-            public = AuditKey(Path(tmp)).public()
-            cheap, full = [], []
-            for _ in range(rounds):
+            logs.append((n, build_log(tmp, n, 3), AuditKey(tmp).public()))
+            print(f"  (built {n:,} events in {time.perf_counter() - start:.0f} s)", flush=True)
+        times: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(rounds):
+            for n, store, public in logs:
                 start = time.perf_counter()
                 report = verify_log(store, public)
-                cheap.append(time.perf_counter() - start)
+                times[n].append(time.perf_counter() - start)
                 assert report.events == n, report
                 assert report.signatures <= 65, report
-                start = time.perf_counter()
-                verify_log(store, public, all_signatures=True)
-                full.append(time.perf_counter() - start)
+        # Every signature costs the same at every size: measured once, on the smallest log.
+        n, store, public = logs[0]
+        start = time.perf_counter()
+        full = verify_log(store, public, all_signatures=True)
+        all_rate = n / (time.perf_counter() - start)
+        for _, store, _ in logs:
             store.close()
-        rates.append(n / statistics.median(cheap))
-        full_rates.append(n / statistics.median(full))
-        row(f"{n:>9,} events, {report.checkpoints:,} checkpoints (built {built:.0f} s)",
-            f"{rates[-1]:,.0f} events/s", ">= 300,000 events/s")  # fmt: skip
-        row("  --all-signatures", f"{full_rates[-1]:,.0f} events/s")
+    rates = [n / statistics.median(times[n]) for n in sizes]
+    for n, rate in zip(sizes, rates, strict=True):
+        row(f"{n:>9,} events, {n // 3:,} checkpoints", f"{rate:,.0f} events/s",
+            ">= 300,000 events/s")  # fmt: skip
+    row(f"  --all-signatures ({full.checkpoints:,} checkpoints)", f"{all_rate:,.0f} events/s")
     row("verify time per event, largest/smallest", ratio([1 / r for r in rates]), "flat")
 
 
@@ -207,15 +226,15 @@ def bench_manifest(sizes: list[int], rounds: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}")
     if args.quick:
-        bench_runs([1_000, 10_000], args.rounds, e2e=5)
+        bench_runs([1_000, 10_000], args.rounds, whole_runs=2)
         bench_verify([3_000, 30_000], args.rounds)
         bench_manifest([100, 1_000], args.rounds)
     else:
-        bench_runs([10_000, 100_000, 1_000_000], args.rounds, e2e=21)
+        bench_runs([10_000, 100_000, 1_000_000], args.rounds, whole_runs=3)
         bench_verify([10_000, 100_000, 1_000_000], args.rounds)
         bench_manifest([1_000, 10_000], args.rounds)
     return 0

@@ -249,11 +249,11 @@ def test_concurrent_appenders_never_fork_the_chain(tmp_path: Path) -> None:
     assert sorted(set(actors)) == ["p0", "p1", "p2", "p3"]
 
 
-def test_large_logs_check_newest_signature_and_every_root(
+def test_default_verify_checks_every_tree_state_and_the_newest_signature(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """By default only the newest signature (and a sample) is needed; every root is still
-    checked."""
+    """By default only the newest checkpoint's signature and root (and a sample's) are
+    checked; every checkpoint's tree state is still checked against the events."""
     import oneoff._audit.verify as verify
 
     monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
@@ -268,8 +268,16 @@ def test_large_logs_check_newest_signature_and_every_root(
         assert verify_log(log.store, public).events == 3
         with pytest.raises(AuditError, match="checkpoint signature does not verify"):
             verify_log(log.store, public, all_signatures=True)
-        # An old row with another root fails in either mode.
+        # An old row with another root but the true tree state is such a forgery too: its
+        # signature no longer verifies, so nothing that uses it would accept it.
         log.store.db.execute("UPDATE audit_checkpoints SET root = zeroblob(32) WHERE size = 2")
+        assert verify_log(log.store, public).events == 3
+        with pytest.raises(AuditError, match="checkpoint signature does not verify"):
+            verify_log(log.store, public, all_signatures=True)
+        # An old row whose tree state differs from the events' fails in either mode.
+        log.store.db.execute(
+            "UPDATE audit_checkpoints SET frontier = zeroblob(length(frontier)) WHERE size = 2"
+        )
         with pytest.raises(AuditError, match="checkpoint 2 does not match the log"):
             verify_log(log.store, public)
         # The newest row's signature is always checked.
