@@ -41,17 +41,17 @@ def test_fresh_store_is_migrated_private_and_wal(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_v2_store_is_upgraded_and_its_audit_filters_use_indexes(tmp_path: Path) -> None:
-    """A store written before the audit indexes (schema v2) opens, gains them, keeps its
+def test_a_store_before_the_audit_indexes_is_upgraded_and_uses_them(tmp_path: Path) -> None:
+    """A store written before the audit indexes (schema v3) opens, gains them, keeps its
     events, and `export --run` / `--kind` read through them instead of every event."""
     from oneoff._audit.log import AuditLog
 
     path = tmp_path / "state.db"
     old = sqlite3.connect(path)
-    old.executescript(MIGRATIONS[0] + ";" + MIGRATIONS[1] + "; PRAGMA user_version = 2;")
+    old.executescript(";".join(MIGRATIONS[:3]) + "; PRAGMA user_version = 3;")
     old.close()
     store = SQLiteStore(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 3
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 4
     log = AuditLog(store)
     for n in range(5):
         log.append("run.started", actor="os:me", run_id=f"r{n}")
