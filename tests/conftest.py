@@ -14,7 +14,10 @@ import pytest
 from oneoff.testing import make_app
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from _pgserver import PgServer
+    from _serverproc import ServerProc
     from oneoff._store.interface import Store
 
 # A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
@@ -167,3 +170,50 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+# [server] A REAL team server process (tests/_serverproc.py) on an app with [access]
+# (tests/_access_kit.py: alice..erin and mallory, their keys in ``server_keys``).
+@pytest.fixture(scope="session")
+def server_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The access kit's people's SSH keys (ssh-keygen'd once per session), by name."""
+    from _access_kit import make_keys
+
+    return make_keys(tmp_path_factory.mktemp("server-keys"))
+
+
+@pytest.fixture
+def server_app(tmp_path: Path, server_keys: dict[str, Path]) -> Path:
+    """A fresh access-kit app (production and staging released) for a server to serve."""
+    from _access_kit import make_access_app
+
+    return make_access_app(tmp_path / "served", server_keys)
+
+
+@pytest.fixture
+def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerProc]]:
+    """``start(app_dir, store_url=None)``: start a server; every one is stopped at teardown."""
+    from _serverproc import ServerProc
+
+    started: list[ServerProc] = []
+
+    def start(app_dir: Path, store_url: str | None = None) -> ServerProc:
+        proc = ServerProc(app_dir, store_url=store_url)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def server(
+    request: pytest.FixtureRequest, server_app: Path, server_factory: Callable[..., ServerProc]
+) -> ServerProc:
+    """A running server on ``server_app`` with SQLite; parametrise it indirectly with
+    ``"postgres"`` for the throw-away PostgreSQL (``@pytest.mark.parametrize("server",
+    ["sqlite", "postgres"], indirect=True)``)."""
+    backend = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    return server_factory(server_app, url)

@@ -155,4 +155,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_events_run_id ON audit_events (run_id, seq);
     CREATE INDEX audit_events_kind ON audit_events (kind, seq);
     """,
+    # v5 (team server, #13): the server's own small state, shared by every server process
+    # on one store: its id, its session-token key, the pinned people and policy files.
+    """
+    CREATE TABLE server_state (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunStore",
+    "ServerStateStore",
     "Store",
 ]  # fmt: skip
 
@@ -208,6 +209,17 @@ class AccessStore(Protocol):
     def forget_nonces(self, before: str) -> None: ...
 
 
+class ServerStateStore(Protocol):
+    """The team server's own named values (its id, token key, pinned access files)."""
+
+    def server_value(self, name: str) -> bytes | None: ...
+
+    def put_server_value(self, name: str, value: bytes, updated_at: str, *, replace: bool) -> bool:
+        """Store ``value``; with ``replace`` false, only if ``name`` has none yet (False
+        then: another server process got there first, read its value)."""
+        ...
+
+
 class LockStore(Protocol):
     def lock_holders(self, names: Sequence[str] | None = None) -> Sequence[LockRecord]: ...
 
@@ -281,7 +293,16 @@ class OutputStore(Protocol):
         ...
 
 
-class Store(RunStore, AuditStore, ReleaseStore, AccessStore, LockStore, OutputStore, Protocol):
+class Store(
+    RunStore,
+    AuditStore,
+    ReleaseStore,
+    AccessStore,
+    LockStore,
+    OutputStore,
+    ServerStateStore,
+    Protocol,
+):
     """The whole store. Code outside ``oneoff._store`` sees only this, so a PostgreSQL
     backend slots in by providing it (and passing the same tests). Every failure of the
     backend (a lost connection, a lock held too long, damage) is raised as StoreError."""

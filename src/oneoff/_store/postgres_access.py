@@ -101,3 +101,21 @@ class AccessMixin:
     def forget_nonces(self, before: str) -> None:
         """Drop nonces older than the accepted clock skew: their statements are stale anyway."""
         self.db.execute("DELETE FROM nonces WHERE seen_at < %s", (before,))
+
+    def server_value(self, name: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM server_state WHERE name = %s", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_server_value(self, name: str, value: bytes, updated_at: str, *, replace: bool) -> bool:
+        """Store a server value; without ``replace``, only where it has none yet."""
+        conflict = (
+            "DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
+            if replace
+            else "DO NOTHING"
+        )
+        cur = self.db.execute(
+            "INSERT INTO server_state (name, value, updated_at) VALUES (%s, %s, %s)"  # noqa: S608
+            f" ON CONFLICT (name) {conflict}",
+            (name, value, updated_at),
+        )
+        return cur.rowcount == 1

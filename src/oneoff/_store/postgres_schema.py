@@ -145,6 +145,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (size, witness_key_id)
     )
     """,
+    # v3 (team server): the server's own small state, shared by every server process on
+    # one store: its id, its session-token key, the pinned people and policy files.
+    """
+    CREATE TABLE server_state (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        value BYTEA NOT NULL,
+        updated_at TEXT COLLATE "C" NOT NULL
+    )
+    """,
 ]
 
 

@@ -120,6 +120,19 @@ class AccessMixin:
         """Drop nonces older than the accepted clock skew: their statements are stale anyway."""
         self.db.execute("DELETE FROM nonces WHERE seen_at < ?", (before,))
 
+    def server_value(self, name: str) -> bytes | None:
+        row = self.db.execute("SELECT value FROM server_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_server_value(self, name: str, value: bytes, updated_at: str, *, replace: bool) -> bool:
+        """Store a server value; without ``replace``, only where it has none yet."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        cur = self.db.execute(
+            f"{verb} INTO server_state (name, value, updated_at) VALUES (?, ?, ?)",
+            (name, value, updated_at),
+        )
+        return cur.rowcount == 1
+
 
 def _request(row: Sequence[Any]) -> RequestRecord:
     try:

@@ -1,4 +1,4 @@
-"""`oneoff server migrate`: the team server's commands (only the schema, for now)."""
+"""`oneoff server`: serve the team server, `migrate` its PostgreSQL store, `pin` access files."""
 
 from __future__ import annotations
 
@@ -6,15 +6,27 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_server_commands", "cmd_migrate"]
+__all__ = ["add_server_commands", "cmd_migrate", "cmd_pin", "cmd_serve"]
+
+_SERVE = "oneoff.cli._server:cmd_serve"
+DEFAULT_LISTEN = "127.0.0.1:8421"
 
 
 def add_server_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add `server` with its sub-commands to the top-level subparsers."""
-    text = "the team server's PostgreSQL store"
+    from oneoff.cli._access_args import key_option
+
+    text = "the team server: serve its API (bare), migrate its store, pin its access files"
     parser = sub.add_parser("server", help=text, description=text)
     common(parser)
-    actions = parser.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    _listen_options(parser)
+    parser.set_defaults(handler=_SERVE)
+    actions = parser.add_subparsers(dest="server_command", metavar="ACTION", required=False)
+    text = "serve the API and web console (the same as a bare `oneoff server`)"
+    cmd = actions.add_parser("serve", help=text, description=text)
+    common(cmd)
+    _listen_options(cmd)
+    cmd.set_defaults(handler=_SERVE)
     text = (
         "create or upgrade the PostgreSQL store's schema (URL from ONEOFF_STORE_URL, "
         "else [store] url in the app's manifest)"
@@ -22,6 +34,71 @@ def add_server_commands(sub: Any, common: Callable[[argparse.ArgumentParser], No
     cmd = actions.add_parser("migrate", help=text, description=text)
     common(cmd)
     cmd.set_defaults(handler="oneoff.cli._server:cmd_migrate")
+    text = (
+        "pin the checkout's people and policy files as the server's (a signed, audited "
+        "statement by a person the currently pinned policy lets release)"
+    )
+    cmd = actions.add_parser("pin", help=text, description=text)
+    common(cmd)
+    key_option(cmd)
+    cmd.set_defaults(handler="oneoff.cli._server:cmd_pin")
+
+
+def _listen_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", default=argparse.SUPPRESS,
+        help=f"the address to serve on (default {DEFAULT_LISTEN}; port 0: any free port)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ready-file", metavar="FILE", default=argparse.SUPPRESS,
+        help="write HOST:PORT to FILE once listening (for supervisors and tests)",
+    )  # fmt: skip
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _require_server_extra()
+    from oneoff._server.context import ServerContext
+    from oneoff._server.serve import parse_listen, serve
+    from oneoff.cli._common import app_from
+
+    host, port = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
+    project = app_from(args).project
+    ctx = ServerContext(project)
+    return serve(ctx, host, port, ready=getattr(args, "ready_file", None))
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from oneoff._identity import signer_from
+    from oneoff._server.repin import repin
+    from oneoff.cli._common import app_from
+    from oneoff.errors import UsageError
+
+    signer = signer_from(args.key)
+    if signer is None:
+        raise UsageError("pinning needs your signature: pass --key (or ONEOFF_SIGNING_KEY)")
+    app = app_from(args)
+    try:
+        before, after, person = repin(app, signer)
+    finally:
+        app.close()
+    if before == after:
+        print(f"pinned access files unchanged ({after}); re-pinned by {person}")
+    else:
+        print(f"pinned access files {before} -> {after} by {person}")
+    return 0
+
+
+def _require_server_extra() -> None:
+    import importlib.util
+
+    from oneoff.errors import UsageError
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"the team server needs {', '.join(missing)}, which are not installed",
+            hint="pip install 'oneoff[server]'",
+        )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

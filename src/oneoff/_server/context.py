@@ -1,0 +1,151 @@
+"""The server's state shared by every route: the app, its pinned gate, its id and keys.
+
+Handlers run in a thread pool; each thread gets its own ``Worker`` (an App with its own
+store connection, and a Gate built from the pinned bytes), since a store connection is
+not shared between threads. The pinned files, the server id and the token key are read
+once at start (``oneoff._server.pinning``) and are the same for every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+from oneoff._record import dataclass
+from oneoff.errors import UsageError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from oneoff._access import AccessConfig
+    from oneoff._app import App
+    from oneoff._auth.files import AccessFiles
+    from oneoff._identity import Principal
+    from oneoff._manifest import Project
+    from oneoff._server.pinning import PinnedGate
+
+__all__ = ["MAX_BODY", "ServerContext", "Worker"]
+
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One thread's App (its own store connection) and pinned Gate."""
+
+    app: App
+    gate: PinnedGate
+
+
+class ServerContext:
+    """Config, pinned access files, server id and token key; a Worker per thread."""
+
+    def __init__(self, project: Project, *, max_body: int = MAX_BODY, threads: int = 8) -> None:
+        from oneoff._access import access_config
+        from oneoff._server.pinning import load_pin, server_id, server_secret
+
+        config = access_config(project)
+        if config is None:
+            raise UsageError(
+                "a team server needs the app's [access] section: without people and "
+                "policies it cannot tell who is calling",
+                hint="add [access] to oneoff.toml (see the README's Access section)",
+            )
+        self.project = project
+        self.config: AccessConfig = config
+        self.max_body = max_body
+        self.threads = threads
+        self._local = threading.local()
+        self._workers: list[Worker] = []
+        self._lock = threading.Lock()
+        app = self._open_app()
+        try:
+            self.files: AccessFiles = load_pin(app, config)
+            self.server_id = server_id(app)
+            self.session_key = server_secret(app, "session_key", _random_key)
+        finally:
+            app.close()
+
+    def _open_app(self) -> App:
+        from oneoff._app import App
+
+        return App(self.project)
+
+    def worker(self) -> Worker:
+        """This thread's Worker, opened on first use."""
+        found: Worker | None = getattr(self._local, "worker", None)
+        if found is None:
+            from oneoff._server.pinning import PinnedGate
+
+            app = self._open_app()
+            # The App's own reads of the access files (release checks) see the pinned bytes.
+            app._access_files = self.files
+            found = Worker(app, PinnedGate(app, self.config, self.files))
+            self._local.worker = found
+            with self._lock:
+                self._workers.append(found)
+        return found
+
+    def authenticate(self, request: Request, body: bytes) -> Principal:
+        """The person whose signed envelope authorises this acting call (in a thread)."""
+        from oneoff._server.auth import check_envelope
+
+        return check_envelope(
+            self.worker().gate,
+            dict(request.headers),
+            method=request.method,
+            path=request.url.path,
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            body=body,
+            server_id=self.server_id,
+        )
+
+    def session(self, request: Request) -> Principal:
+        """The person a read call's bearer token was issued to (in a thread)."""
+        from oneoff._server.auth import check_token
+
+        return check_token(
+            self.worker().gate,
+            self.session_key,
+            request.headers.get("authorization"),
+            self.server_id,
+            where={"method": request.method, "path": request.url.path},
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /v1/server`` tells anyone: which server, app and pinned set this is."""
+        from oneoff._version import __version__
+
+        worker = self.worker()
+        return {
+            "server_id": self.server_id,
+            "app": self.project.name,
+            "version": __version__,
+            "audit_public_key": _audit_public_key(worker.app),
+            "pinned_version": self.files.version(),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            # A SQLite connection can be closed only by the thread that opened it (a worker
+            # thread, gone by now): the process is exiting and closes its files with it.
+            with contextlib.suppress(Exception):
+                worker.app.close()
+
+
+def _random_key() -> bytes:
+    import os
+
+    return os.urandom(32)
+
+
+def _audit_public_key(app: App) -> str:
+    """The PEM public key the server's audit checkpoints are signed with (made if new)."""
+    key = app.audit.key
+    if key is None:  # AuditLog of an App always has one; keep mypy and readers honest
+        raise UsageError("the server's audit log has no key")
+    key.ensure()
+    return key.public_pem()

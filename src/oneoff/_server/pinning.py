@@ -1,0 +1,157 @@
+"""The people and policy files a server trusts: pinned in its store, not read from its disk.
+
+On its first start a server copies its checkout's people and policy files (their bytes and
+their digest, the access version approvals bind) into its store and audits
+``server.pinned``. Every later start compares the checkout with the pinned set and refuses
+to serve if they differ: whoever can edit the checkout (a deploy, a stray commit) cannot
+add a key or loosen a policy. The pinned set changes only through ``oneoff server pin``: a
+statement (namespace ``oneoff-pin``) signed by a person whom the *pinned* policy lets
+release, audited. Every request's Gate is built from the pinned bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from oneoff._auth.files import AccessFiles, _rel, read_access_files
+from oneoff._auth.gate import Gate
+from oneoff._canonical import canonical_json
+from oneoff.errors import NotPermitted, StoreError
+
+if TYPE_CHECKING:
+    from oneoff._access import AccessConfig
+    from oneoff._app import App
+    from oneoff._auth.cache import AccessCache
+
+__all__ = ["PIN_NAMESPACE", "PinnedGate", "load_pin", "pin_document", "server_secret"]
+
+PIN_NAMESPACE = "oneoff-pin"
+PINNED = "pinned_access"
+REPIN_HINT = (
+    "review the change; then, on the server host, `oneoff server pin --key K` as a person "
+    "whom the pinned policy lets release"
+)
+
+
+class PinnedGate(Gate):
+    """A Gate that decides with the pinned bytes, never the checkout's files."""
+
+    def __init__(self, app: App, config: AccessConfig, files: AccessFiles) -> None:
+        super().__init__(app, config)
+        self._pinned = files
+
+    @cached_property
+    def files(self) -> AccessFiles:
+        return self._pinned
+
+    def _cache(self, name: str) -> AccessCache:
+        from oneoff._auth.cache import AccessCache
+
+        # Memoised in this process only: the server's threads would race on one file.
+        return AccessCache(self.app.state_dir / name, key=None)
+
+
+def pin_document(files: AccessFiles) -> bytes:
+    """The pinned set as stored: paths relative to the app, bytes in base64, the version."""
+    signers = None if files.signers is None else base64.b64encode(files.signers).decode()
+    return canonical_json(
+        {
+            "oneoff_pin_set": 1,
+            "version": files.version(),
+            "signers": {"path": _rel(files.root, files.signers_path), "data": signers},
+            "policies": {
+                "dir": _rel(files.root, files.policies_dir),
+                "files": {name: base64.b64encode(data).decode() for name, data in files.policies},
+            },
+        }
+    )
+
+
+def files_from_document(config: AccessConfig, data: bytes) -> AccessFiles:
+    """The AccessFiles a stored pin document holds; StoreError if it is damaged."""
+    try:
+        doc = json.loads(data)
+        signers, policies = doc["signers"], doc["policies"]
+        raw = signers["data"]
+        files = AccessFiles(
+            root=config.root,
+            signers_path=config.root / signers["path"],
+            signers=None if raw is None else base64.b64decode(raw, validate=True),
+            policies_dir=config.root / policies["dir"],
+            policies=tuple(
+                (name, base64.b64decode(b64, validate=True))
+                for name, b64 in sorted(policies["files"].items())
+            ),
+        )
+        intact = files.version() == doc["version"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        intact = False
+    if not intact:
+        raise StoreError("the server's pinned people and policy files are damaged in its store")
+    return files
+
+
+def server_secret(app: App, name: str, make: Any) -> bytes:
+    """A value made once per store (``make()``), the same for every server process on it."""
+    from oneoff._identity import iso, utc_now
+
+    store = app.store
+    value = store.server_value(name)
+    if value is None:
+        with store.tx():
+            store.put_server_value(name, make(), iso(utc_now()), replace=False)
+        value = store.server_value(name)
+        if value is None:
+            raise StoreError(f"the store did not keep the server's {name}")
+    return value
+
+
+def server_id(app: App) -> str:
+    return server_secret(app, "server_id", lambda: secrets.token_hex(16).encode()).decode()
+
+
+def load_pin(app: App, config: AccessConfig) -> AccessFiles:
+    """The pinned access files, pinning the checkout's on first start; NotPermitted (and
+    audited) when the checkout differs from the pinned set."""
+    from oneoff._identity import iso, utc_now
+
+    checkout = read_access_files(config)
+    store = app.store
+    stored = store.server_value(PINNED)
+    if stored is None:
+        _parse(app, config, checkout)  # a broken policy is refused before it is pinned
+        with store.tx():
+            first = store.put_server_value(
+                PINNED, pin_document(checkout), iso(utc_now()), replace=False
+            )
+            if first:
+                app.audit.append(
+                    "server.pinned",
+                    actor="server",
+                    payload={"version": checkout.version(), "previous": None, "first": True},
+                )
+        stored = store.server_value(PINNED)
+        if stored is None:
+            raise StoreError("the store did not keep the server's pinned access files")
+    pinned = files_from_document(config, stored)
+    if pinned.version() != checkout.version():
+        error = NotPermitted(
+            f"the people and policy files in {config.root} ({checkout.version()}) differ "
+            f"from those pinned in the server's store ({pinned.version()}); refusing to serve",
+            hint=REPIN_HINT,
+        )
+        payload = {"reason": error.message, "checkout": checkout.version()}
+        app.audit.append("server.refused", actor="server", payload=payload)
+        raise error
+    return pinned
+
+
+def _parse(app: App, config: AccessConfig, files: AccessFiles) -> None:
+    """Parse the people and policies (ManifestError and the like if either is broken)."""
+    gate = PinnedGate(app, config, files)
+    gate.policies  # noqa: B018 - parsing is the check
+    gate.signers  # noqa: B018

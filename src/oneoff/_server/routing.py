@@ -1,0 +1,168 @@
+"""One declared API route: its method, path, who may call it, the body schema it checks.
+
+Every ``/v1`` route is an ``ApiRoute``; ``oneoff._server.openapi`` documents the app from
+the same specs, so what is validated is what is documented. The endpoint reads the body
+(at most ``ctx.max_body`` bytes, counted while reading: 413 beyond), proves the caller
+(a signed envelope for ``auth="sign"``, a bearer token for ``auth="session"``), then
+parses and validates the JSON body, then calls the handler in a worker thread. Every
+``OneoffError`` becomes the JSON error answer of ``oneoff._server.errors``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from oneoff._record import dataclass, field
+from oneoff._server.errors import ApiError, error_response
+from oneoff._server.schema import SchemaViolation, check_schema, validate
+from oneoff.errors import OneoffError, UsageError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from oneoff._identity import Principal
+    from oneoff._server.context import ServerContext, Worker
+
+__all__ = ["ApiRoute", "Call", "Spec", "api_route", "read_body"]
+
+Auth = Literal["none", "sign", "session"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler gets: the caller, the validated body, path and query parameters."""
+
+    ctx: ServerContext
+    worker: Worker
+    principal: Principal | None
+    body: Any
+    params: dict[str, str]
+    query: dict[str, str]
+    raw_body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Spec:
+    method: str
+    path: str
+    auth: Auth
+    summary: str
+    body: dict[str, Any] | None = None
+    query: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+class ApiRoute(Route):
+    """A Starlette route that also carries its ``Spec`` (for /openapi.json)."""
+
+    spec: Spec
+
+
+def api_route(
+    ctx: ServerContext,
+    method: str,
+    path: str,
+    handler: Callable[[Call], Any],
+    *,
+    auth: Auth,
+    summary: str,
+    body: dict[str, Any] | None = None,
+    query: dict[str, dict[str, Any]] | None = None,
+    status: int = 200,
+    response: dict[str, Any] | None = None,
+) -> ApiRoute:
+    """Declare one route; ``handler(call)`` runs in a worker thread and returns JSON."""
+    if method != "GET" and auth == "session":
+        raise TypeError(f"{method} {path}: a call that acts must be signed, not a session")
+    spec = Spec(
+        method, path, auth, summary,
+        body=None if body is None else check_schema(body),
+        query={k: check_schema(v) for k, v in (query or {}).items()},
+        status=status, response=response or {"type": "object"},
+    )  # fmt: skip
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            raw = await read_body(request, ctx.max_body)
+            result = await run_in_threadpool(_handle, ctx, spec, handler, request, raw)
+        except (OneoffError, ApiError) as exc:
+            return error_response(exc)
+        return JSONResponse(result, status_code=spec.status)
+
+    route = ApiRoute(path, endpoint, methods=[method], name=f"{method} {path}")
+    route.spec = spec
+    return route
+
+
+def _handle(
+    ctx: ServerContext, spec: Spec, handler: Callable[[Call], Any], request: Request, raw: bytes
+) -> Any:
+    principal = None
+    if spec.auth == "sign":
+        principal = ctx.authenticate(request, raw)
+    elif spec.auth == "session":
+        principal = ctx.session(request)
+    body = None
+    if spec.body is not None:
+        body = parse_json(raw)
+        _validate(body, spec.body, "body")
+    elif raw:
+        raise UsageError(f"{spec.method} {spec.path} takes no body")
+    query = dict(request.query_params)
+    for name, value in query.items():
+        if name not in spec.query:
+            raise ApiError(422, UsageError(f"unknown query parameter {name[:40]!r}"))
+        _validate(value, spec.query[name], f"query parameter {name}")
+    call = Call(ctx, ctx.worker(), principal, body, dict(request.path_params), query, raw)
+    return handler(call)
+
+
+def _validate(value: Any, schema: dict[str, Any], where: str) -> None:
+    try:
+        validate(value, schema, where)
+    except SchemaViolation as exc:
+        raise ApiError(422, UsageError(f"bad request: {exc}")) from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, UsageError(f"request body larger than {limit} bytes refused"))
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON; 400 for bytes that are not UTF-8 JSON (duplicate keys, NaN too)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            raise ValueError("duplicate key")
+        return out
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "malformed JSON"
+        raise UsageError(f"bad request body: {reason}") from None
