@@ -1,0 +1,174 @@
+"""The access library's request and denial steps, with statements signed on the client.
+
+``approvals.create_request`` and ``approvals.deny`` sign with a local key; a server
+receives the statement and signature instead, and verifies them with the pinned Gate
+(``Gate.authenticate``: signature, app, action, plan hash, time, single-use nonce, all
+refusals audited). The rest is the library's own checks and records.
+
+The plan's variables are fingerprinted with the requester's machine key, which the server
+does not hold: a shown value the server cannot check against the plan is stored masked
+("****", marked unverified), never shown as if it were the value the hash stands for.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from oneoff._record import asdict
+from oneoff.errors import ApprovalError, NotPermitted, UsageError
+
+if TYPE_CHECKING:
+    from oneoff._auth.shown import ShownPlan
+    from oneoff._identity import Principal
+    from oneoff._server.pinning import PinnedGate
+    from oneoff._store.interface import ApprovalRecord, RequestRecord
+
+__all__ = ["checked_plan", "create_signed_request", "deny_signed", "request_json"]
+
+UNVERIFIED = "**** (unverified: fingerprinted with the requester's key)"
+
+
+def request_json(request: RequestRecord, approvals: Sequence[ApprovalRecord]) -> dict[str, Any]:
+    return {"request": asdict(request), "approvals": [asdict(a) for a in approvals]}
+
+
+def checked_plan(gate: PinnedGate, request: RequestRecord) -> ShownPlan:
+    """The stored plan, checked against its hash (audited ApprovalError otherwise)."""
+    from oneoff._auth.approvals import _checked
+
+    return _checked(gate, request, actor="server")
+
+
+def create_signed_request(
+    gate: PinnedGate,
+    plan: dict[str, Any],
+    plan_hash: str,
+    statement: dict[str, Any],
+    signature: str,
+    *,
+    caller: Principal,
+) -> RequestRecord:
+    """Verify and record a request made and signed on the client."""
+    from oneoff._access import approval_rule
+    from oneoff._canonical import canonical_hash
+    from oneoff._identity import iso, utc_now
+    from oneoff._store.interface import RequestRecord
+
+    app = gate.app
+    document = plan.get("document")
+    if not isinstance(document, dict):
+        raise UsageError("the plan has no plan document")
+    try:
+        digest = "sha256:" + canonical_hash(document)
+    except (TypeError, ValueError):
+        raise UsageError("the plan document is not canonical JSON (integers only)") from None
+    if digest != plan_hash or plan.get("hash", plan_hash) != plan_hash:
+        raise UsageError(f"the plan document hashes to {digest}, not {plan_hash}")
+    if document.get("app") != app.project.name:
+        raise UsageError(f"the plan is for app {document.get('app')!r}, not {app.project.name!r}")
+    task = app.project.task(str(document.get("task")))
+    env = app.project.environment(str(document.get("environment")))
+    principal = gate.authenticate(statement, signature, action="request", plan_hash=plan_hash)
+    if principal.key != caller.key:
+        raise NotPermitted(f"{caller.name} cannot send a request signed by {principal.name}")
+    if statement.get("task") != task.name or statement.get("environment") != env.name:
+        raise UsageError("the request statement names another task or environment")
+    gate.decide_operation(principal, "request", task, env, plan_hash=plan_hash)
+    now = utc_now()
+    shown = {
+        "hash": plan_hash,
+        "document": document,
+        "cwd": str(plan.get("cwd", "")),
+        "env": _server_env(gate, document, plan.get("env")),
+        "params": plan.get("params") if isinstance(plan.get("params"), dict) else {},
+        "argv": document.get("argv"),
+        "release": document.get("release"),
+    }
+    record = RequestRecord(
+        id=f"q{now:%Y%m%d%H%M%S}{secrets.token_hex(4)}",
+        task=task.name,
+        environment=env.name,
+        plan_hash=plan_hash,
+        plan=shown,
+        requester=principal.name,
+        created_at=iso(now),
+        status="pending",
+        policy_version=gate.version,
+    )
+    checked_plan(gate, record)  # what approvers will be shown stands for the hash
+    store = app.store
+    with store.tx():
+        store.create_request(record)
+    rule = approval_rule(task, env)
+    app.audit.append(
+        "request.created",
+        actor=principal.name,
+        environment=env.name,
+        task=task.name,
+        plan_hash=plan_hash,
+        payload={
+            "request": record.id,
+            "params": shown["params"],
+            "quorum": rule.describe() if rule else None,
+            "via": "server",
+        },
+    )
+    return record
+
+
+def _server_env(gate: PinnedGate, document: dict[str, Any], shown: Any) -> dict[str, Any]:
+    """The shown variables, each non-secret value the server cannot verify masked."""
+    from oneoff._plan import fingerprint
+
+    hashed = document.get("env")
+    if not isinstance(shown, dict) or not isinstance(hashed, dict):
+        raise UsageError("the plan's variables are malformed")
+    key = gate.app.fingerprint_key
+    out: dict[str, Any] = {}
+    for name, info in shown.items():
+        if not isinstance(info, dict):
+            raise UsageError(f"the plan's variable {str(name)[:40]!r} is malformed")
+        value, secret = str(info.get("value")), bool(info.get("secret"))
+        known = name in hashed and fingerprint(key, name, value) == hashed[name]
+        if name in hashed and not secret and not known:
+            value = UNVERIFIED
+        out[name] = {"value": value, "source": str(info.get("source")), "secret": secret}
+    return out
+
+
+def deny_signed(
+    gate: PinnedGate,
+    request: RequestRecord,
+    statement: dict[str, Any],
+    signature: str,
+    reason: str,
+    *,
+    caller: Principal,
+) -> RequestRecord:
+    """``approvals.deny`` with the denier's statement signed on the client."""
+    app = gate.app
+    task = app.project.task(request.task)
+    env = app.project.environment(request.environment)
+    principal = gate.authenticate(statement, signature, action="deny", plan_hash=request.plan_hash)
+    if principal.key != caller.key:
+        raise NotPermitted(f"{caller.name} cannot send a denial signed by {principal.name}")
+    if statement.get("request") != request.id:
+        raise UsageError(f"the denial statement is for another request, not {request.id}")
+    if principal.name != request.requester:
+        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
+    store = app.store
+    with store.tx():
+        changed = store.set_request_status(request.id, "denied", expect="pending")
+    if not changed:
+        raise ApprovalError(f"request {request.id} is {request.status}, not pending")
+    app.audit.append(
+        "request.denied",
+        actor=principal.name,
+        environment=env.name,
+        task=task.name,
+        plan_hash=request.plan_hash,
+        payload={"request": request.id, "reason": reason, "via": "server"},
+    )
+    return store.get_request(request.id)
