@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUTE_MODULES", "create_app"]
 
-ROUTE_MODULES: tuple[str, ...] = ("oneoff._server.api_access",)
+ROUTE_MODULES: tuple[str, ...] = (
+    "oneoff._server.api_access",
+    "oneoff._server.api_releases",
+)
 
 
 def core_routes(ctx: ServerContext) -> list[BaseRoute]:
