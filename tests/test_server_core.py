@@ -111,8 +111,11 @@ def test_a_changed_checkout_is_refused_until_repinned(
     mallory = Path(f"{server_keys['mallory']}.pub").read_text().split()[:2]
     people.write_text(people.read_text() + f"mallory {mallory[0]} {mallory[1]} groups=dba\n")
     refused = ServerProc(server_app)
-    with pytest.raises(RuntimeError, match="differ from those pinned"):
-        refused.start()
+    try:
+        with pytest.raises(RuntimeError, match="differ from those pinned"):
+            refused.start()
+    finally:
+        refused.stop()
     assert events(server_app, "server.refused")
 
     def pin(who: str) -> subprocess.CompletedProcess[str]:
@@ -138,3 +141,17 @@ def test_a_changed_checkout_is_refused_until_repinned(
         assert again.signed(server_keys["mallory"], "POST", "/v1/session").status == 200
     finally:
         again.stop()
+
+
+def test_a_changed_manifest_is_refused(server: ServerProc, server_app: Path) -> None:
+    """Lowering a quorum in the server's oneoff.toml (or trusting another release key) is
+    a change to who decides: the server refuses to start on it until a re-pin."""
+    server.stop()
+    manifest = server_app / "oneoff.toml"
+    manifest.write_text(manifest.read_text().replace("quorum = 2", "quorum = 1"))
+    refused = ServerProc(server_app)
+    try:
+        with pytest.raises(RuntimeError, match=r"the manifest \(sha256"):
+            refused.start()
+    finally:
+        refused.stop()

@@ -1,12 +1,14 @@
 """The people and policy files a server trusts: pinned in its store, not read from its disk.
 
 On its first start a server copies its checkout's people and policy files (their bytes and
-their digest, the access version approvals bind) into its store and audits
-``server.pinned``. Every later start compares the checkout with the pinned set and refuses
-to serve if they differ: whoever can edit the checkout (a deploy, a stray commit) cannot
-add a key or loosen a policy. The pinned set changes only through ``oneoff server pin``: a
-statement (namespace ``oneoff-pin``) signed by a person whom the *pinned* policy lets
-release, audited. Every request's Gate is built from the pinned bytes.
+their digest, the access version approvals bind) into its store, with the digest of its
+manifest (tasks, approval rules, trusted release keys), and audits ``server.pinned``.
+Every later start compares the checkout with the pinned set and refuses to serve if they
+differ: whoever can edit the checkout (a deploy, a stray commit) cannot add a key, loosen
+a policy, lower a quorum or trust another release key. The pinned set changes only
+through ``oneoff server pin``: a statement (namespace ``oneoff-pin``) signed by a person
+whom the *pinned* policy lets release, audited. Every request's Gate is built from the
+pinned bytes.
 """
 
 from __future__ import annotations
@@ -55,13 +57,22 @@ class PinnedGate(Gate):
         return AccessCache(self.app.state_dir / name, key=None)
 
 
-def pin_document(files: AccessFiles) -> bytes:
-    """The pinned set as stored: paths relative to the app, bytes in base64, the version."""
+def manifest_of(app: App) -> str:
+    """The digest of the manifest as this server loaded it (what it decides with)."""
+    from oneoff._release.check import manifest_digest
+
+    return manifest_digest(app.project)
+
+
+def pin_document(files: AccessFiles, manifest: str) -> bytes:
+    """The pinned set as stored: paths relative to the app, bytes in base64, the version,
+    the manifest's digest."""
     signers = None if files.signers is None else base64.b64encode(files.signers).decode()
     return canonical_json(
         {
             "oneoff_pin_set": 1,
             "version": files.version(),
+            "manifest": manifest,
             "signers": {"path": _rel(files.root, files.signers_path), "data": signers},
             "policies": {
                 "dir": _rel(files.root, files.policies_dir),
@@ -71,10 +82,13 @@ def pin_document(files: AccessFiles) -> bytes:
     )
 
 
-def files_from_document(config: AccessConfig, data: bytes) -> AccessFiles:
-    """The AccessFiles a stored pin document holds; StoreError if it is damaged."""
+def files_from_document(config: AccessConfig, data: bytes) -> tuple[AccessFiles, str]:
+    """The AccessFiles and manifest digest a stored pin document holds; StoreError if it
+    is damaged."""
+    manifest = ""
     try:
         doc = json.loads(data)
+        manifest = str(doc["manifest"])
         signers, policies = doc["signers"], doc["policies"]
         raw = signers["data"]
         files = AccessFiles(
@@ -92,7 +106,7 @@ def files_from_document(config: AccessConfig, data: bytes) -> AccessFiles:
         intact = False
     if not intact:
         raise StoreError("the server's pinned people and policy files are damaged in its store")
-    return files
+    return files, manifest
 
 
 def server_secret(app: App, name: str, make: Any) -> bytes:
@@ -119,29 +133,36 @@ def load_pin(app: App, config: AccessConfig) -> AccessFiles:
     audited) when the checkout differs from the pinned set."""
     from oneoff._identity import iso, utc_now
 
-    checkout = read_access_files(config)
+    checkout, manifest = read_access_files(config), manifest_of(app)
     store = app.store
     stored = store.server_value(PINNED)
     if stored is None:
         _parse(app, config, checkout)  # a broken policy is refused before it is pinned
         with store.tx():
             first = store.put_server_value(
-                PINNED, pin_document(checkout), iso(utc_now()), replace=False
+                PINNED, pin_document(checkout, manifest), iso(utc_now()), replace=False
             )
             if first:
-                app.audit.append(
-                    "server.pinned",
-                    actor="server",
-                    payload={"version": checkout.version(), "previous": None, "first": True},
-                )
+                payload = {
+                    "version": checkout.version(),
+                    "manifest": manifest,
+                    "previous": None,
+                    "first": True,
+                }
+                app.audit.append("server.pinned", actor="server", payload=payload)
         stored = store.server_value(PINNED)
         if stored is None:
             raise StoreError("the store did not keep the server's pinned access files")
-    pinned = files_from_document(config, stored)
+    pinned, pinned_manifest = files_from_document(config, stored)
+    what = None
     if pinned.version() != checkout.version():
+        what = f"people and policy files ({checkout.version()}, pinned {pinned.version()})"
+    elif pinned_manifest != manifest:
+        what = f"manifest (sha256 {manifest[:16]}, pinned {pinned_manifest[:16]})"
+    if what is not None:
         error = NotPermitted(
-            f"the people and policy files in {config.root} ({checkout.version()}) differ "
-            f"from those pinned in the server's store ({pinned.version()}); refusing to serve",
+            f"the {what} in {config.root} differ from those pinned in the server's store; "
+            "refusing to serve",
             hint=REPIN_HINT,
         )
         payload = {"reason": error.message, "checkout": checkout.version()}

@@ -21,6 +21,7 @@ from oneoff._server.pinning import (
     _parse,
     files_from_document,
     load_pin,
+    manifest_of,
     pin_document,
     server_id,
 )
@@ -52,8 +53,8 @@ def repin(app: App, signer: Signer) -> tuple[str, str, str]:
         load_pin(app, config)
         stored = store.server_value(PINNED)
         assert stored is not None
-    pinned = files_from_document(config, stored)
-    checkout = read_access_files(config)
+    pinned, pinned_manifest = files_from_document(config, stored)
+    checkout, manifest = read_access_files(config), manifest_of(app)
     _parse(app, config, checkout)
     gate = PinnedGate(app, config, pinned)
     now = utc_now()
@@ -63,6 +64,8 @@ def repin(app: App, signer: Signer) -> tuple[str, str, str]:
         "server": server_id(app),
         "from": pinned.version(),
         "to": checkout.version(),
+        "manifest_from": pinned_manifest,
+        "manifest_to": manifest,
         "time": iso(now),
         "nonce": nonce,
     }
@@ -87,12 +90,13 @@ def repin(app: App, signer: Signer) -> tuple[str, str, str]:
         except NotPermitted as exc:
             gate.refuse(exc, "auth.refused", actor=person.name, **where)
     with store.tx():
-        store.put_server_value(PINNED, pin_document(checkout), iso(now), replace=True)
+        store.put_server_value(PINNED, pin_document(checkout, manifest), iso(now), replace=True)
         app.audit.append(
             "server.pinned",
             actor=person.name,
             payload={
                 "version": checkout.version(),
+                "manifest": manifest,
                 "previous": pinned.version(),
                 "first": False,
                 "key": person.fingerprint,
