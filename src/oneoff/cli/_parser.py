@@ -247,6 +247,10 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     from oneoff.cli._server import add_server_commands
 
     add_server_commands(sub, _common)
+    # [commands: login] oneoff login --web (issue #13, the web console)
+    from oneoff.cli._login import add_login_command
+
+    add_login_command(sub, _common)
     return parser
 
 
