@@ -137,8 +137,16 @@ def signers_text(keys: dict[str, Path], people: dict[str, str] | None = None) ->
     return "".join(lines)
 
 
-def make_access_app(root: Path, keys: dict[str, Path], *, ttl: str = "1h") -> Path:
-    """An app with [access] whose production and staging have a current signed release."""
+def make_access_app(
+    root: Path,
+    keys: dict[str, Path],
+    *,
+    ttl: str = "1h",
+    extra: str = "",
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """An app with [access] whose production and staging have a current signed release;
+    ``extra``/``extra_files``: more manifest text (tasks) and files, there before releasing."""
     from oneoff._audit.checkpoint import generate_keypair
     from oneoff._release.settings import public_key_line
 
@@ -151,8 +159,9 @@ def make_access_app(root: Path, keys: dict[str, Path], *, ttl: str = "1h") -> Pa
         "hold.py": HOLD,
         ".env.production": "DATABASE_URL=postgres://app:prod-pass-999@db/app\n",
         **POLICIES,
+        **(extra_files or {}),
     }
-    make_app(root, MANIFEST.format(ttl=ttl, trusted=trusted, notify=NOTIFY), files)
+    make_app(root, MANIFEST.format(ttl=ttl, trusted=trusted, notify=NOTIFY) + extra, files)
     people = root / "people"
     people.mkdir()
     (people / "allowed_signers").write_text(signers_text(keys))

@@ -24,7 +24,7 @@ def add_login_command(sub: Any, common: Callable[[argparse.ArgumentParser], None
     """Add `login` to the top-level subparsers."""
     from oneoff.cli._access_args import key_option
 
-    text = "sign a short-lived, single-use link that logs you in to the team server's web console"
+    text = "print a signed, single-use login link for the team server's web console"
     parser = sub.add_parser("login", help=text, description=text)
     common(parser)
     parser.set_defaults(handler="oneoff.cli._login:cmd_login")
