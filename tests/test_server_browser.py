@@ -231,6 +231,7 @@ def test_live_output_streams_redacted_and_escaped(
         assert runner.wait(timeout=120) == 0
     output = page.inner_text("#output")
     assert f"hello {XSS_PARAM}" in output
+    assert output.count("waiting for go") == 1  # what the page was rendered with is not resent
     assert SECRET not in page.content()
     assert "token " in output
     page.reload()

@@ -113,3 +113,117 @@ def test_a_session_cookie_is_not_an_api_token(server: ServerProc, server_keys) -
     page = server.call("GET", "/console/", headers={"Cookie": f"oneoff_session={token}"})
     assert page.status == 303
     assert page.headers["location"] == "/console/login"
+
+
+def cookie_of(server: ServerProc, key: Path) -> dict[str, str]:
+    """A console session's Cookie header, from a login link the CLI signed."""
+    done = login_cli("--web", "--server", f"http://{server.host}:{server.port}", "--key", str(key))
+    answer = post_login(server, done.stdout.strip().split("#", 1)[1])
+    assert answer.status == 303, answer
+    return {"Cookie": answer.headers["set-cookie"].split(";", 1)[0]}
+
+
+def cli(server: ServerProc, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "oneoff", *args],
+        cwd=server.app_dir, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def request_migrate(server: ServerProc, keys: dict[str, Path], target: str) -> str:
+    import json
+
+    out = cli(server, "request", "migrate", "--env", "production", "-p", f"target={target}",
+              "--key", str(keys["alice"]), "--json")  # fmt: skip
+    return str(json.loads(out)["id"])
+
+
+def test_a_request_shows_how_it_differs_from_the_last_run(server: ServerProc, server_keys) -> None:
+    """After migrate ran to 0042, a request for 0043 shows the changed argv and param,
+    and nothing else (the rest of the plan is the same)."""
+    first = request_migrate(server, server_keys, "0042")
+    for who in ("bob", "carol"):
+        cli(server, "approve", first, "--key", str(server_keys[who]), "--yes")
+    cli(server, "run", "migrate", "--env", "production", "--request", first,
+        "--key", str(server_keys["alice"]))  # fmt: skip
+    second = request_migrate(server, server_keys, "0043")
+    page = server.call(
+        "GET", f"/console/requests/{second}", headers=cookie_of(server, server_keys["bob"])
+    )
+    assert page.status == 200, page
+    diff = page.raw.decode().split('<table id="diff">', 1)[1].split("</table>", 1)[0]
+    assert "<td>argv</td>" in diff
+    assert "<td>params</td>" in diff
+    assert "0042" in diff
+    assert "0043" in diff
+    assert diff.count("<tr>") == 3  # the header, argv, params
+
+
+def test_a_tampered_stored_plan_is_refused_not_shown(server: ServerProc, server_keys) -> None:
+    """A request whose stored plan was edited (argv changed in the database) is shown as
+    refused, without the edited plan or an approve form, and the refusal is audited."""
+    import json
+    import sqlite3
+
+    from oneoff._app import open_app
+
+    request_id = request_migrate(server, server_keys, "0042")
+    db = sqlite3.connect(server.app_dir / ".oneoff" / "state.db")
+    with db:
+        (plan,) = db.execute("SELECT plan FROM requests WHERE id = ?", (request_id,)).fetchone()
+        edited = json.loads(plan)
+        edited["document"]["argv"][-1] = "9999"
+        db.execute("UPDATE requests SET plan = ? WHERE id = ?", (json.dumps(edited), request_id))
+    db.close()
+    page = server.call(
+        "GET", f"/console/requests/{request_id}", headers=cookie_of(server, server_keys["bob"])
+    )
+    text = page.raw.decode()
+    assert 'id="plan-refused"' in text
+    assert "9999" not in text
+    assert 'id="approve-form"' not in text
+    app = open_app(server.app_dir)
+    try:
+        refused = [e for e in app.audit.events(kind="approval.refused")]
+    finally:
+        app.close()
+    assert refused[-1].actor == "bob"
+    assert "does not match its plan hash" in refused[-1].payload["reason"]
+
+
+def test_a_session_may_deny_only_what_policy_lets_it_approve(
+    server: ServerProc, server_keys
+) -> None:
+    """dave (oncall) may not approve migrate, so his session cannot deny it either (403);
+    the request stays pending."""
+    request_id = request_migrate(server, server_keys, "0042")
+    headers = cookie_of(server, server_keys["dave"])
+    page = server.call("GET", f"/console/requests/{request_id}", headers=headers)
+    csrf = page.raw.decode().split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    body = urllib.parse.urlencode({"csrf": csrf, "reason": "no"}).encode()
+    answer = server.call(
+        "POST", f"/console/requests/{request_id}/deny", body=body,
+        headers={**headers, "Origin": f"http://{server.host}:{server.port}",
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert answer.status == 403, answer
+    from oneoff._app import open_app
+
+    app = open_app(server.app_dir)
+    try:
+        assert app.store.get_request(request_id).status == "pending"
+    finally:
+        app.close()
+
+
+def test_reading_needs_a_session(server: ServerProc, server_keys) -> None:
+    """Without a cookie, pages redirect to the login page and streams and fragments are 401."""
+    request_id = request_migrate(server, server_keys, "0042")
+    assert (
+        server.call("GET", f"/console/requests/{request_id}").headers["location"]
+        == "/console/login"
+    )
+    assert server.call("GET", f"/console/requests/{request_id}/approvals").status == 401
+    assert server.call("GET", "/console/runs/r1/stream").status == 401

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["POLL_SECONDS", "run_stream", "static_file"]
 
 POLL_SECONDS = 0.25
+# A stream ends after this long and the browser reconnects (after RETRY_MS, resuming from
+# the last chunk it got, by Last-Event-ID): no connection outlives a server's shutdown by
+# more than this, and a session's end is noticed.
+STREAM_SECONDS = 15.0
+RETRY_MS = 500
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
@@ -47,13 +52,17 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
             run = await run_in_threadpool(lambda: console.ctx.worker().app.store.get_run(run_id))
         except OneoffError as exc:
             return secure(PlainTextResponse(exc.message, status_code=404))
-        after = request.headers.get("last-event-id", "0")
+        # Where to start: the last chunk this browser got (a reconnect), else the last one
+        # the page was rendered with.
+        after = request.headers.get("last-event-id") or request.query_params.get("after", "0")
         start = int(after) if after.isdigit() and len(after) < 12 else 0
 
         async def events() -> AsyncIterator[bytes]:
             import time
 
             last = start
+            until = min(time.time() + STREAM_SECONDS, session.expires)
+            yield f"retry: {RETRY_MS}\n\n".encode()
             while True:
                 pieces, last, status, exit_code = await run_in_threadpool(
                     _poll, console, run.id, last
@@ -65,7 +74,7 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
                     data = json.dumps({"status": status, "exit_code": exit_code})
                     yield f"event: end\ndata: {data}\n\n".encode()
                     return
-                if time.time() >= session.expires or await request.is_disconnected():
+                if time.time() >= until or await request.is_disconnected():
                     return
                 await asyncio.sleep(POLL_SECONDS)
 
