@@ -14,12 +14,12 @@ from oneoff._server.console.render import html, redirect, secure
 from oneoff.errors import OneoffError, UsageError
 
 if TYPE_CHECKING:
-    from oneoff._server.context import ServerContext
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
     from oneoff._server.console.session import Session
+    from oneoff._server.context import ServerContext
 
 __all__ = ["Console", "routes"]
 
