@@ -124,9 +124,10 @@ def cookie_of(server: ServerProc, key: Path) -> dict[str, str]:
 
 
 def cli(server: ServerProc, *args: str) -> str:
+    """The CLI on the server's own store (its SQLite file, or its PostgreSQL database)."""
     done = subprocess.run(
         [sys.executable, "-m", "oneoff", *args],
-        cwd=server.app_dir, capture_output=True, text=True, timeout=300,
+        cwd=server.app_dir, capture_output=True, text=True, timeout=300, env=server.env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -227,3 +228,31 @@ def test_reading_needs_a_session(server: ServerProc, server_keys) -> None:
     )
     assert server.call("GET", f"/console/requests/{request_id}/approvals").status == 401
     assert server.call("GET", "/console/runs/r1/stream").status == 401
+
+
+@pytest.mark.parametrize(
+    "server", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_every_page_renders_on_both_stores(server: ServerProc, server_keys) -> None:
+    """Logged in, each console page answers 200 with the server's SQLite or PostgreSQL
+    store, and the login is in the audit page with its proof status."""
+    import json
+
+    # In development: the throw-away database has no production release.
+    out = cli(server, "request", "migrate", "--env", "development", "--key",
+              str(server_keys["alice"]), "--json")  # fmt: skip
+    request_id = str(json.loads(out)["id"])
+    headers = cookie_of(server, server_keys["bob"])
+    for path in (
+        "/console/",
+        f"/console/requests/{request_id}",
+        f"/console/requests/{request_id}/approvals",
+        "/console/runs?status=running&task=migrate",
+        "/console/audit?kind=console.login",
+        "/console/break-glass",
+    ):
+        answer = server.call("GET", path, headers=headers)
+        assert answer.status == 200, (path, answer)
+    audit = server.call("GET", "/console/audit?kind=console.login", headers=headers).raw.decode()
+    assert "console.login" in audit
+    assert "after the newest signed checkpoint" in audit or "in signed checkpoint" in audit
