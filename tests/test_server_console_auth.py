@@ -267,3 +267,11 @@ def test_only_a_post_from_our_own_origin_passes(headers, ok):
     """Origin must be ours; with Origin null the browser's Sec-Fetch-Site must say
     same-origin; with neither, the POST is refused (fail closed)."""
     assert (origin_problem(headers, "http://127.0.0.1:8421") is None) is ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=3000)))
+def test_any_cookie_value_proves_nothing_without_crashing(people, value):
+    """Whatever a browser sends as the cookie, reading it returns None or a session."""
+    _, signers = people
+    assert read_cookie(KEY, value, SERVER, signers, now=NOW) is None

@@ -102,7 +102,8 @@ class Actions:
         except NotPermitted as exc:
             if problem is not None or form is None:  # else _login audited it
                 await run_in_threadpool(self._refused, request, None, exc.message)
-            return html(request, "login.html", status=401, error=exc)
+            own = f"{request.url.scheme}://{request.url.netloc}"
+            return html(request, "login.html", status=401, error=exc, server_url=own)
         https = request.url.scheme == "https"
         response = redirect("/console/")
         response.set_cookie(

@@ -137,7 +137,9 @@ class Console:
         )
 
     def login_page(self, request: Request) -> Response:
-        return html(request, "login.html")
+        return html(
+            request, "login.html", server_url=f"{request.url.scheme}://{request.url.netloc}"
+        )
 
 
 def _int(text: str | None, default: int, most: int) -> int:
