@@ -105,14 +105,15 @@ class Console:
         return self.page(request, "runs.html", build)
 
     def run_page(self, request: Request) -> Response:
-        from oneoff._server.console.views import output_pieces
+        from oneoff._server.console.views import Decoder, output_pieces
 
         run_id = request.path_params["run_id"]
 
         def build(app: Any, gate: Any, session: Session) -> dict[str, Any]:
             run = app.store.get_run(run_id)
             pieces, last = output_pieces(app, run.id)
-            return {"run": run, "pieces": pieces, "last": last}
+            # Decoded to the end: the stream, if any, resumes after the last whole chunk.
+            return {"run": run, "pieces": Decoder().decode(pieces, final=True), "last": last}
 
         return self.page(request, "run.html", build)
 

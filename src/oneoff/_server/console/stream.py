@@ -60,6 +60,9 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
         async def events() -> AsyncIterator[bytes]:
             import time
 
+            from oneoff._server.console.views import Decoder
+
+            decoder = Decoder()
             last = start
             until = min(time.time() + STREAM_SECONDS, session.expires)
             yield f"retry: {RETRY_MS}\n\n".encode()
@@ -67,14 +70,19 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
                 pieces, last, status, exit_code = await run_in_threadpool(
                     _poll, console, run.id, last
                 )
-                for stream, text in pieces:
+                ended = status != "running"
+                for stream, text in decoder.decode(pieces, final=ended):
                     data = json.dumps({"stream": stream, "text": text})
                     yield f"id: {last}\nevent: output\ndata: {data}\n\n".encode()
-                if status != "running":
+                if ended:
                     data = json.dumps({"status": status, "exit_code": exit_code})
                     yield f"event: end\ndata: {data}\n\n".encode()
                     return
                 if time.time() >= until or await request.is_disconnected():
+                    # The browser resumes after chunk ``last``: show what the decoder held.
+                    for stream, text in decoder.decode([], final=True):
+                        data = json.dumps({"stream": stream, "text": text})
+                        yield f"id: {last}\nevent: output\ndata: {data}\n\n".encode()
                     return
                 await asyncio.sleep(POLL_SECONDS)
 
@@ -85,7 +93,9 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
     return handler
 
 
-def _poll(console: Console, run_id: str, after: int) -> tuple[list[tuple[int, str]], int, str, Any]:
+def _poll(
+    console: Console, run_id: str, after: int
+) -> tuple[list[tuple[int, bytes]], int, str, Any]:
     from oneoff._server.console.views import output_pieces
 
     app = console.ctx.worker().app

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Change",
+    "Decoder",
     "RequestView",
     "approval_to_sign",
     "output_pieces",
@@ -189,22 +190,39 @@ def approval_to_sign(request: RequestRecord, policy_version: str, time: str) -> 
     }
 
 
-def output_pieces(app: App, run_id: str, after: int = 0) -> tuple[list[tuple[int, str]], int]:
-    """The run's stored (already redacted) output after chunk ``after``, decoded for
-    display, and the last chunk number read."""
+def output_pieces(app: App, run_id: str, after: int = 0) -> tuple[list[tuple[int, bytes]], int]:
+    """The run's stored (already redacted) output chunks after chunk ``after``, and the
+    number of the last one read."""
     import zlib
 
     from oneoff.errors import StoreError
 
-    pieces: list[tuple[int, str]] = []
+    pieces: list[tuple[int, bytes]] = []
     last = after
     for seq, stream, size, data in app.store.output_chunks(run_id):
         if seq <= after:
             continue
         try:
+            # Never inflate more than the row says: a forged row cannot exhaust memory.
             raw = zlib.decompressobj().decompress(data, size + 1)
         except (zlib.error, TypeError):
             raise StoreError(f"run {run_id}: output chunk {seq} is corrupt") from None
-        pieces.append((int(stream), raw.decode("utf-8", "replace")))
+        pieces.append((int(stream), raw))
         last = seq
     return pieces, last
+
+
+class Decoder:
+    """UTF-8 text of each stream across chunks: a character split between two chunks is
+    decoded whole, not as two replacement characters."""
+
+    def __init__(self) -> None:
+        import codecs
+
+        self._streams = {n: codecs.getincrementaldecoder("utf-8")("replace") for n in (1, 2)}
+
+    def decode(self, pieces: list[tuple[int, bytes]], *, final: bool) -> list[tuple[int, str]]:
+        out = [(n, self._streams[n if n in self._streams else 1].decode(b)) for n, b in pieces]
+        if final:
+            out += [(n, d.decode(b"", final=True)) for n, d in self._streams.items()]
+        return [(n, text) for n, text in out if text]
