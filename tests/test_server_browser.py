@@ -141,11 +141,12 @@ def test_a_login_link_opens_a_session_once(console: ServerProc, server_keys, bro
 def test_two_people_approve_one_plan_and_the_page_follows(
     console: ServerProc, server_keys, browser
 ) -> None:
-    """alice requests from the CLI; bob sees the plan as stored and approves with his key's
-    signature pasted into the page; carol approves from the CLI and bob's page shows it
-    without a reload; the approved request then runs."""
-    request_id = request_as(console, server_keys["alice"], "migrate", "production", "target=0042")
+    """alice requests from the CLI and bob's open page lists it without a reload; bob sees
+    the plan as stored and approves with his key's signature pasted into the page; carol
+    approves from the CLI and bob's page shows it without a reload; the request then runs."""
     page = log_in(browser, console, server_keys["bob"])
+    assert page.locator("#none-pending").count() == 1
+    request_id = request_as(console, server_keys["alice"], "migrate", "production", "target=0042")
     page.click(f"#pending a:text('{request_id}')")
     assert "0042" in page.inner_text("#argv")
     assert "2 approval(s) from group 'dba'" in page.inner_text("#approvals")

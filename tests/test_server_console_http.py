@@ -228,6 +228,7 @@ def test_reading_needs_a_session(server: ServerProc, server_keys) -> None:
     )
     assert server.call("GET", f"/console/requests/{request_id}/approvals").status == 401
     assert server.call("GET", "/console/runs/r1/stream").status == 401
+    assert server.call("GET", "/console/pending").status == 401
 
 
 @pytest.mark.parametrize(
@@ -245,6 +246,7 @@ def test_every_page_renders_on_both_stores(server: ServerProc, server_keys) -> N
     headers = cookie_of(server, server_keys["bob"])
     for path in (
         "/console/",
+        "/console/pending",
         f"/console/requests/{request_id}",
         f"/console/requests/{request_id}/approvals",
         "/console/runs?status=running&task=migrate",

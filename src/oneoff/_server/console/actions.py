@@ -182,7 +182,9 @@ class Actions:
             await run_in_threadpool(work, session, form, request_id)
         except OneoffError as exc:
             return html(request, "error.html", status=_status(exc), session=session, error=exc)
-        return redirect(f"/console/requests/{request_id}")
+        from urllib.parse import quote
+
+        return redirect(f"/console/requests/{quote(request_id, safe='')}")
 
 
 def _status(exc: OneoffError) -> int:

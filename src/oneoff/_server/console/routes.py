@@ -66,6 +66,15 @@ class Console:
             request, "index.html", lambda app, gate, s: {"pending": pending_requests(app)}
         )
 
+    def pending_fragment(self, request: Request) -> Response:
+        from oneoff._server.console.views import pending_requests
+
+        if self.session(request) is None:
+            return secure(_text(401, "log in again: oneoff login --web"))
+        return self.page(
+            request, "pending.html", lambda app, gate, s: {"pending": pending_requests(app)}
+        )
+
     def request_page(self, request: Request) -> Response:
         return self.page(request, "request.html", self._request_context(request))
 
@@ -171,6 +180,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/console", lambda request: redirect("/console/"), methods=["GET"]),
         Route("/favicon.ico", lambda request: secure(_text(404, "")), methods=["GET"]),
         Route("/console/", console.home, methods=["GET"]),
+        Route("/console/pending", console.pending_fragment, methods=["GET"]),
         Route("/console/login", console.login_page, methods=["GET"]),
         Route("/console/login", actions.login, methods=["POST"]),
         Route("/console/logout", actions.logout, methods=["POST"]),
