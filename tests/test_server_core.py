@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,3 +156,32 @@ def test_a_changed_manifest_is_refused(server: ServerProc, server_app: Path) -> 
             refused.start()
     finally:
         refused.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("server", ["postgres"], indirect=True)
+def test_store_going_away_is_503_then_recovers(
+    server: ServerProc, server_keys: KEYS, pg_server: Any
+) -> None:
+    """With its database gone, a call answers 503 with the store's exit code 7 (JSON, no
+    traceback); once the database is back, the same server process serves again."""
+    import psycopg
+
+    from oneoff._store.postgres import migrate
+
+    token = server.token(server_keys["bob"])
+    url = server.store_url
+    assert url is not None
+    name = url.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        gone = server.read(token, "/v1/requests")
+        assert gone.status == 503, gone
+        assert gone.error["exit"] == 7
+        admin.execute(f'CREATE DATABASE "{name}"')
+    migrate(url)
+    # Each worker thread swaps its broken connection on its first failure: bounded tries.
+    answers = [server.read(token, "/v1/requests").status for _ in range(20)]
+    assert 200 in answers, answers
+    assert set(answers) <= {200, 503}
+    assert "Traceback" not in server.output()

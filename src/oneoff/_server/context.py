@@ -87,6 +87,19 @@ class ServerContext:
                 self._workers.append(found)
         return found
 
+    def discard_worker(self) -> None:
+        """Drop this thread's Worker after a store failure: its connection may be dead
+        (the database restarted), and a long-lived server must not keep it. The next
+        call on this thread opens a fresh one."""
+        found: Worker | None = getattr(self._local, "worker", None)
+        if found is None:
+            return
+        self._local.worker = None
+        with self._lock:
+            self._workers = [w for w in self._workers if w is not found]
+        with contextlib.suppress(Exception):  # closing a dead connection may fail too
+            found.app.close()
+
     def authenticate(self, request: Request, body: bytes) -> Principal:
         """The person whose signed envelope authorises this acting call (in a thread)."""
         from oneoff._server.auth import check_envelope

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from oneoff._record import dataclass, field
 from oneoff._server.errors import ApiError, error_response
 from oneoff._server.schema import SchemaViolation, check_schema, validate
-from oneoff.errors import OneoffError, UsageError
+from oneoff.errors import OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -102,6 +102,16 @@ def api_route(
 
 
 def _handle(
+    ctx: ServerContext, spec: Spec, handler: Callable[[Call], Any], request: Request, raw: bytes
+) -> Any:
+    try:
+        return _handle_once(ctx, spec, handler, request, raw)
+    except StoreError:
+        ctx.discard_worker()
+        raise
+
+
+def _handle_once(
     ctx: ServerContext, spec: Spec, handler: Callable[[Call], Any], request: Request, raw: bytes
 ) -> Any:
     principal = None
