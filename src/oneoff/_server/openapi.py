@@ -2,7 +2,8 @@
 
 The body and query schemas here are the very objects the routes validate with
 (``oneoff._server.routing``), so the document cannot drift from what the server accepts.
-Routes that are not ``ApiRoute`` (HTML pages, static files) are not part of the API.
+Every route carrying a ``spec`` is documented: an ``ApiRoute``, or a hand-made route (a
+stream) given one with ``routing.documented``. HTML pages and static files are not API.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from oneoff._envelope import SIGNATURE_HEADER, STATEMENT_HEADER
-from oneoff._server.routing import ApiRoute
+from oneoff._server.routing import Spec
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -51,8 +52,8 @@ def openapi_document(app: Starlette) -> dict[str, Any]:
 
     paths: dict[str, dict[str, Any]] = {}
     for route in app.routes:
-        if isinstance(route, ApiRoute):
-            spec = route.spec
+        spec = getattr(route, "spec", None)
+        if isinstance(spec, Spec):
             paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
     return {
         "openapi": "3.1.0",

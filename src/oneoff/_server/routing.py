@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from oneoff._identity import Principal
     from oneoff._server.context import ServerContext, Worker
 
-__all__ = ["ApiRoute", "Call", "Spec", "api_route", "read_body"]
+__all__ = ["ApiRoute", "Call", "Spec", "api_route", "documented", "read_body"]
 
 Auth = Literal["none", "sign", "session"]
 
@@ -98,6 +98,12 @@ def api_route(
 
     route = ApiRoute(path, endpoint, methods=[method], name=f"{method} {path}")
     route.spec = spec
+    return route
+
+
+def documented(route: Route, spec: Spec) -> Route:
+    """Attach ``spec`` to a hand-made route (e.g. a stream) so /openapi.json lists it."""
+    route.spec = spec  # type: ignore[attr-defined]
     return route
 
 
