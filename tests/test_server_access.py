@@ -167,3 +167,19 @@ def test_values_the_server_cannot_verify_are_shown_masked(
     # Made on the server's own checkout, the same value is verified and shown as is.
     here = ask(server, server_keys, "alice", plan_json(server.app_dir, "noop", "development"))
     assert here.json["request"]["plan"]["env"]["GREETING"]["value"] == "hi"
+
+
+def test_malformed_statement_and_time_are_bad_input(server: ServerProc, server_keys: KEYS) -> None:
+    """A statement with a float (no canonical form) and an approval whose time is not a
+    timestamp are bad input (400, exit 2), never a server error."""
+    plan = plan_json(server.app_dir)
+    body = {"plan": plan, "plan_hash": plan["hash"], **request_body(server_keys, "alice", plan)}
+    body["statement"] = dict(body["statement"], time=1.5)
+    answer = server.signed(server_keys["alice"], "POST", "/v1/requests", body)
+    assert answer.status == 400, answer
+    created = ask(server, server_keys, "alice", plan)
+    rid = created.json["request"]["id"]
+    bad = {"time": "2026-13-45T99:00:00Z", "policy_version": "pv:x", "signature": "x"}
+    late = server.signed(server_keys["bob"], "POST", f"/v1/requests/{rid}/approvals", bad)
+    assert late.status == 400, late
+    assert late.error["exit"] == 2

@@ -70,6 +70,7 @@ def create_signed_request(
         raise UsageError(f"the plan is for app {document.get('app')!r}, not {app.project.name!r}")
     task = app.project.task(str(document.get("task")))
     env = app.project.environment(str(document.get("environment")))
+    _canonical(statement)
     principal = gate.authenticate(statement, signature, action="request", plan_hash=plan_hash)
     if principal.key != caller.key:
         raise NotPermitted(f"{caller.name} cannot send a request signed by {principal.name}")
@@ -118,6 +119,17 @@ def create_signed_request(
     return record
 
 
+def _canonical(statement: dict[str, Any]) -> None:
+    """A statement that has no canonical form (a float, a huge integer) cannot have been
+    signed by oneoff: bad input, refused before any check."""
+    from oneoff._canonical import canonical_json
+
+    try:
+        canonical_json(statement)
+    except (TypeError, ValueError):
+        raise UsageError("the signed statement is not canonical JSON (integers only)") from None
+
+
 def _server_env(gate: PinnedGate, document: dict[str, Any], shown: Any) -> dict[str, Any]:
     """The shown variables, each non-secret value the server cannot verify masked."""
     from oneoff._plan import fingerprint
@@ -151,6 +163,7 @@ def deny_signed(
     app = gate.app
     task = app.project.task(request.task)
     env = app.project.environment(request.environment)
+    _canonical(statement)
     principal = gate.authenticate(statement, signature, action="deny", plan_hash=request.plan_hash)
     if principal.key != caller.key:
         raise NotPermitted(f"{caller.name} cannot send a denial signed by {principal.name}")

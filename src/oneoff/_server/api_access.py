@@ -111,9 +111,14 @@ def approve(call: Call) -> dict[str, Any]:
     """Check and record an approval signed by the caller over the request's plan hash."""
     from oneoff._auth.approvals import record_approval
     from oneoff._auth.sshsig import decode
+    from oneoff._identity import parse_iso
 
     gate, body = call.worker.gate, call.body
     request = _request(call)
+    try:
+        parse_iso(body["time"])
+    except ValueError:
+        raise UsageError("the approval's time is not an ISO timestamp") from None
     if body["policy_version"] != gate.version:
         raise ApprovalError(
             f"the approval is for policy version {body['policy_version'][:80]!r}, the "
