@@ -70,6 +70,8 @@ def create_signed_request(
         raise UsageError(f"the plan is for app {document.get('app')!r}, not {app.project.name!r}")
     task = app.project.task(str(document.get("task")))
     env = app.project.environment(str(document.get("environment")))
+    if not task.allowed_in(env.name):
+        raise UsageError(f"task {task.name!r} is not allowed in environment {env.name!r}")
     _canonical(statement)
     principal = gate.authenticate(statement, signature, action="request", plan_hash=plan_hash)
     if principal.key != caller.key:
