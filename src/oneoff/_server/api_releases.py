@@ -46,6 +46,7 @@ def push(call: Call) -> dict[str, Any]:
     from oneoff._release.check import check_signature
     from oneoff._release.document import content_id, release_from_record
     from oneoff._release.floor import environment_floor
+    from oneoff._server.pinning import release_keys
     from oneoff._store.interface import ReleaseRecord
 
     app, gate, body = call.worker.app, call.worker.gate, call.body
@@ -69,6 +70,12 @@ def push(call: Call) -> dict[str, Any]:
     if release.created_by != principal.name:
         raise NotPermitted(f"{principal.name} cannot push a release made by {release.created_by!r}")
     gate.decide_operation(principal, "release", app_resource(), env)
+    if release_keys(app).get(env.name) != call.ctx.release_keys.get(env.name):
+        raise ReleaseError(
+            f"the release keys {env.name!r} trusts changed on the server's disk since it "
+            "started; refusing to trust them",
+            hint="review the key files, then `oneoff server pin` and restart the server",
+        )
     check_signature(app, release, env, use_cache=False)
     floor = environment_floor(app, env).version
     if release.min_version < floor:

@@ -43,7 +43,7 @@ class ServerContext:
 
     def __init__(self, project: Project, *, max_body: int = MAX_BODY, threads: int = 8) -> None:
         from oneoff._access import access_config
-        from oneoff._server.pinning import load_pin, server_id, server_secret
+        from oneoff._server.pinning import load_pin, release_keys, server_id, server_secret
 
         config = access_config(project)
         if config is None:
@@ -62,6 +62,8 @@ class ServerContext:
         app = self._open_app()
         try:
             self.files: AccessFiles = load_pin(app, config)
+            # Pinned with the manifest: a key file swapped later is refused at each push.
+            self.release_keys = release_keys(app)
             self.server_id = server_id(app)
             self.session_key = server_secret(app, "session_key", _random_key)
         finally:

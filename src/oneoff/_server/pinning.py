@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._auth.cache import AccessCache
 
-__all__ = ["PIN_NAMESPACE", "PinnedGate", "load_pin", "pin_document", "server_secret"]
+__all__ = [
+    "PIN_NAMESPACE",
+    "PinnedGate",
+    "load_pin",
+    "pin_document",
+    "release_keys",
+    "server_secret",
+]
 
 PIN_NAMESPACE = "oneoff-pin"
 PINNED = "pinned_access"
@@ -58,10 +65,23 @@ class PinnedGate(Gate):
 
 
 def manifest_of(app: App) -> str:
-    """The digest of the manifest as this server loaded it (what it decides with)."""
+    """The digest of the manifest as this server loaded it (what it decides with) and of
+    the release keys each environment trusts (key files are read apart from it)."""
+    from oneoff._canonical import canonical_hash
     from oneoff._release.check import manifest_digest
 
-    return manifest_digest(app.project)
+    return canonical_hash({"manifest": manifest_digest(app.project), "keys": release_keys(app)})
+
+
+def release_keys(app: App) -> dict[str, list[str]]:
+    """The fingerprints of the release keys each environment trusts, as read now."""
+    from oneoff._release.settings import env_settings
+
+    project = app.project
+    return {
+        name: sorted(key.fingerprint for key in env_settings(project, env).trusted_keys)
+        for name, env in project.environments.items()
+    }
 
 
 def pin_document(files: AccessFiles, manifest: str) -> bytes:
