@@ -50,7 +50,17 @@ class PinnedGate(Gate):
     """A Gate that decides with the pinned bytes, never the checkout's files."""
 
     def __init__(self, app: App, config: AccessConfig, files: AccessFiles) -> None:
-        super().__init__(app, config)
+        from pathlib import Path
+
+        from oneoff._record import replace
+
+        # Messages name the files relative to the app: callers learn no server paths.
+        relative = replace(
+            config,
+            signers=Path(_rel(config.root, config.signers)),
+            policies=Path(_rel(config.root, config.policies)),
+        )
+        super().__init__(app, relative)
         self._pinned = files
 
     @cached_property
