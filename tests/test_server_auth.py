@@ -7,6 +7,7 @@ import datetime as _dt
 import http.client
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,19 @@ def test_expired_forged_and_foreign_tokens_are_401(server: ServerProc) -> None:
         assert answer.status == 401, answer
         assert words in answer.error["message"]
     assert server.call("GET", "/v1/requests").status == 401
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_database_share_identity_and_nonces(
+    server_app: Path, server_keys: KEYS, server_factory: Any, pg_url: str
+) -> None:
+    """Two server processes on one PostgreSQL database are one server: the same id, and a
+    call replayed from one to the other is refused (the nonce is in the shared store)."""
+    first, second = server_factory(server_app, pg_url), server_factory(server_app, pg_url)
+    assert first.server_id == second.server_id
+    headers = signed_headers(server_keys["bob"], "POST", "/v1/session", EMPTY, first.server_id)
+    assert first.call("POST", "/v1/session", body=EMPTY, headers=headers).status == 200
+    replay = second.call("POST", "/v1/session", body=EMPTY, headers=headers)
+    assert replay.status == 409, replay
+    token = first.token(server_keys["carol"])
+    assert second.read(token, "/v1/requests").status == 200  # one token key for both
