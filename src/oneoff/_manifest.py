@@ -287,9 +287,14 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     # (oneoff._release, oneoff._audit, oneoff._auth); they are kept raw here.
     _check_keys(
         data,
-        {"app", "processes", "environments", "tasks", "release", "audit", "access", "store"},
+        {"app", "processes", "environments", "tasks", "release", "audit", "access", "store",
+         "server"},
         str(path),
-    )
+    )  # fmt: skip
+    if "server" in data:
+        from oneoff._client.url import validate_server_table
+
+        validate_server_table(str(path), data["server"])
     if "store" in data:
         from oneoff._store.select import validate_store_table
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,10 @@ if TYPE_CHECKING:
     from oneoff._audit.checkpoint import Checkpoint
     from oneoff._store.interface import Store
 
-__all__ = ["Remembered", "check_remembered", "forget", "memory_dir", "remember", "remembered"]
+__all__ = [
+    "Remembered", "check_extends", "check_remembered", "forget", "memory_dir", "remember",
+    "remembered",
+]  # fmt: skip
 
 _VERSION = 1
 
@@ -136,13 +140,35 @@ def check_remembered(
     """Require the log (already verified on its own, ``newest`` its newest checkpoint) to
     extend every remembered checkpoint that applies; AuditError (exit 8) names the first
     that it does not. Returns the ones checked."""
-    from oneoff._audit import merkle
     from oneoff._audit.verify import prove_consistency
 
-    memories = remembered(identity, key)
+    def prove(old: Checkpoint, new: Checkpoint) -> tuple[bytes, ...]:
+        assert key is not None  # check_extends refuses a missing key first
+        return prove_consistency(store, key, old, new.size).path
+
+    return check_extends(remembered(identity, key), key, identity, newest, prove)
+
+
+def check_extends(
+    memories: list[Remembered],
+    key: Ed25519PublicKey | None,
+    identity: str,
+    newest: Checkpoint | None,
+    prove: Callable[[Checkpoint, Checkpoint], tuple[bytes, ...]],
+    *,
+    what: str = "store",
+) -> list[Remembered]:
+    """Require ``newest`` (signature already checked by the caller) to extend each of
+    ``memories``: same key, no smaller, and ``prove(old, newest)`` an RFC 6962 consistency
+    proof that verifies. A store checks its own proof; a server's comes from the server,
+    which is why it is recomputed here and never taken on trust."""
+    from oneoff._audit import merkle
+
     for memory in memories:
         old = memory.checkpoint
-        where = "this store" if memory.store == identity else f"a copy of this log ({memory.store})"
+        where = (
+            f"this {what}" if memory.store == identity else f"a copy of this log ({memory.store})"
+        )
         if key is None or _raw(key) != memory.public_key:
             raise AuditError(
                 f"the audit key of {where} changed since you verified its log at "
@@ -159,12 +185,12 @@ def check_remembered(
                 f"signed events now, {old.size} then (deleted, or cut back)",
                 hint="the audit log was tampered with; `oneoff audit forget` if you reset it",
             )
-        proof = prove_consistency(store, key, old, newest.size)
-        if not merkle.verify_consistency(old.size, newest.size, old.root, newest.root, proof.path):
+        path = prove(old, newest)
+        if not merkle.verify_consistency(old.size, newest.size, old.root, newest.root, path):
             raise AuditError(
                 f"the audit log of {where} does not extend the checkpoint of {old.size} "
                 f"events you verified at {memory.verified_at}: events were rewritten and "
-                "re-signed, or the log was replaced",
+                "re-signed, or the log was replaced (forked)",
                 hint="the audit log was tampered with",
             )
     return memories

@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from oneoff._audit.checkpoint import Checkpoint
     from oneoff._store.interface import Store
 
-__all__ = ["COSIGNATURE_HEADER", "Cosignature", "check_witnesses", "cosign", "witness_log"]
+__all__ = [
+    "COSIGNATURE_HEADER", "Cosignature", "check_witnesses", "cosign", "valid_cosignature",
+    "witness_log",
+]  # fmt: skip
 
 COSIGNATURE_HEADER = "oneoff-audit-cosignature/v1"
 _SIGNATURE = 64
@@ -69,7 +72,8 @@ def cosign(cp: Checkpoint, private: Ed25519PrivateKey, timestamp: int) -> Cosign
     return Cosignature(cp.size, key_id(private.public_key()), timestamp, signature)
 
 
-def _valid(cp: Checkpoint, cos: Cosignature, public: Ed25519PublicKey) -> bool:
+def valid_cosignature(cp: Checkpoint, cos: Cosignature, public: Ed25519PublicKey) -> bool:
+    """Whether ``cos`` is ``public``'s valid co-signature of exactly ``cp``."""
     from cryptography.exceptions import InvalidSignature
 
     if type(cos.signature) is not bytes or len(cos.signature) != _SIGNATURE:
@@ -128,7 +132,7 @@ def check_witnesses(store: Store, witnesses: list[Ed25519PublicKey]) -> dict[str
                 cp = stored_checkpoint(store, cos.size)
             except AuditError:
                 continue  # its checkpoint row is gone: the co-signature vouches for nothing
-            if _valid(cp, cos, public):
+            if valid_cosignature(cp, cos, public):
                 found[kid] = cos.size
                 break
         else:

@@ -53,8 +53,14 @@ def _against_memory(app: App, key: Ed25519PublicKey | None, newest: Checkpoint |
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from oneoff._audit.verify import verify_log
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args)
+    if remote is not None:
+        from oneoff.cli._remote_audit import remote_verify
+
+        return remote_verify(remote, args)
+    assert app is not None
     key = _trusted_key(app, args.key)
     report = verify_log(app.store, key, all_signatures=args.all_signatures)
     latest = app.store.audit_latest_checkpoint()
@@ -108,8 +114,14 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 def cmd_witness(args: argparse.Namespace) -> int:
     from oneoff._audit.checkpoint import load_private_key
     from oneoff._audit.witness import witness_log
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args)
+    if remote is not None:
+        from oneoff.cli._remote_audit import remote_witness
+
+        return remote_witness(remote, args)
+    assert app is not None
     log_key = _trusted_key(app, args.log_key)
     if log_key is None:
         raise AuditError("no audit public key to verify the log with", hint="pass --log-key")
@@ -223,7 +235,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from oneoff._identity import os_user, signer_from
 
     bounded(args.since, "--since", 0)
-    app = app_from(args)
+    from oneoff.cli._remote import resolve
+
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_audit import remote_export
+
+        return remote_export(remote, args)
+    assert app is not None
     from oneoff._auth.grant import authorize_on_app, open_gate
 
     actor = os_user()

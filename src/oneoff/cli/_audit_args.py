@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from oneoff.cli._remote import server_option
+
 __all__ = ["add_audit_commands"]
 
 _Adder = Callable[[argparse.ArgumentParser], None]
@@ -51,6 +53,7 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         "--witness", type=Path, action="append", default=[], metavar="PUB",
         help="require a valid co-signature by this witness's public key (repeatable)",
     )  # fmt: skip
+    server_option(cmd)
     json(cmd)
     cmd = action("checkpoint", "cmd_checkpoint", "sign a checkpoint now and print it (keep it)")
     cmd = action(
@@ -65,6 +68,7 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         "--log-key", type=Path, metavar="PUB",
         help="the audit public key to trust (default .oneoff/audit.pub); give your own copy",
     )  # fmt: skip
+    server_option(cmd)
     cmd = action(
         "forget", "cmd_forget",
         "drop the checkpoint this account remembers for this store (after a reset you meant)",
@@ -100,6 +104,7 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         help="your SSH key (default: $ONEOFF_SIGNING_KEY); with [access], policy decides "
         "'audit-export'",
     )  # fmt: skip
+    server_option(cmd)
     cmd = action("break-glass", "cmd_break_glass", "list break-glass runs for review, newest first")
     json(cmd)
     cmd = action("tail", "cmd_tail", "show the newest events; -f keeps following")

@@ -1,0 +1,59 @@
+"""The switch to the team server: ``--server URL`` > ``$ONEOFF_SERVER`` > ``[server] url``.
+
+A command that can talk to a server calls :func:`resolve` first: with a server named it
+gets a ``Remote`` (and opens no store); otherwise the app, as before. The manifest is read
+for ``[server] url`` only when neither the flag nor the variable names a server, and then
+it is the same App the local command goes on to use (no second load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oneoff._app import App
+    from oneoff._client.remote import Remote
+
+__all__ = ["resolve", "server_option", "signing_key"]
+
+
+def server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server", metavar="URL",
+        help="ask this team server instead of the app's own store (default: "
+        "$ONEOFF_SERVER, else [server] url in oneoff.toml)",
+    )  # fmt: skip
+
+
+def signing_key(args: argparse.Namespace) -> str | Path | None:
+    """The SSH key a remote call signs with: the command's ``--key`` where that names an
+    SSH key, else ``$ONEOFF_SIGNING_KEY`` (``signer_from`` reads it)."""
+    key: str | Path | None = getattr(args, "key", None)
+    return key
+
+
+def resolve(
+    args: argparse.Namespace, *, key: str | Path | None = None, need_app: bool = False
+) -> tuple[Remote | None, App | None]:
+    """``(remote, None)`` when a server is named, else ``(None, app)``. ``need_app``: the
+    command needs the app's checkout in remote mode too (``request`` plans locally)."""
+    from oneoff._client.url import ENV_VAR, chosen_server
+
+    flag = getattr(args, "server", None)
+    app = None
+    section = None
+    if need_app or (flag is None and not os.environ.get(ENV_VAR)):
+        from oneoff.cli._common import app_from
+
+        app = app_from(args)
+        section = app.project.section("server")
+    server = chosen_server(flag, section)
+    if server is None:
+        return None, app
+    from oneoff._client.remote import Remote
+    from oneoff._identity import signer_from
+
+    return Remote(server, signer_from(key)), app
