@@ -7,7 +7,6 @@ store. Nothing here is imported unless a server is named: ``oneoff --help`` stay
 * ``url``: choosing and checking the server's URL (flag > variable > manifest).
 * ``http``: one stdlib ``http.client`` call; the server's error bodies become the same
   oneoff errors (class, exit code, message) a local run raises.
-* ``envelope``: the ``Oneoff-Statement``/``Oneoff-Signature`` headers of acting calls.
 * ``session``: the read-only session token, cached per server, person and key.
 * ``remote``: the per-command calls; ``witness``: the remembered checkpoint per server.
 """

@@ -4,7 +4,7 @@
 * read calls carry the cached session token (``oneoff._client.session``), got by one
   signed ``POST /v1/session`` when there is none; a token the server refuses is dropped
   and a new one asked for, once;
-* acting calls carry the signed envelope (``oneoff._client.envelope``) over their exact
+* acting calls carry the signed envelope (``oneoff._envelope``) over their exact
   body bytes, for the server id ``/v1/server`` announced.
 """
 
@@ -71,11 +71,11 @@ class Remote:
 
     def act(self, path: str, body: Any, *, method: str = "POST") -> Any:
         """A signed acting call with ``body`` (JSON-encoded here, hashed as sent)."""
-        from oneoff._client.envelope import envelope
+        from oneoff._envelope import sign_envelope
 
         signer = self._need_signer()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = envelope(signer, method, path, "", data, self.info()["server_id"])
+        headers = sign_envelope(signer, method, path, "", data, self.info()["server_id"])
         return self.client.call(method, path, body=data, headers=headers)[1]
 
     def _token(self, *, fresh: bool = False) -> str:

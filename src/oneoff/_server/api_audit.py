@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 _SIZE = {"type": "string", "pattern": "^[0-9]{1,18}$"}
-_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
-_B64 = {"type": "string", "minLength": 1, "maxLength": 200}
+_NAME = {"type": "string", "pattern": "^.{1,200}$"}
+_B64 = {"type": "string", "pattern": "^[A-Za-z0-9+/=]{1,200}$"}
 COSIGNATURE = {
     "type": "object",
     "required": ["size", "timestamp", "signature", "public_key"],

@@ -30,6 +30,7 @@ __all__ = ["ROUTE_MODULES", "create_app"]
 ROUTE_MODULES: tuple[str, ...] = (
     "oneoff._server.api_access",
     "oneoff._server.api_releases",
+    "oneoff._server.api_audit",
     "oneoff._server.console.routes",
 )
 

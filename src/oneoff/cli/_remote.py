@@ -9,7 +9,9 @@ it is the same App the local command goes on to use (no second load).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,22 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._client.remote import Remote
 
-__all__ = ["resolve", "server_option", "signing_key"]
+__all__ = ["closing", "resolve", "server_option", "signing_key"]
+
+_Command = Callable[["Remote", argparse.Namespace], int]
+
+
+def closing(command: _Command) -> _Command:
+    """A remote command that closes its connection however it ends."""
+
+    @functools.wraps(command)
+    def run(remote: Remote, args: argparse.Namespace) -> int:
+        try:
+            return command(remote, args)
+        finally:
+            remote.close()
+
+    return run
 
 
 def server_option(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from oneoff._log import log
 from oneoff.cli._common import emit_json
+from oneoff.cli._remote import closing
 from oneoff.errors import AuditError
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["remote_export", "remote_verify", "remote_witness"]
 
 
+@closing
 def remote_verify(remote: Remote, args: argparse.Namespace) -> int:
     from oneoff._audit.keys import public_key_from
     from oneoff._client.witness import check_witnessed, see_checkpoint
@@ -70,6 +72,7 @@ def remote_verify(remote: Remote, args: argparse.Namespace) -> int:
     return 0
 
 
+@closing
 def remote_witness(remote: Remote, args: argparse.Namespace) -> int:
     from oneoff._audit.checkpoint import load_private_key
     from oneoff._audit.keys import public_key_from
@@ -84,6 +87,7 @@ def remote_witness(remote: Remote, args: argparse.Namespace) -> int:
     return 0
 
 
+@closing
 def remote_export(remote: Remote, args: argparse.Namespace) -> int:
     from oneoff._audit.log import decode_event
 
