@@ -33,9 +33,11 @@ def test_a_server_error_body_becomes_the_same_oneoff_error(cls: type) -> None:
 def test_an_unknown_or_inconsistent_kind_keeps_the_servers_exit_code() -> None:
     """A kind this client does not know (or whose exit code differs) keeps the exit code."""
     error = error_from(500, {"error": {"exit": 42, "kind": "NewError", "message": "m"}}, "x")
-    assert isinstance(error, RemoteError) and error.exit_code == 42
+    assert isinstance(error, RemoteError)
+    assert error.exit_code == 42
     error = error_from(500, {"error": {"exit": 9, "kind": "AuditError", "message": "m"}}, "x")
-    assert isinstance(error, RemoteError) and error.exit_code == 9
+    assert isinstance(error, RemoteError)
+    assert error.exit_code == 9
     # A kind naming something in oneoff.errors that is not an error class is not trusted.
     error = error_from(500, {"error": {"exit": 1, "kind": "annotations", "message": "m"}}, "x")
     assert type(error) is RemoteError
@@ -44,7 +46,8 @@ def test_an_unknown_or_inconsistent_kind_keeps_the_servers_exit_code() -> None:
 def test_an_answer_without_an_error_body_is_a_store_error() -> None:
     """An HTML 502 from a proxy, or nothing at all, is exit 7 naming the status."""
     error = error_from(502, None, "https://oneoff.example")
-    assert type(error) is StoreError and "HTTP 502" in error.message
+    assert type(error) is StoreError
+    assert "HTTP 502" in error.message
 
 
 def _closed_port() -> int:
@@ -66,7 +69,7 @@ def test_an_unreachable_server_is_one_line_and_exit_7(
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = json.dumps({"server_id": "ab" * 16, "path": self.path}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -136,7 +139,8 @@ def test_an_https_certificate_is_verified(tls_server: tuple[int, Path]) -> None:
     client = Client(server, {"ONEOFF_SERVER_CA": str(cert)})
     status, data = client.call("GET", "/v1/server", query="a=1")
     client.close()
-    assert status == 200 and data["path"] == "/team/v1/server?a=1"
+    assert status == 200
+    assert data["path"] == "/team/v1/server?a=1"
 
 
 def test_a_session_token_is_cached_privately_and_renewed_30_s_early(tmp_path: Path) -> None:
@@ -154,7 +158,8 @@ def test_a_session_token_is_cached_privately_and_renewed_30_s_early(tmp_path: Pa
     assert cached_token(url, alice, now=expires - dt.timedelta(seconds=31)) == "t1"
     assert cached_token(url, alice, now=expires - dt.timedelta(seconds=29)) is None
     files = list(sessions_dir().glob("*.json"))
-    assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert files
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
     assert sessions_dir().stat().st_mode & 0o777 == 0o700
     drop_token(url, alice)
     assert cached_token(url, alice) is None

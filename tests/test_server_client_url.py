@@ -71,11 +71,14 @@ def test_the_flag_wins_over_the_variable_which_wins_over_the_manifest() -> None:
     section = {"url": "http://127.0.0.1:3"}
     env = {"ONEOFF_SERVER": "http://127.0.0.1:2"}
     chosen = chosen_server("http://127.0.0.1:1", section, env)
-    assert chosen is not None and chosen.port == 1
+    assert chosen is not None
+    assert chosen.port == 1
     chosen = chosen_server(None, section, env)
-    assert chosen is not None and chosen.port == 2
+    assert chosen is not None
+    assert chosen.port == 2
     chosen = chosen_server(None, section, {"ONEOFF_SERVER": ""})
-    assert chosen is not None and chosen.port == 3
+    assert chosen is not None
+    assert chosen.port == 3
     assert chosen_server(None, {}, {}) is None
 
 
