@@ -58,7 +58,8 @@ class Remote:
             self._info = data
         return self._info
 
-    def _need_signer(self) -> Signer:
+    def need_signer(self) -> Signer:
+        """The signer, or a usage error saying how to give one."""
         if self.signer is None:
             raise UsageError(
                 f"talking to the server at {self.url} needs your signature: pass --key "
@@ -73,7 +74,7 @@ class Remote:
         """A signed acting call with ``body`` (JSON-encoded here, hashed as sent)."""
         from oneoff._envelope import sign_envelope
 
-        signer = self._need_signer()
+        signer = self.need_signer()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = sign_envelope(signer, method, path, "", data, self.info()["server_id"])
         return self.client.call(method, path, body=data, headers=headers)[1]
@@ -81,7 +82,7 @@ class Remote:
     def _token(self, *, fresh: bool = False) -> str:
         from oneoff._client.session import cached_token, drop_token, store_token
 
-        signer = self._need_signer()
+        signer = self.need_signer()
         if fresh:
             drop_token(self.url, signer)
         else:

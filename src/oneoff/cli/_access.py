@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from oneoff._app import App
 from oneoff._auth.gate import Gate
@@ -15,6 +17,9 @@ from oneoff._store.interface import RequestRecord
 from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
 from oneoff.errors import UsageError
 
+if TYPE_CHECKING:
+    from oneoff._client.remote import Remote
+
 __all__ = [
     "apply_request",
     "cmd_approve",
@@ -24,6 +29,14 @@ __all__ = [
     "cmd_requests",
     "render_request",
 ]
+
+
+@contextlib.contextmanager
+def _closing(remote: Remote) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        remote.close()
 
 
 def _gate(app: App) -> Gate:
@@ -74,8 +87,15 @@ def apply_request(app: App, args: argparse.Namespace) -> None:
 def cmd_request(args: argparse.Namespace) -> int:
     from oneoff._auth.approvals import create_request
     from oneoff._pipeline import RunRequest, make_plan
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args, key=args.key, need_app=True)
+    assert app is not None
+    if remote is not None:
+        from oneoff.cli._remote_access import remote_request
+
+        with _closing(remote):
+            return remote_request(remote, args, app)
     gate = _gate(app)
     task = app.project.task(args.task)
     params = read_params(task, args.param, interactive=on_terminal())
@@ -123,8 +143,15 @@ def render_request(request: RequestRecord, shown: ShownPlan) -> str:
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from oneoff._auth.approvals import approve, review
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args, key=args.key, need_app=True)
+    assert app is not None
+    if remote is not None:
+        from oneoff.cli._remote_access import remote_approve
+
+        with _closing(remote):
+            return remote_approve(remote, args, app)
     gate = _gate(app)
     signer = _signer(args)
     request, shown = review(gate, args.request)
@@ -155,8 +182,15 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 def cmd_deny(args: argparse.Namespace) -> int:
     from oneoff._auth.approvals import deny
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_access import remote_deny
+
+        with _closing(remote):
+            return remote_deny(remote, args)
+    assert app is not None
     request = deny(_gate(app), args.request, _signer(args), args.reason)
     if getattr(args, "json", False):
         emit_json({"id": request.id, "status": "denied", "task": request.task,
@@ -167,7 +201,15 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    app = app_from(args)
+    from oneoff.cli._remote import resolve
+
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_access import remote_requests
+
+        with _closing(remote):
+            return _print_requests(remote_requests(remote, args), args)
+    assert app is not None
     requests = app.store.list_requests(status=None if args.all else "pending")
     rows = []
     for request in requests:
@@ -184,6 +226,10 @@ def cmd_requests(args: argparse.Namespace) -> int:
                 "plan_hash": request.plan_hash,
             }
         )
+    return _print_requests(rows, args)
+
+
+def _print_requests(rows: list[dict[str, Any]], args: argparse.Namespace) -> int:
     if args.json:
         emit_json(rows)
         return 0

@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from oneoff.cli._remote import server_option
+
 __all__ = ["access_run_options", "add_access_commands", "key_option"]
 
 _Adder = Callable[..., None]
@@ -59,22 +61,27 @@ def add_access_commands(
     env(cmd)
     params(cmd)
     key_option(cmd)
+    server_option(cmd)
     json(cmd)
 
     cmd = command("approve", _A + "cmd_approve", "review a request's plan and sign it")
     cmd.add_argument("request", metavar="REQUEST", help="the request id (see `oneoff requests`)")
     key_option(cmd)
     cmd.add_argument("--yes", action="store_true", help="approve without asking (no terminal)")
+    server_option(cmd)
     json(cmd)
 
     cmd = command("deny", _A + "cmd_deny", "refuse a request (or withdraw your own)")
     cmd.add_argument("request", metavar="REQUEST", help="the request id (see `oneoff requests`)")
     cmd.add_argument("--reason", required=True, metavar="TEXT", help="why, kept in the audit log")
     key_option(cmd)
+    server_option(cmd)
     json(cmd)
 
     cmd = command("requests", _A + "cmd_requests", "list pending requests and their approvals")
     cmd.add_argument("--all", action="store_true", help="include used and denied requests")
+    key_option(cmd)
+    server_option(cmd)
     json(cmd)
 
     cmd = command("locks", _A + "cmd_locks", "list held resource locks and their runs")
