@@ -137,3 +137,26 @@ def test_an_unknown_request_is_the_same_usage_error_both_ways(
     )
     assert code != 0
     assert "404" in err[-1]["msg"] or "no request" in err[-1]["msg"]
+
+
+def test_a_refused_session_token_is_renewed_once(
+    server: ServerProc, server_keys: KEYS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cached token the server refuses (forged, or its key rotated) is dropped and a
+    new one asked for: the command still works, and the cache holds the new token."""
+    from oneoff._client.session import _file, cached_token
+    from oneoff._identity import Signer
+
+    key = server_keys["dave"]
+    signer = Signer(key, agent=False)
+    assert run(capsys, "requests", "--key", str(key), "--server", url(server))[0] == 0
+    good = cached_token(url(server), signer)
+    assert good is not None
+    path = _file(url(server), signer)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "token": "forged." + good.split(".")[-1]}))
+    code, _, err = run(capsys, "requests", "--key", str(key), "--server", url(server))
+    assert code == 0, err
+    renewed = cached_token(url(server), signer)
+    assert renewed is not None
+    assert not renewed.startswith("forged.")

@@ -18,7 +18,14 @@ from oneoff._client.session import cached_token, drop_token, sessions_dir, store
 from oneoff._client.url import parse_server_url
 from oneoff._identity import Signer
 from oneoff.cli import main
-from oneoff.errors import ApprovalError, AuditError, LockBusy, NotPermitted, StoreError
+from oneoff.errors import (
+    ApprovalError,
+    AuditError,
+    LockBusy,
+    NotPermitted,
+    StoreError,
+    UsageError,
+)
 
 
 @pytest.mark.parametrize("cls", [ApprovalError, AuditError, LockBusy, NotPermitted])
@@ -165,3 +172,25 @@ def test_a_session_token_is_cached_privately_and_renewed_30_s_early(tmp_path: Pa
     assert cached_token(url, alice) is None
     with pytest.raises(StoreError, match="without a valid token"):
         store_token(url, alice, {"token": "t2", "expires_at": "soon"})
+
+
+def test_a_server_that_never_answers_times_out_with_exit_7(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that accepts the connection and then says nothing: after
+    $ONEOFF_SERVER_TIMEOUT seconds, one line and exit 7."""
+    monkeypatch.setenv("ONEOFF_SIGNING_KEY", str(tmp_path / "unused-key"))
+    monkeypatch.setenv("ONEOFF_SERVER_TIMEOUT", "0.5")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # the kernel completes the handshake; nobody ever reads
+        port = silent.getsockname()[1]
+        assert main(["audit", "verify", "--server", f"http://127.0.0.1:{port}"]) == 7
+    assert "no answer within 0.5 s" in capsys.readouterr().err
+
+
+def test_a_bad_timeout_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$ONEOFF_SERVER_TIMEOUT must be a positive number of seconds (at most an hour)."""
+    for bad in ("0", "-1", "soon", "7200"):
+        with pytest.raises(UsageError, match="ONEOFF_SERVER_TIMEOUT"):
+            Client(parse_server_url("http://127.0.0.1:1"), {"ONEOFF_SERVER_TIMEOUT": bad})
