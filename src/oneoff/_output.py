@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from oneoff._record import dataclass
@@ -231,7 +231,12 @@ def replay(store: Store, run_id: str) -> Iterator[tuple[int, bytes]]:
 
 def stored_digest(store: Store, run_id: str) -> str:
     """Recompute the digest of a run's stored output (compare with the run's record)."""
+    return pieces_digest(replay(store, run_id))
+
+
+def pieces_digest(pieces: Iterable[tuple[int, bytes]]) -> str:
+    """The output digest of ``(stream, bytes)`` pieces (a client checks a server's with it)."""
     digest = hashlib.sha256()
-    for stream, piece in replay(store, run_id):
+    for stream, piece in pieces:
         digest.update(_frame(stream, piece))
     return "sha256:" + digest.hexdigest()

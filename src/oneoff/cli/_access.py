@@ -14,7 +14,7 @@ from oneoff._auth.grant import SETUP_HINT, open_gate
 from oneoff._auth.shown import ShownPlan
 from oneoff._identity import signer_from
 from oneoff._store.interface import RequestRecord
-from oneoff.cli._common import app_from, emit_json, on_terminal, read_params, terminal_safe
+from oneoff.cli._common import emit_json, on_terminal, read_params, terminal_safe
 from oneoff.errors import UsageError
 
 if TYPE_CHECKING:
@@ -245,8 +245,15 @@ def _print_requests(rows: list[dict[str, Any]], args: argparse.Namespace) -> int
 
 def cmd_locks(args: argparse.Namespace) -> int:
     from oneoff._pipeline import reap_lost_runs
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_runs import remote_locks
+
+        with _closing(remote):
+            return _print_remote_locks(remote_locks(remote), args)
+    assert app is not None
     reap_lost_runs(app)
     held = app.store.lock_holders()
     if args.json:
@@ -256,6 +263,26 @@ def cmd_locks(args: argparse.Namespace) -> int:
         print(
             f"{lock.name:<16} run {lock.run_id} by {lock.holder} (pid {lock.runner_pid}) "
             f"since {lock.acquired_at}, lease until {lock.expires_at}"
+        )
+    if not held:
+        print("no locks held")
+    return 0
+
+
+def _print_remote_locks(held: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """The server's locks, as local mode prints them (plus each grant's fencing token;
+    the runner's pid is the runner host's business)."""
+    if args.json:
+        emit_json(held)
+        return 0
+    for lock in held:
+        fencing = lock.get("fencing")
+        where = f"fencing {fencing}" if fencing is not None else "not granted"
+        print(
+            terminal_safe(
+                f"{lock.get('name', ''):<16} run {lock.get('run_id')} by {lock.get('holder')} "
+                f"({where}) since {lock.get('acquired_at')}, lease until {lock.get('expires_at')}"
+            )
         )
     if not held:
         print("no locks held")

@@ -85,6 +85,8 @@ def add_access_commands(
     json(cmd)
 
     cmd = command("locks", _A + "cmd_locks", "list held resource locks and their runs")
+    key_option(cmd)
+    server_option(cmd)
     json(cmd)
 
     text = "explain and test the app's Cedar policies"

@@ -123,4 +123,8 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     logs.add_argument(
         "--stream", choices=["all", "stdout", "stderr"], default="all", help="which stream"
     )
+    from oneoff.cli._access_args import key_option
+
+    key_option(logs)
+    server_option(logs)
     json(logs)

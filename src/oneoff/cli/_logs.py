@@ -6,10 +6,10 @@ import argparse
 import base64
 import json
 import sys
+from collections.abc import Iterable
 
 from oneoff._log import log
 from oneoff._output import replay, stored_digest
-from oneoff.cli._common import app_from
 from oneoff.errors import StoreError
 
 __all__ = ["cmd_logs"]
@@ -18,17 +18,32 @@ _NAMES = {1: "stdout", 2: "stderr"}
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    app = app_from(args)
-    store = app.store
-    run = store.get_run(args.run)
-    if run.output_digest is not None and stored_digest(store, run.id) != run.output_digest:
+    from oneoff.cli._remote import resolve
+
+    pieces: Iterable[tuple[int, bytes]]
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff._output import pieces_digest
+        from oneoff.cli._remote import closed
+        from oneoff.cli._remote_runs import remote_chunks, remote_run
+
+        with closed(remote):
+            run = remote_run(remote, args.run)
+            pieces = list(remote_chunks(remote, run))
+        digest = pieces_digest(pieces)
+    else:
+        assert app is not None
+        run = app.store.get_run(args.run)
+        digest = stored_digest(app.store, run.id)
+        pieces = replay(app.store, run.id)  # lazily: output can be large
+    if run.output_digest is not None and digest != run.output_digest:
         raise StoreError(
             f"run {run.id}: stored output does not match its recorded digest (altered)",
             hint="compare with the run.finished event: `oneoff audit export --run RUN`",
         )
     wanted = {"all": (1, 2), "stdout": (1,), "stderr": (2,)}[args.stream]
     sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    for stream, piece in replay(store, run.id):
+    for stream, piece in pieces:
         if stream not in wanted:
             continue
         if args.json:

@@ -86,6 +86,13 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _remote_read(parser: argparse.ArgumentParser) -> None:
+    from oneoff.cli._remote import server_option
+
+    key_option(parser)
+    server_option(parser)
+
+
 class _Skipped:
     """Stands in for the parsers of commands not being run: every call is a cheap no-op."""
 
@@ -217,10 +224,12 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     cmd.add_argument(
         "-n", "--limit", type=int, default=20, help="show at most this many (default: 20)"
     )
+    _remote_read(cmd)
     _json(cmd)
 
     cmd = command("show", "oneoff.cli._runs:cmd_show", "show one run")
     cmd.add_argument("run", metavar="RUN", help="a run id or a unique prefix of one")
+    _remote_read(cmd)
     _json(cmd)
 
     cmd = command(

@@ -9,9 +9,10 @@ it is the same App the local command goes on to use (no second load).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,18 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._client.remote import Remote
 
-__all__ = ["closing", "resolve", "server_option", "signing_key"]
+__all__ = ["closed", "closing", "resolve", "server_option", "signing_key"]
 
 _Command = Callable[["Remote", argparse.Namespace], int]
+
+
+@contextlib.contextmanager
+def closed(remote: Remote) -> Iterator[None]:
+    """Close ``remote``'s connection when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        remote.close()
 
 
 def closing(command: _Command) -> _Command:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from oneoff._pipeline import reap_lost_runs
 from oneoff._record import asdict
 from oneoff._store.interface import RUN_STATUSES, RunRecord
-from oneoff.cli._common import app_from, bounded, emit_json, terminal_safe
+from oneoff.cli._common import bounded, emit_json, terminal_safe
+from oneoff.cli._remote import closed
 from oneoff.errors import UsageError
 
 __all__ = ["cmd_runs", "cmd_show"]
@@ -17,11 +19,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.status is not None and args.status not in RUN_STATUSES:
         raise UsageError(f"--status must be one of {', '.join(RUN_STATUSES)}")
     bounded(args.limit, "--limit", 1)
-    app = app_from(args)
-    reap_lost_runs(app)
-    runs = app.store.list_runs(
-        limit=args.limit, task=args.task, environment=args.env, status=args.status
-    )
+    from oneoff.cli._remote import resolve
+
+    runs: Sequence[RunRecord]
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_runs import remote_runs
+
+        with closed(remote):
+            runs = remote_runs(remote, args)
+    else:
+        assert app is not None
+        reap_lost_runs(app)
+        runs = app.store.list_runs(
+            limit=args.limit, task=args.task, environment=args.env, status=args.status
+        )
     if args.json:
         emit_json([_as_dict(r) for r in runs])
         return 0
@@ -39,9 +51,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    app = app_from(args)
-    reap_lost_runs(app)
-    run = app.store.get_run(args.run)
+    from oneoff.cli._remote import resolve
+
+    remote, app = resolve(args, key=args.key)
+    if remote is not None:
+        from oneoff.cli._remote_runs import remote_run
+
+        with closed(remote):
+            run = remote_run(remote, args.run)
+    else:
+        assert app is not None
+        reap_lost_runs(app)
+        run = app.store.get_run(args.run)
     if args.json:
         emit_json(_as_dict(run))
         return 0
