@@ -207,3 +207,55 @@ def test_a_consistency_proof_that_does_not_verify_is_refused(
     assert cli("audit", "witness", "--server", proxied, "--key", str(witness_key)) == 8
     assert "does not extend the checkpoint" in capsys.readouterr().err
     assert not server.call("GET", "/v1/audit/checkpoint").json["cosignatures"]
+
+
+def test_a_witness_catches_a_rewind_for_a_cli_that_never_saw_the_log(
+    server: ServerProc, server_app: Path, as_alice: None, witness_key: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A newcomer (nothing remembered) who requires witness W's co-signature refuses a
+    store cut back to before what W co-signed: W's co-signature no longer vouches for it."""
+    server.stop()
+    backup = server_app.parent / "state.db.old"
+    shutil.copy(stored_db(server_app), backup)
+    server.start()
+    grow(server, witness_key, 3)
+    assert cli("audit", "witness", "--server", url(server), "--key", str(witness_key)) == 0
+    pub = str(witness_key.with_suffix(".pub"))
+    assert cli("audit", "verify", "--server", url(server), "--witness", pub) == 0
+    server.stop()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{stored_db(server_app)}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, stored_db(server_app))
+    server.start()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "newcomer"))
+    capsys.readouterr()
+    assert cli("audit", "verify", "--server", url(server), "--witness", pub) == 8
+    assert "does not vouch for this log" in capsys.readouterr().err
+
+
+def test_forget_drops_what_was_remembered_for_a_server(
+    server: ServerProc, server_app: Path, as_alice: None, witness_key: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """After a reset you meant, `audit forget --server URL` lets verify accept the new log
+    (and says so loudly). (The restarted test server listens on another port: the log is
+    still recognised by its audit key, so it is the old URL's memory that is forgotten.)"""
+    assert cli("audit", "verify", "--server", url(server)) == 0
+    server.stop()
+    backup = server_app.parent / "state.db.old"
+    shutil.copy(stored_db(server_app), backup)
+    server.start()
+    grow(server, witness_key, 3)
+    assert cli("audit", "verify", "--server", url(server)) == 0
+    old_url = url(server)
+    server.stop()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{stored_db(server_app)}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, stored_db(server_app))
+    server.start()
+    assert cli("audit", "verify", "--server", url(server)) == 8
+    capsys.readouterr()
+    assert cli("audit", "forget", "--server", old_url) == 0
+    assert "forgot the checkpoint remembered for server:" in capsys.readouterr().err
+    assert cli("audit", "verify", "--server", url(server)) == 0

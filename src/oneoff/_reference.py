@@ -50,6 +50,7 @@ TABLES: tuple[Table, ...] = (
             Key("audit", "table", "{}", "the audit log and stored output", "[audit]"),
             Key("access", "table", "none (zero setup)", "identities and policies", "[access]"),
             Key("store", "table", "SQLite", "where runs and the audit log live", "[store]"),
+            Key("server", "table", "none (local)", "the team server the CLI asks", "[server]"),
         ),
         "ZZ = 1\n" + _ENV,
     ),
@@ -529,6 +530,22 @@ TABLES: tuple[Table, ...] = (
             ),
         ),
         "[store]\nZZ = 1\n" + _ENV,
+    ),
+    Table(
+        "[server]",
+        "The team server the CLI asks instead of this app's store (request, approve, deny, "
+        "requests, runs, show, logs, locks, audit verify|witness|export). `ONEOFF_SERVER` "
+        "overrides it, and `--server URL` overrides both.",
+        (
+            Key(
+                "url",
+                "string",
+                "none: local mode",
+                "https://, or http:// to a loopback host only",
+                'url = "https://oneoff.internal"',
+            ),
+        ),
+        "[server]\nZZ = 1\n" + _ENV,
     ),
 )
 

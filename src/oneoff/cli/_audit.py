@@ -137,9 +137,17 @@ def cmd_witness(args: argparse.Namespace) -> int:
 
 def cmd_forget(args: argparse.Namespace) -> int:
     from oneoff._audit.remembered import forget
+    from oneoff.cli._remote import resolve
 
-    app = app_from(args)
-    identity = app.store_identity
+    remote, app = resolve(args)
+    if remote is not None:  # a server's log is remembered under its URL
+        from oneoff._client.witness import identity as server_identity
+
+        identity = server_identity(remote.url)
+        remote.close()
+    else:
+        assert app is not None
+        identity = app.store_identity
     if forget(identity):
         log("audit.forgotten", f"forgot the checkpoint remembered for {identity}",
             level="warning", store=identity)  # fmt: skip

@@ -73,6 +73,7 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
         "forget", "cmd_forget",
         "drop the checkpoint this account remembers for this store (after a reset you meant)",
     )  # fmt: skip
+    server_option(cmd)
     cmd = action("key", "cmd_key", "print the audit public key and its key id")
     cmd = action("prove", "cmd_prove", "inclusion proof of EVENT against the newest checkpoint")
     cmd.add_argument("event", type=int, metavar="EVENT", help="the event's number (seq)")
