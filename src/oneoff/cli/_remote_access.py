@@ -98,7 +98,9 @@ def remote_approve(remote: Remote, args: argparse.Namespace, app: App) -> int:
         sys.stderr.flush()
         if sys.stdin.readline().strip() != "yes":
             raise UsageError("not approved")
-    version = request.policy_version or ""
+    # The server's policy version, as local mode signs its gate's: a request made under
+    # other people or policies is then refused with the same message as locally.
+    version = str(remote.info().get("pinned_version") or request.policy_version or "")
     time = iso(utc_now())
     signature = signer.sign(approval_statement(request, version, time), NAMESPACE_APPROVE)
     body = {"time": time, "policy_version": version, "signature": signature.decode("ascii")}
