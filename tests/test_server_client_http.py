@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from oneoff._client.http import Client, RemoteError, ServerUnreachable, error_from
 from oneoff._client.session import cached_token, drop_token, sessions_dir, store_token
@@ -23,6 +25,7 @@ from oneoff.errors import (
     AuditError,
     LockBusy,
     NotPermitted,
+    OneoffError,
     StoreError,
     UsageError,
 )
@@ -194,3 +197,42 @@ def test_a_bad_timeout_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch
     for bad in ("0", "-1", "soon", "7200"):
         with pytest.raises(UsageError, match="ONEOFF_SERVER_TIMEOUT"):
             Client(parse_server_url("http://127.0.0.1:1"), {"ONEOFF_SERVER_TIMEOUT": bad})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    status=st.integers(100, 599),
+    body=_JSON | st.fixed_dictionaries({"error": st.dictionaries(
+        st.sampled_from(["exit", "kind", "message", "hint"]), _JSON, max_size=4)}),
+)  # fmt: skip
+def test_any_error_body_maps_to_a_oneoff_error_with_a_valid_exit_code(
+    status: int, body: object
+) -> None:
+    """Whatever a server (or a proxy in front of it) answers, the client raises a oneoff
+    error whose exit code is 1..255 and whose message is text; it never crashes."""
+    error = error_from(status, body, "http://127.0.0.1:1")
+    assert isinstance(error, OneoffError)
+    assert 1 <= error.exit_code <= 255
+    assert isinstance(error.message, str)
+
+
+@given(content=st.binary(max_size=200) | _JSON.map(lambda v: json.dumps(v).encode()))
+def test_any_session_file_is_a_token_or_nothing(content: bytes) -> None:
+    """A damaged or hostile session cache file is ignored (a new session is asked for)."""
+    from oneoff._client.session import _file
+
+    signer = Signer(Path("/nonexistent/key"), agent=False)
+    url = "http://127.0.0.1:9"
+    path = _file(url, signer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    token = cached_token(url, signer)
+    assert token is None or isinstance(token, str)
