@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 # A developer's own `oneoff daemon` must not serve the suite's subprocesses (tests that
 # kill a runner by pid expect it in-process); tests/test_daemon.py starts its own.
 os.environ["ONEOFF_DAEMON"] = "off"
+# A developer's own team server must not turn the suite's local commands into calls to it.
+for _name in ("ONEOFF_SERVER", "ONEOFF_SERVER_CA", "ONEOFF_SERVER_TIMEOUT"):
+    os.environ.pop(_name, None)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "notes"
 
