@@ -7,9 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from oneoff.cli._remote import server_option
-
-__all__ = ["access_run_options", "add_access_commands", "key_option"]
+__all__ = ["access_run_options", "add_access_commands", "key_option", "server_option"]
 
 _Adder = Callable[..., None]
 _A = "oneoff.cli._access:"
@@ -23,6 +21,15 @@ def key_option(parser: argparse.ArgumentParser) -> None:
         help="your SSH Ed25519 key: a private key file, or a .pub whose key ssh-agent holds "
         "(default: $ONEOFF_SIGNING_KEY); the signature, not the name, identifies you",
     )
+
+
+def server_option(parser: argparse.ArgumentParser) -> None:
+    """``--server URL`` (see ``oneoff.cli._remote``; defined here to keep parsing light)."""
+    parser.add_argument(
+        "--server", metavar="URL",
+        help="ask this team server instead of the app's own store (default: "
+        "$ONEOFF_SERVER, else [server] url in oneoff.toml)",
+    )  # fmt: skip
 
 
 def access_run_options(parser: argparse.ArgumentParser) -> None:

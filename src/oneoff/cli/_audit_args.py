@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from oneoff.cli._remote import server_option
+from oneoff.cli._access_args import server_option
 
 __all__ = ["add_audit_commands"]
 

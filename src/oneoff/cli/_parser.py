@@ -87,7 +87,7 @@ def _json(parser: argparse.ArgumentParser) -> None:
 
 
 def _remote_read(parser: argparse.ArgumentParser) -> None:
-    from oneoff.cli._remote import server_option
+    from oneoff.cli._access_args import server_option
 
     key_option(parser)
     server_option(parser)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oneoff.cli._access_args import server_option
+
 if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._client.remote import Remote
@@ -45,14 +47,6 @@ def closing(command: _Command) -> _Command:
             remote.close()
 
     return run
-
-
-def server_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server", metavar="URL",
-        help="ask this team server instead of the app's own store (default: "
-        "$ONEOFF_SERVER, else [server] url in oneoff.toml)",
-    )  # fmt: skip
 
 
 def signing_key(args: argparse.Namespace) -> str | Path | None:
