@@ -1,8 +1,8 @@
 """The web console in a real browser (Debian's chromium, Playwright) against a real server.
 
 Two people, real keys: alice requests from the CLI, bob reviews and approves in the
-browser with a signature his key made, carol approves from the CLI and bob's page shows
-it without a reload. Live output, secrets, CSRF and XSS are tried the way an attacker
+browser with a signature his key made, carol approves by running the `oneoff approve
+--server` command the page shows, and bob's page shows it without a reload. Live output, secrets, CSRF and XSS are tried the way an attacker
 would: from another origin, with a forged token, with ``<script>`` in what is shown.
 """
 
@@ -143,7 +143,8 @@ def test_two_people_approve_one_plan_and_the_page_follows(
 ) -> None:
     """alice requests from the CLI and bob's open page lists it without a reload; bob sees
     the plan as stored and approves with his key's signature pasted into the page; carol
-    approves from the CLI and bob's page shows it without a reload; the request then runs."""
+    runs the page's `oneoff approve --server` command and bob's page shows it without a
+    reload; the request then runs."""
     page = log_in(browser, console, server_keys["bob"])
     assert page.locator("#none-pending").count() == 1
     request_id = request_as(console, server_keys["alice"], "migrate", "production", "target=0042")
@@ -168,7 +169,12 @@ def test_two_people_approve_one_plan_and_the_page_follows(
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
-    oneoff(console, "approve", request_id, "--key", str(server_keys["carol"]), "--yes")
+    # carol runs the command the page shows (with her key), through the server.
+    command = page.inner_text("#approve-command").split()
+    assert command[:2] == ["oneoff", "approve"]
+    key = command.index("--key") + 1
+    command[key] = str(server_keys["carol"])
+    oneoff(console, *command[1:], "--yes")
     page.wait_for_selector(".approval:has-text('carol approved')")
     assert navigations == []
     oneoff(console, "run", "migrate", "--env", "production", "--request", request_id,

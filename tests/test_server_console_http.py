@@ -26,8 +26,9 @@ def login_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     [
         ((), 2, "pass --web"),
         (("--web",), 2, "which server?"),
-        (("--web", "--server", "ftp://x"), 2, "http(s) URL"),
-        (("--web", "--server", "http://127.0.0.1:9/?q=1"), 2, "http(s) URL"),
+        (("--web", "--server", "ftp://x"), 2, "not a usable server URL"),
+        (("--web", "--server", "http://127.0.0.1:9/?q=1"), 2, "not a usable server URL"),
+        (("--web", "--server", "http://oneoff.example"), 2, "use https"),
         (("--web", "--server", "http://127.0.0.1:9"), 3, "signed with your SSH key"),
     ],
 )
@@ -42,11 +43,20 @@ def test_login_refuses_bad_input_with_one_line(args, code, says, tmp_path) -> No
 
 
 def test_login_to_an_unreachable_server_is_one_line(server_keys, tmp_path) -> None:
-    """Nothing listening at --server: exit 2, saying so."""
+    """Nothing listening at --server: exit 7 (the server is the store), saying so."""
     done = login_cli("--web", "--server", "http://127.0.0.1:9", "--key", str(server_keys["bob"]))
-    assert done.returncode == 2
-    assert "cannot reach the server" in done.stderr
+    assert done.returncode == 7, done.stderr
+    assert "127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_login_finds_the_server_in_the_manifest(server: ServerProc, server_keys) -> None:
+    """Without --server or $ONEOFF_SERVER, `[server] url` in the app's oneoff.toml names it."""
+    with open(server.app_dir / "oneoff.toml", "a") as manifest:
+        manifest.write(f'\n[server]\nurl = "http://{server.host}:{server.port}"\n')
+    done = login_cli("--web", "--key", str(server_keys["bob"]), cwd=server.app_dir)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"http://{server.host}:{server.port}/console/login#")
 
 
 def post_login(server: ServerProc, token: str, origin: str | None = "same") -> Response:

@@ -11,13 +11,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oneoff._client.url import ServerURL
 
 __all__ = ["add_login_command", "cmd_login", "server_id_of"]
 
 SERVER_ENV = "ONEOFF_SERVER"
-_TIMEOUT = 15.0
-_MAX_REPLY = 64 * 1024
 
 
 def add_login_command(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -31,50 +32,50 @@ def add_login_command(sub: Any, common: Callable[[argparse.ArgumentParser], None
     parser.add_argument(
         "--web", action="store_true", help="print a web console login link (valid 5 minutes)"
     )
-    parser.add_argument("--server", metavar="URL", help=f"the team server (default: ${SERVER_ENV})")
+    parser.add_argument(
+        "--server", metavar="URL",
+        help=f"the team server (default: ${SERVER_ENV}, else [server] url in oneoff.toml)",
+    )  # fmt: skip
     key_option(parser)
 
 
-def server_id_of(url: str) -> str:
-    """The id the server at ``url`` reports (``GET /v1/server``); UsageError if none."""
-    import json
-    import urllib.error
-    import urllib.request
-
+def server_id_of(server: ServerURL) -> str:
+    """The id the server reports (``GET /v1/server``), through the CLI's own client (TLS,
+    ``$ONEOFF_SERVER_CA``, timeouts, error mapping); UsageError if it is not a server's."""
+    from oneoff._client.http import Client
     from oneoff.errors import UsageError
 
+    client = Client(server)
     try:
-        with urllib.request.urlopen(  # noqa: S310 - the scheme was checked by the caller
-            url.rstrip("/") + "/v1/server", timeout=_TIMEOUT
-        ) as reply:
-            body = reply.read(_MAX_REPLY + 1)
-    except (OSError, ValueError, urllib.error.URLError) as exc:
-        raise UsageError(f"cannot reach the server at {url}: {exc}") from None
-    try:
-        server = json.loads(body)["server_id"]
-    except (ValueError, KeyError, TypeError):
-        server = None
-    if not isinstance(server, str) or len(body) > _MAX_REPLY:
-        raise UsageError(f"{url} did not answer like a oneoff server (GET /v1/server)")
-    return server
+        _status, data = client.call("GET", "/v1/server")
+    finally:
+        client.close()
+    found = data.get("server_id") if isinstance(data, dict) else None
+    if not isinstance(found, str):
+        raise UsageError(f"{server.url} did not answer like a oneoff server (GET /v1/server)")
+    return found
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
-
+    from oneoff._client.url import chosen_server
     from oneoff._identity import signer_from
     from oneoff._weblogin import login_link, login_statement
     from oneoff.errors import NotPermitted, UsageError
 
     if not args.web:
         raise UsageError("`oneoff login` makes a web console link: pass --web")
-    url = (args.server or os.environ.get(SERVER_ENV, "")).strip()
-    if not url:
-        raise UsageError(f"which server? pass --server URL or set ${SERVER_ENV}")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    section = None
+    if args.server is None and not os.environ.get(SERVER_ENV):
+        from oneoff.cli._common import app_from
+
+        try:
+            section = app_from(args).project.section("server")
+        except UsageError:
+            section = None  # no app here: the server must then be named
+    server = chosen_server(args.server, section)
+    if server is None:
         raise UsageError(
-            f"--server must be an http(s) URL like https://oneoff.example, not {url!r}"
+            f"which server? pass --server URL, set ${SERVER_ENV}, or [server] url in oneoff.toml"
         )
     signer = signer_from(args.key)
     if signer is None:
@@ -82,8 +83,7 @@ def cmd_login(args: argparse.Namespace) -> int:
             "a login link is signed with your SSH key; none was given",
             hint="pass --key ~/.ssh/id_ed25519, or set ONEOFF_SIGNING_KEY",
         )
-    base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-    link = login_link(base, login_statement(server_id_of(base)), signer)
+    link = login_link(server.url, login_statement(server_id_of(server)), signer)
     print(link)
     if sys.stderr.isatty():
         print("oneoff: open it within 5 minutes; it works once", file=sys.stderr)
