@@ -2,8 +2,9 @@
 
 Two people, real keys: alice requests from the CLI, bob reviews and approves in the
 browser with a signature his key made, carol approves by running the `oneoff approve
---server` command the page shows, and bob's page shows it without a reload. Live output, secrets, CSRF and XSS are tried the way an attacker
-would: from another origin, with a forged token, with ``<script>`` in what is shown.
+--server` command the page shows, and bob's page shows it without a reload. Live output,
+secrets, CSRF and XSS are tried the way an attacker would: from another origin, with a
+forged token, with ``<script>`` in what is shown.
 """
 
 from __future__ import annotations
