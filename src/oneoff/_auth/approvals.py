@@ -142,9 +142,15 @@ def record_approval(
         gate.refuse(exc, "approval.refused", actor=_key_of(signature), **where)
     # What the approver saw must be what the plan hash stands for (a server shows it too).
     _checked(gate, request, actor=person.name)
-    when = parse_iso(time)
+    try:
+        when: _dt.datetime | None = parse_iso(time)
+    except ValueError:
+        when = None
     problem = None
-    if abs(now - when) > MAX_SKEW:
+    if when is None or when.tzinfo is None:
+        # Signed, but no timestamp: refused like a stale one, never a crash.
+        problem = f"the approval's time {time[:40]!r} is not a UTC timestamp"
+    elif abs(now - when) > MAX_SKEW:
         problem = f"the approval's time {time} is more than 5 minutes from ours"
     elif request.status != "pending":
         problem = f"request {request.id} is {request.status}, not pending"
@@ -155,8 +161,8 @@ def record_approval(
     rule = approval_rule(task, env)
     if problem is None and rule and rule.group and rule.group not in person.groups:
         problem = f"{person.name} is not in group {rule.group!r} ({rule.describe()})"
-    if problem is not None:
-        gate.refuse(ApprovalError(problem), "approval.refused", actor=person.name, **where)
+    if problem is not None or when is None:
+        gate.refuse(ApprovalError(str(problem)), "approval.refused", actor=person.name, **where)
     principal = Principal(person.name, person.groups, person.fingerprint)
     try:
         gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)

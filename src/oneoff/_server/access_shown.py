@@ -85,7 +85,9 @@ def create_signed_request(
         "document": document,
         "cwd": str(plan.get("cwd", "")),
         "env": _server_env(gate, document, plan.get("env")),
-        "params": plan.get("params") if isinstance(plan.get("params"), dict) else {},
+        # From the hashed document, never the client's readable copy (which it could make
+        # say anything): a secret param's document entry is a fingerprint, shown masked.
+        "params": _document_params(document),
         "argv": document.get("argv"),
         "release": document.get("release"),
     }
@@ -130,6 +132,13 @@ def _canonical(statement: dict[str, Any]) -> None:
         canonical_json(statement)
     except (TypeError, ValueError):
         raise UsageError("the signed statement is not canonical JSON (integers only)") from None
+
+
+def _document_params(document: dict[str, Any]) -> dict[str, Any]:
+    params = document.get("params")
+    if not isinstance(params, dict):
+        raise UsageError("the plan document's params are malformed")
+    return {name: "[secret]" if isinstance(v, dict) else v for name, v in params.items()}
 
 
 def _server_env(gate: PinnedGate, document: dict[str, Any], shown: Any) -> dict[str, Any]:

@@ -160,7 +160,9 @@ class Actions:
             signature, time = form.get("signature", "").strip(), form.get("time", "")
             if not signature:
                 raise UsageError("paste the signature ssh-keygen printed (or use the command)")
-            record_approval(gate, gate.app.store.get_request(request_id), signature, time)
+            request = gate.app.store.get_request(request_id)
+            _own_signature(gate, request, signature, session.principal)
+            record_approval(gate, request, signature, time)
 
         return await self._act(request, work)
 
@@ -185,6 +187,25 @@ class Actions:
         from urllib.parse import quote
 
         return redirect(f"/console/requests/{quote(request_id, safe='')}")
+
+
+def _own_signature(gate: Any, request: Any, signature: str, principal: Principal) -> None:
+    """Refuse (audited) a signature by another key than the session's: as over the API,
+    nobody records an approval with another person's signature."""
+    from oneoff._auth.sshsig import decode
+
+    try:
+        key = decode(signature).fingerprint
+    except NotPermitted:
+        return  # malformed: record_approval refuses it, audited
+    # A key outside the pinned people is record_approval's to refuse (audited) too.
+    if key != principal.key and any(entry.fingerprint == key for entry in gate.signers):
+        error = NotPermitted(f"{principal.name} can record only an approval their own key signed")
+        gate.refuse(
+            error, "approval.refused", actor=principal.name, environment=request.environment,
+            task=request.task, plan_hash=request.plan_hash,
+            payload={"request": request.id, "via": "console"},
+        )  # fmt: skip
 
 
 def _status(exc: OneoffError) -> int:
