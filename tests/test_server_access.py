@@ -150,9 +150,9 @@ def test_bad_status_filter_is_422(server: ServerProc, server_keys: KEYS, status:
 def test_values_the_server_cannot_verify_are_shown_masked(
     server: ServerProc, server_keys: KEYS, tmp_path: Path
 ) -> None:
-    """A plan made on another machine fingerprints its variables with that machine's key:
-    the server cannot check a shown value against the plan, so it stores it masked (never
-    as if verified), and the request can still be approved."""
+    """A plan fingerprinted with a machine's own key (not the server's): the server cannot
+    check a shown value against the plan, so it stores it masked (never as if verified),
+    and the request can still be approved; with the server's key the value is verified."""
     import shutil
 
     laptop = tmp_path / "laptop" / server.app_dir.name  # the app is named by its directory
@@ -164,9 +164,23 @@ def test_values_the_server_cannot_verify_are_shown_masked(
     shown = created.json["request"]["plan"]["env"]["GREETING"]
     assert shown["value"].startswith("****")
     assert approval(server, server_keys, "bob", created.json).status == 201
-    # Made on the server's own checkout, the same value is verified and shown as is.
-    here = ask(server, server_keys, "alice", plan_json(server.app_dir, "noop", "development"))
+    # Fingerprinted with the server's key (oneoff._fpkey), the same value from the same
+    # laptop is verified and shown as is; the server's own checkout's key is no better.
+    from oneoff._fpkey import use_server_key
+
+    app = open_app(laptop)
+    try:
+        token = server.token(server_keys["alice"])
+        use_server_key(
+            app, server.server_id, lambda: server.read(token, "/v1/fingerprint-key").json
+        )
+        keyed = make_plan(app, RunRequest("noop", "development")).to_json()
+    finally:
+        app.close()
+    here = ask(server, server_keys, "alice", keyed)
     assert here.json["request"]["plan"]["env"]["GREETING"]["value"] == "hi"
+    there = ask(server, server_keys, "alice", plan_json(server.app_dir, "noop", "development"))
+    assert there.json["request"]["plan"]["env"]["GREETING"]["value"].startswith("****")
 
 
 def test_malformed_statement_and_time_are_bad_input(server: ServerProc, server_keys: KEYS) -> None:

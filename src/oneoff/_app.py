@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["App", "open_app"]
 
 STATE_DIR = ".oneoff"
+FINGERPRINT_KEY_SIZE = 32
 
 
 class App:
@@ -30,6 +31,7 @@ class App:
         self._store: Store | None = None
         self._audit: AuditLog | None = None
         self._access_files: AccessFiles | None = None
+        self._fingerprint_key: bytes | None = None
 
     @property
     def store(self) -> Store:
@@ -113,7 +115,22 @@ class App:
 
     @property
     def fingerprint_key(self) -> bytes:
+        """The HMAC key a plan's values are fingerprinted with: this checkout's own, or
+        the team server's when a command talks to one (``use_fingerprint_key``)."""
+        if self._fingerprint_key is not None:
+            return self._fingerprint_key
         return self.secret_file("fingerprint.key")
+
+    def use_fingerprint_key(self, key: bytes) -> None:
+        """Fingerprint with ``key`` (a team server's, ``oneoff._fpkey``) for this App's life.
+
+        A plan made against a server must hash the same on every machine, so that a request
+        approved from a laptop can be spent on a deploy host and the server can check the
+        values it is shown; a key local to each checkout gives each machine its own hash.
+        """
+        if len(key) != FINGERPRINT_KEY_SIZE:
+            raise StoreError(f"a fingerprint key is {FINGERPRINT_KEY_SIZE} bytes, not {len(key)}")
+        self._fingerprint_key = bytes(key)
 
 
 def _create_key_file(path: Path, size: int) -> bytes:

@@ -5,9 +5,11 @@ receives the statement and signature instead, and verifies them with the pinned 
 (``Gate.authenticate``: signature, app, action, plan hash, time, single-use nonce, all
 refusals audited). The rest is the library's own checks and records.
 
-The plan's variables are fingerprinted with the requester's machine key, which the server
-does not hold: a shown value the server cannot check against the plan is stored masked
-("****", marked unverified), never shown as if it were the value the hash stands for.
+The plan's variables are fingerprinted with the server's fingerprint key (the client
+fetched it, ``GET /v1/fingerprint-key``), which the server's Apps use too: a shown value is
+checked against the plan's fingerprint. One it cannot check (a plan fingerprinted with
+some other key) is stored masked ("****", marked unverified), never shown as if it were
+the value the hash stands for.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["checked_plan", "create_signed_request", "deny_signed", "request_json"]
 
-UNVERIFIED = "**** (unverified: fingerprinted with the requester's key)"
+UNVERIFIED = "**** (unverified: not fingerprinted with this server's key)"
 
 
 def request_json(request: RequestRecord, approvals: Sequence[ApprovalRecord]) -> dict[str, Any]:

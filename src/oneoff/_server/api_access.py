@@ -72,6 +72,15 @@ DENIAL = {
     },
 }
 STATUS = {"type": "string", "enum": ["pending", "used", "denied", "all"]}
+FINGERPRINT_KEY = {
+    "type": "object",
+    "required": ["server_id", "key", "key_id"],
+    "properties": {
+        "server_id": {"type": "string"},
+        "key": {"type": "string", "description": "base64 of the 32-byte HMAC key"},
+        "key_id": {"type": "string", "description": "sha256: of the key (to compare)"},
+    },
+}
 
 
 def session(call: Call) -> dict[str, Any]:
@@ -81,6 +90,26 @@ def session(call: Call) -> dict[str, Any]:
     principal = _who(call)
     token, expires = make_token(call.ctx.session_key, principal, call.ctx.server_id)
     return {"token": token, "person": principal.name, "expires_at": expires}
+
+
+def fingerprint_key(call: Call) -> dict[str, Any]:
+    """The server's fingerprint key, for a person's client to make plans with (audited).
+
+    Every person who may open a session holds it (see docs/server.md, "Fingerprint key"):
+    it lets them test guesses of a value against fingerprints they can see, nothing more.
+    """
+    import base64
+    import hashlib
+
+    key = call.ctx.fingerprint_key
+    call.worker.app.audit.append(
+        "server.fingerprint_key", actor=_who(call).name, payload={"key": _who(call).key}
+    )
+    return {
+        "server_id": call.ctx.server_id,
+        "key": base64.b64encode(key).decode("ascii"),
+        "key_id": "sha256:" + hashlib.sha256(key).hexdigest(),
+    }
 
 
 def create(call: Call) -> dict[str, Any]:
@@ -163,6 +192,11 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         api_route(
             ctx, "POST", "/v1/session", session, auth="sign", body=EMPTY, response=SESSION,
             summary="A short-lived read token (at most 15 minutes) for the signer",
+        ),
+        api_route(
+            ctx, "GET", "/v1/fingerprint-key", fingerprint_key, auth="session",
+            response=FINGERPRINT_KEY,
+            summary="The key plans made for this server fingerprint values with (no-store)",
         ),
         api_route(
             ctx, "POST", "/v1/requests", create, auth="sign", body=NEW_REQUEST, status=201,

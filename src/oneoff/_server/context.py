@@ -3,7 +3,8 @@
 Handlers run in a thread pool; each thread gets its own ``Worker`` (an App with its own
 store connection, and a Gate built from the pinned bytes), since a store connection is
 not shared between threads. The pinned files, the server id and the token key are read
-once at start (``oneoff._server.pinning``) and are the same for every worker.
+once at start (``oneoff._server.pinning``) and are the same for every worker; so is the
+fingerprint key (``GET /v1/fingerprint-key``), which every worker's App uses.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Worker:
 
 
 class ServerContext:
-    """Config, pinned access files, server id and token key; a Worker per thread."""
+    """Config, pinned access files, server id, token and fingerprint keys; a Worker per
+    thread."""
 
     def __init__(self, project: Project, *, max_body: int = MAX_BODY, threads: int = 8) -> None:
         from oneoff._access import access_config
@@ -66,6 +68,9 @@ class ServerContext:
             self.release_keys = release_keys(app)
             self.server_id = server_id(app)
             self.session_key = server_secret(app, "session_key", _random_key)
+            # One per server (per store): every machine that talks to this server
+            # fingerprints a plan's values with it, so a plan hashes the same everywhere.
+            self.fingerprint_key = server_secret(app, "fingerprint_key", _random_key)
         finally:
             app.close()
 
@@ -83,6 +88,8 @@ class ServerContext:
             app = self._open_app()
             # The App's own reads of the access files (release checks) see the pinned bytes.
             app._access_files = self.files
+            # ... and checks the values a plan shows with the key its clients fingerprint with.
+            app.use_fingerprint_key(self.fingerprint_key)
             found = Worker(app, PinnedGate(app, self.config, self.files))
             self._local.worker = found
             with self._lock:

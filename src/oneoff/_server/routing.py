@@ -94,7 +94,11 @@ def api_route(
             result = await run_in_threadpool(_handle, ctx, spec, handler, request, raw)
         except (OneoffError, ApiError) as exc:
             return error_response(exc)
-        return JSONResponse(result, status_code=spec.status)
+        answer = JSONResponse(result, status_code=spec.status)
+        if spec.auth != "none":
+            # What a person may read is theirs alone: no proxy or browser cache keeps it.
+            answer.headers["Cache-Control"] = "no-store"
+        return answer
 
     route = ApiRoute(path, endpoint, methods=[method], name=f"{method} {path}")
     route.spec = spec
