@@ -7,6 +7,7 @@ config hash differently; against one server both use its key and agree.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from collections.abc import Callable
@@ -123,15 +124,21 @@ def test_the_key_needs_a_valid_session(server: ServerProc, server_keys: KEYS) ->
 def test_the_key_is_the_servers_own_and_stays_across_restarts(
     server_app: Path, server_keys: KEYS, server_factory: Callable[..., ServerProc]
 ) -> None:
-    """The key is kept in the server's store: a restarted server gives the same key, and
-    the served checkout's own local fingerprint key is never made."""
+    """The key is kept in the server's store: a restarted server gives the same key, the
+    served checkout's own local key is never made, and local commands there use the key."""
     first = server_factory(server_app)
     key = first.read(server_keys["carol"], "/v1/fingerprint-key").json["key"]
     first.stop()
     again = server_factory(server_app)
     assert again.read(server_keys["dave"], "/v1/fingerprint-key").json["key"] == key
-    # The server never made (nor used) the served checkout's own local key.
+    # The server never made (nor used) the served checkout's own local key, and local
+    # commands on its store fingerprint with the server's key, as its clients do.
     assert not (server_app / ".oneoff" / "fingerprint.key").exists()
+    app = open_app(server_app)
+    try:
+        assert base64.b64encode(app.fingerprint_key).decode() == key
+    finally:
+        app.close()
 
 
 def test_the_cached_key_is_per_server_id(
@@ -199,3 +206,38 @@ def test_bad_server_ids_and_answers_are_refused() -> None:
     ):
         with pytest.raises(UsageError, match="malformed"):
             server_fingerprint_key(sid, lambda answer=answer: answer)  # type: ignore[misc]
+
+
+def test_requested_on_a_laptop_approved_on_another_and_hashed_alike_on_the_host(
+    two_machines: tuple[ServerProc, Path, Path],
+    server_keys: KEYS,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`oneoff request --server` on alice's laptop and `oneoff approve --server` on bob's
+    machine (each its own checkout and state dir): bob's client verifies the shown plan
+    (with a machine's own key it would call it tampered), and the deploy host plans the
+    very hash that was approved."""
+    from oneoff.cli import main
+
+    server, laptop, other = two_machines
+    url = f"http://{server.host}:{server.port}"
+    machine(monkeypatch, tmp_path / "home-alice")
+    capsys.readouterr()
+    argv = ["request", "migrate", "-e", "production", "--app", str(laptop), "--server", url]
+    assert main([*argv, "--key", str(server_keys["alice"])]) == 0
+    rid = capsys.readouterr().out.strip()
+    machine(monkeypatch, tmp_path / "home-bob")
+    argv = ["approve", rid, "--yes", "--app", str(other), "--server", url]
+    code = main([*argv, "--key", str(server_keys["bob"])])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "tampered" not in err
+    approved = server.read(server_keys["carol"], f"/v1/requests/{rid}").json
+    assert [a["approver"] for a in approved["approvals"]] == ["bob"]
+    machine(monkeypatch, tmp_path / "home-host")
+    host = checkout(laptop, tmp_path / "host" / "served")
+    token = server.token(server_keys["dave"])
+    assert plan_on(host, server=server, token=token)["hash"] == approved["request"]["plan_hash"]
+    assert plan_on(host)["hash"] != approved["request"]["plan_hash"]

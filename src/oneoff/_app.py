@@ -19,6 +19,7 @@ __all__ = ["App", "open_app"]
 
 STATE_DIR = ".oneoff"
 FINGERPRINT_KEY_SIZE = 32
+SERVER_FINGERPRINT_KEY = "fingerprint_key"  # its name in a team server's store
 
 
 class App:
@@ -116,7 +117,15 @@ class App:
     @property
     def fingerprint_key(self) -> bytes:
         """The HMAC key a plan's values are fingerprinted with: this checkout's own, or
-        the team server's when a command talks to one (``use_fingerprint_key``)."""
+        the team server's when a command talks to one (``use_fingerprint_key``) or when
+        this store is a server's."""
+        if self._fingerprint_key is None:
+            # A store a team server owns (its own checkout, a one-machine trial): local
+            # commands on it fingerprint as the server and its clients do, or a request
+            # made through the server would not verify here.
+            served = self.store.server_value(SERVER_FINGERPRINT_KEY)
+            if served is not None:
+                self.use_fingerprint_key(served)
         if self._fingerprint_key is not None:
             return self._fingerprint_key
         return self.secret_file("fingerprint.key")

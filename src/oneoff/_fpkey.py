@@ -38,7 +38,7 @@ from oneoff.errors import UsageError
 if TYPE_CHECKING:
     from oneoff._app import App
 
-__all__ = ["cache_file", "fetch_answer", "server_fingerprint_key", "use_server_key"]
+__all__ = ["PATH", "cache_file", "fetch_answer", "server_fingerprint_key", "use_server_key"]
 
 PATH = "/v1/fingerprint-key"
 KEY_SIZE = 32

@@ -45,6 +45,7 @@ class ServerContext:
 
     def __init__(self, project: Project, *, max_body: int = MAX_BODY, threads: int = 8) -> None:
         from oneoff._access import access_config
+        from oneoff._app import SERVER_FINGERPRINT_KEY
         from oneoff._server.pinning import load_pin, release_keys, server_id, server_secret
 
         config = access_config(project)
@@ -70,7 +71,7 @@ class ServerContext:
             self.session_key = server_secret(app, "session_key", _random_key)
             # One per server (per store): every machine that talks to this server
             # fingerprints a plan's values with it, so a plan hashes the same everywhere.
-            self.fingerprint_key = server_secret(app, "fingerprint_key", _random_key)
+            self.fingerprint_key = server_secret(app, SERVER_FINGERPRINT_KEY, _random_key)
         finally:
             app.close()
 

@@ -3,7 +3,8 @@
 A command that can talk to a server calls :func:`resolve` first: with a server named it
 gets a ``Remote`` (and opens no store); otherwise the app, as before. The manifest is read
 for ``[server] url`` only when neither the flag nor the variable names a server, and then
-it is the same App the local command goes on to use (no second load).
+it is the same App the local command goes on to use (no second load). An App opened for
+a server-mode command fingerprints plan values with that server's key (``oneoff._fpkey``).
 """
 
 from __future__ import annotations
@@ -77,4 +78,14 @@ def resolve(
     from oneoff._client.remote import Remote
     from oneoff._identity import signer_from
 
-    return Remote(server, signer_from(key)), app
+    remote = Remote(server, signer_from(key))
+    if need_app and app is not None:  # the commands that plan (request) or check a plan
+        from oneoff._fpkey import PATH, use_server_key
+
+        # A plan made for a server hashes alike on every machine: the server's key.
+        try:
+            use_server_key(app, remote.info()["server_id"], lambda: remote.read(PATH))
+        except BaseException:
+            remote.close()
+            raise
+    return remote, app
