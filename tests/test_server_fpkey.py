@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _access_kit import events, make_access_app
 from _serverproc import ServerProc
 from oneoff._app import open_app
-from oneoff._fpkey import cache_file, fetch_answer, server_fingerprint_key, use_server_key
+from oneoff._fpkey import (
+    cache_file,
+    fetch_answer,
+    parse_answer,
+    server_fingerprint_key,
+    use_server_key,
+)
 from oneoff._pipeline import RunRequest, make_plan
 from oneoff.errors import NotPermitted, StoreError, UsageError
 
@@ -241,3 +249,30 @@ def test_requested_on_a_laptop_approved_on_another_and_hashed_alike_on_the_host(
     token = server.token(server_keys["dave"])
     assert plan_on(host, server=server, token=token)["hash"] == approved["request"]["plan_hash"]
     assert plan_on(host)["hash"] != approved["request"]["plan_hash"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=60),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=8,
+)
+
+
+@settings(deadline=None)  # the machine is shared: no per-example time limit
+@given(
+    answer=st.dictionaries(
+        st.sampled_from(["server_id", "key", "key_id", "other"]),
+        _JSON | st.binary(min_size=0, max_size=40).map(lambda b: base64.b64encode(b).decode()),
+    )
+)
+def test_any_answer_is_a_whole_key_of_that_server_or_refused(answer: dict[str, Any]) -> None:
+    """Whatever a server answers, the client gets a 32-byte key named for the server it
+    asked, or a UsageError: never another exception, never a key of another size."""
+    sid = "a" * 32
+    answer.setdefault("server_id", sid)
+    try:
+        key = parse_answer(answer, sid)
+    except UsageError:
+        return
+    assert len(key) == 32
+    assert answer["server_id"] == sid
