@@ -276,3 +276,16 @@ def test_any_answer_is_a_whole_key_of_that_server_or_refused(answer: dict[str, A
         return
     assert len(key) == 32
     assert answer["server_id"] == sid
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_database_give_one_key(
+    server_app: Path, server_keys: KEYS, server_factory: Callable[..., ServerProc], pg_url: str
+) -> None:
+    """Two server processes on one PostgreSQL database are one server: the same 32-byte
+    fingerprint key from either, so plans hash alike whichever one a machine asks."""
+    first, second = server_factory(server_app, pg_url), server_factory(server_app, pg_url)
+    token = first.token(server_keys["carol"])
+    one = first.read(token, "/v1/fingerprint-key").json
+    assert one == second.read(token, "/v1/fingerprint-key").json
+    assert len(parse_answer(one, first.server_id)) == 32
