@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._auth.gate import Gate
     from oneoff._identity import Principal
-    from oneoff._plan import Plan
+    from oneoff._plan import HashedPlan
 
 __all__ = ["MAX_REASON", "BreakGlassRun", "announce", "break_glass_runs", "reason_problem"]
 
@@ -57,7 +57,7 @@ class BreakGlassRun:
 
 
 def announce(
-    gate: Gate, plan: Plan, principal: Principal, run_id: str, reason: str, stderr: IO[bytes]
+    gate: Gate, plan: HashedPlan, principal: Principal, run_id: str, reason: str, stderr: IO[bytes]
 ) -> None:
     """Audit a break-glass run and notify whoever the app configured; never silently."""
     app = gate.app

@@ -29,8 +29,8 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from oneoff._record import dataclass
 from oneoff.errors import ManifestError, StoreError
@@ -40,7 +40,14 @@ if TYPE_CHECKING:
     from oneoff._redact import Redactor
     from oneoff._store.interface import Store
 
-__all__ = ["DEFAULT_CAP", "OutputRecorder", "OutputSummary", "build_redactors", "replay"]
+__all__ = [
+    "DEFAULT_CAP",
+    "ChunkSink",
+    "OutputRecorder",
+    "OutputSummary",
+    "build_redactors",
+    "replay",
+]
 
 DEFAULT_CAP = 16 * 1024 * 1024
 _SEGMENT = 256 * 1024  # rows of at most this many raw bytes
@@ -84,12 +91,20 @@ def build_redactors(plan: Plan) -> dict[int, Redactor]:
     return {1: stdout, 2: stdout.fresh()}  # one automaton built, not two
 
 
+class ChunkSink(Protocol):
+    """Where a recorder's rows go: the store, or the runner's line to the team server."""
+
+    def add_output_chunks(
+        self, run_id: str, chunks: Sequence[tuple[int, int, int, bytes]]
+    ) -> None: ...
+
+
 class OutputRecorder:
     """The ``on_output`` sink of a run: redact, show, store. Memory stays bounded."""
 
     def __init__(
         self,
-        store: Store,
+        store: ChunkSink,  # the app's store, or the team server (oneoff._remote.sink)
         run_id: str,
         redactors: Mapping[int, Redactor],
         sinks: Mapping[int, IO[bytes]],

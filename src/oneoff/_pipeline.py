@@ -18,6 +18,7 @@ from oneoff._store.interface import RunRecord, RunStatus
 from oneoff.errors import OneoffError, UsageError
 
 if TYPE_CHECKING:
+    from oneoff._audit.log import AuditEvent
     from oneoff._auth.grant import Grant
     from oneoff._contain import RunTree
     from oneoff._executor.interface import Executor
@@ -132,9 +133,9 @@ def require_confirmation(plan: Plan, confirm: str | None, ask: Callable[[str], s
 
 def audit_run(
     app: App, kind: str, run: RunRecord, *, actor: str, payload: Mapping[str, Any]
-) -> None:
+) -> AuditEvent:
     """Append an event about ``run``, carrying its identifying fields."""
-    app.audit.append(
+    return app.audit.append(
         kind,
         actor=actor,
         environment=run.environment,

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oneoff._canonical import canonical_hash
 from oneoff._environ import Materialized, materialize
@@ -19,9 +19,26 @@ from oneoff.errors import ConfigError, ParamError, SecretError, UsageError
 if TYPE_CHECKING:
     from oneoff._redact import Redactor
 
-__all__ = ["Plan", "build_plan"]
+__all__ = ["HashedPlan", "Plan", "build_plan"]
 
 PLAN_VERSION = 1
+
+
+class HashedPlan(Protocol):
+    """What deciding on a plan needs: a ``Plan``, or the team server's view of a plan a
+    client made (its hashed document checked against its hash; the task and environment
+    from the server's own manifest)."""
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def environment(self) -> Environment: ...
+
+    @property
+    def hash(self) -> str: ...
+
+    def document(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

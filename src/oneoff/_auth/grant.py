@@ -15,10 +15,17 @@ if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
     from oneoff._locks import Lease
     from oneoff._manifest import Environment
-    from oneoff._plan import Plan
+    from oneoff._plan import HashedPlan, Plan
     from oneoff._store.interface import RequestRecord
 
-__all__ = ["Grant", "authorize_on_app", "authorize_plan", "authorize_run", "open_gate"]
+__all__ = [
+    "Grant",
+    "authorize_on_app",
+    "authorize_plan",
+    "authorize_run",
+    "decide_run",
+    "open_gate",
+]
 
 SETUP_HINT = (
     "add an [access] section to oneoff.toml with people/allowed_signers (name, SSH key, "
@@ -158,6 +165,24 @@ def authorize_run(
             )
         return Grant(Principal(os_user()))
     principal = gate.identify(signer, "run", task=task.name, environment=env, plan_hash=plan.hash)
+    return decide_run(
+        gate, plan, principal, request_id=request_id, break_glass=break_glass, reason=reason
+    )
+
+
+def decide_run(
+    gate: Gate,
+    plan: HashedPlan,
+    principal: Principal,
+    *,
+    request_id: str | None = None,
+    break_glass: bool = False,
+    reason: str | None = None,
+) -> Grant:
+    """Policy and quorum for an identified ``principal`` running ``plan`` (the team server
+    calls this with the principal of a statement a client signed); refusals are audited."""
+    env, task = plan.environment, plan.task
+    app = gate.app
     if break_glass:
         if request_id:  # an attempt to skip the quorum twice over is worth a record
             gate.refuse(

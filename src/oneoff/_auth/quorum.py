@@ -27,13 +27,13 @@ from oneoff.errors import ApprovalError, NotPermitted
 if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
     from oneoff._manifest import Environment
-    from oneoff._plan import Plan
+    from oneoff._plan import HashedPlan
 
 __all__ = ["check_approvals", "spend"]
 
 
 def check_approvals(
-    gate: Gate, request: RequestRecord, plan: Plan, principal: Principal
+    gate: Gate, request: RequestRecord, plan: HashedPlan, principal: Principal
 ) -> list[str]:
     """The approvers whose valid approvals make the quorum; ApprovalError (audited) if not."""
     where: dict[str, Any] = {
