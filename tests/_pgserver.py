@@ -3,7 +3,8 @@
 ``pg_config --bindir`` (else /usr/lib/postgresql/*/bin) finds initdb and pg_ctl. Run as
 root, the server runs as the ``postgres`` user (PostgreSQL refuses root), with its data
 directory in a fresh temporary directory it owns. It listens only on a Unix socket in that
-directory; fsync and synchronous_commit stay on, as in production.
+directory; fsync and synchronous_commit stay on, as in production. A watchdog process
+stops it even when the test session is killed before its cleanup runs.
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 __all__ = ["PgServer", "find_bindir"]
+
+# Stops the server and removes its directory once the pipe from the test process closes:
+# at the end of the session, and also when that process is killed before its cleanup ran.
+_WATCHDOG = (
+    "import shutil, subprocess, sys; sys.stdin.buffer.read();"
+    " subprocess.run(sys.argv[1:-1], capture_output=True, timeout=120);"
+    " shutil.rmtree(sys.argv[-1], ignore_errors=True)"
+)
 
 
 def find_bindir() -> Path | None:
@@ -70,11 +80,21 @@ class PgServer:
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
             "-t", "120", "-o", options, "start",
         )  # fmt: skip
+        read, self._alive = os.pipe()  # the write end stays here, not inherited
+        stop = [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                "-w", "stop"]  # fmt: skip
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, *stop, str(self.root)],
+            stdin=read, start_new_session=True,
+        )  # fmt: skip
+        os.close(read)
 
     def stop(self) -> None:
         try:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:
+            os.close(self._alive)  # the watchdog finds the server stopped, and tidies up
+            self._watchdog.wait(timeout=180)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, dbname: str = "postgres") -> str:
