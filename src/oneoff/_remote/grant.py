@@ -42,7 +42,7 @@ __all__ = [
     "check_run_token",
     "grant_problem",
     "public_key_b64",
-    "public_key_from_b64",
+    "public_key_from_text",
     "run_token",
     "sign_grant",
     "verify_grant",
@@ -167,14 +167,22 @@ def public_key_b64(public: Ed25519PublicKey) -> str:
     return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")
 
 
-def public_key_from_b64(text: str) -> Ed25519PublicKey:
+def public_key_from_text(text: object) -> Ed25519PublicKey:
+    """The server's key as ``GET /v1/server`` publishes it (``audit_public_key``: PEM), or
+    raw base64; NotPermitted for anything else."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
-        raw = _b64(text)
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        raise NotPermitted("the server's grant key is not a base64 Ed25519 public key") from None
+        if isinstance(text, str) and text.startswith("-----BEGIN"):
+            key = load_pem_public_key(text.encode("ascii"))
+            if isinstance(key, Ed25519PublicKey):
+                return key
+        elif isinstance(text, str):
+            return Ed25519PublicKey.from_public_bytes(_b64(text))
+    except (ValueError, UnicodeEncodeError):
+        pass
+    raise NotPermitted("the server publishes no Ed25519 key to check its grants with")
 
 
 def _b64(text: str) -> bytes:

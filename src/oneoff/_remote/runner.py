@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from oneoff._app import App
-    from oneoff._client.http import Client
+    from oneoff._client.remote import Remote
     from oneoff._executor.interface import Executor
     from oneoff._identity import Signer
 
@@ -42,33 +42,31 @@ RUN_TOKEN_HEADER = "Oneoff-Run-Token"  # noqa: S105 - a header name
 
 
 class Channel:
-    """Calls to one server: signed acts, and the run token's calls for one run."""
+    """Calls to one server for one run: the signed grant request, then the run's calls.
 
-    def __init__(self, client: Client, signer: Signer) -> None:
-        self.client, self.signer = client, signer
+    The runner's thread and the sink's thread share one connection: one call at a time.
+    """
+
+    def __init__(self, remote: Remote) -> None:
+        self.remote = remote
         self.token = ""
-        self._lock = threading.Lock()  # one connection, two threads (runner and sink)
-        info = self._call("GET", "/v1/server", None, {})
-        self.server_id = str(info.get("server_id", ""))
-        self.grant_key = str(info.get("grant_key", ""))
-
-    def _call(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> dict[str, Any]:
+        self._lock = threading.Lock()
         with self._lock:
-            _status, data = self.client.call(method, path, body=body, headers=headers)
-        return data if isinstance(data, dict) else {}
+            info = remote.info()
+        self.server_id = str(info["server_id"])
+        self.grant_key = info.get("audit_public_key")  # it signs the grants too
 
     def act(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        from oneoff._envelope import sign_envelope
-
-        body = json.dumps(payload).encode()
-        headers = sign_envelope(self.signer, "POST", path, "", body, self.server_id)
-        return self._call("POST", path, body, headers)
+        with self._lock:
+            data = self.remote.act(path, payload)
+        return data if isinstance(data, dict) else {}
 
     def run_call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(payload).encode()
-        return self._call("POST", path, body, {RUN_TOKEN_HEADER: self.token})
+        """A runner call: its proof (the run token) rides in the body."""
+        body = json.dumps({**payload, "run_token": self.token} if self.token else payload)
+        with self._lock:
+            _status, data = self.remote.client.call("POST", path, body=body.encode())
+        return data if isinstance(data, dict) else {}
 
 
 def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[str, Any]:
@@ -76,7 +74,7 @@ def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[s
     from oneoff._canonical import canonical_json
     from oneoff._identity import NAMESPACE_REQUEST, request_statement
     from oneoff._liveness import host_id
-    from oneoff._remote.grant import public_key_from_b64, verify_grant
+    from oneoff._remote.grant import public_key_from_text, verify_grant
 
     assert request.signer is not None
     deadline = time.monotonic() + (request.wait or 0.0)
@@ -103,7 +101,7 @@ def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[s
     document = answer.get("grant")
     run_id = document.get("run", "") if isinstance(document, dict) else ""
     verify_grant(
-        public_key_from_b64(channel.grant_key), document, answer.get("signature"),
+        public_key_from_text(channel.grant_key), document, answer.get("signature"),
         run_id=str(run_id), plan_hash=plan.hash, now=_dt.datetime.now(_dt.UTC),
         server_id=channel.server_id,
     )  # fmt: skip
@@ -113,14 +111,15 @@ def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[s
 def run_remote(
     app: App,
     request: RunRequest,
-    client: Client,
+    remote: Remote,
     *,
     stdout: IO[bytes],
     stderr: IO[bytes],
     ask: Callable[[str], str] | None = None,
     executor: Executor | None = None,
 ) -> RunOutcome:
-    """One run granted and recorded by the server at ``client``; see the module docstring."""
+    """One run granted and recorded by the server ``remote`` talks to; see the module
+    docstring."""
     from oneoff._locks import check_wait
 
     check_wait(request.wait)
@@ -141,7 +140,7 @@ def run_remote(
     redactors = build_redactors(plan)
     plan.refuse_secrets_in_argv(redactors[1])
     cap = output_cap(app.project.section("audit"))
-    channel = Channel(client, request.signer)
+    channel = Channel(remote)
     answer = _grant(channel, app, plan, request)
     grant = answer["grant"]
     run_id = str(grant["run"])

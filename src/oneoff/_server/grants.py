@@ -36,8 +36,11 @@ from oneoff._store.interface import LockRecord, RunRecord
 from oneoff.errors import ApprovalError, LockBusy, NotPermitted, ReleaseError, UsageError
 
 if TYPE_CHECKING:
+    from oneoff._app import App
+    from oneoff._auth.gate import Gate
     from oneoff._identity import Principal
     from oneoff._manifest import Environment, Task
+    from oneoff._redact import Redactor
     from oneoff._server.runs import RunDesk
 
 __all__ = ["PlanView", "issue_grant", "plan_view", "run_lock"]
@@ -63,7 +66,7 @@ class PlanView:
         return dict(self.doc)
 
 
-def plan_view(desk: RunDesk, plan: object, plan_hash: object) -> PlanView:
+def plan_view(app: App, plan: object, plan_hash: object) -> PlanView:
     """The plan a body carries, checked against its hash and the server's manifest."""
     if not isinstance(plan, dict) or not isinstance(plan.get("document"), dict):
         raise UsageError("the body's plan must be an object with a document")
@@ -76,7 +79,7 @@ def plan_view(desk: RunDesk, plan: object, plan_hash: object) -> PlanView:
         raise UsageError(f"the plan document cannot be hashed: {exc}") from None
     if digest != plan_hash or plan.get("hash", plan_hash) != plan_hash:
         raise UsageError(f"the plan document does not hash to {plan_hash} (it is {digest})")
-    project = desk.app.project
+    project = app.project
     if doc.get("app") != project.name:
         raise UsageError(
             f"the plan is for app {doc.get('app')!r}, this server serves {project.name!r}"
@@ -107,7 +110,7 @@ def plan_view(desk: RunDesk, plan: object, plan_hash: object) -> PlanView:
             f"the plan's {', '.join(mismatch)} differ from the server's manifest",
             hint="plan from a checkout of the release the server serves",
         )
-    current = desk.app.store.current_release_id(env.name)
+    current = app.store.current_release_id(env.name)
     if current is not None and doc.get("release") != current:
         raise ReleaseError(
             f"the plan is for release {doc.get('release')}, but {env.name}'s current release "
@@ -124,14 +127,13 @@ class _Undo(Exception):
         self.busy = busy
 
 
-def issue_grant(desk: RunDesk, caller: Principal | None, body: Mapping[str, Any]) -> dict[str, Any]:
+def issue_grant(
+    desk: RunDesk, app: App, gate: Gate, caller: Principal | None, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """Decide and grant one run; the answer carries the signed grant and the run token."""
     from oneoff._auth.grant import decide_run
 
-    gate = desk.gate
-    if gate is None:
-        raise NotPermitted("the server's app declares no [access]: nobody can be verified")
-    view = plan_view(desk, body.get("plan"), body.get("plan_hash"))
+    view = plan_view(app, body.get("plan"), body.get("plan_hash"))
     request_id = body.get("request")
     glass = body.get("break_glass")
     if request_id is not None and not isinstance(request_id, str):
@@ -153,12 +155,13 @@ def issue_grant(desk: RunDesk, caller: Principal | None, body: Mapping[str, Any]
     runner = object_field(body, "runner")
     host = str(runner.get("host", "unknown"))[:200]
     pid: int = runner["pid"] if type(runner.get("pid")) is int else 0
-    desk.reap()
-    app, store = desk.app, desk.app.store
+    desk.reap(app)
+    store = app.store
     now = _dt.datetime.now(_dt.UTC)
     run = RunRecord(
         id=new_run_id(), task=view.task.name, environment=view.environment.name,
-        params=_shown_params(view, desk), principal=principal.name, plan_hash=view.hash,
+        params=_shown_params(view, desk.redactor(app, view.environment)),
+        principal=principal.name, plan_hash=view.hash,
         status="running", started_at=utc_iso(now), runner_host=REMOTE_HOST + host,
         runner_pid=pid, runner_token="", release_id=view.doc.get("release"),
         request_id=request_id, break_glass=decided.break_glass, reason=decided.reason,
@@ -206,7 +209,7 @@ def issue_grant(desk: RunDesk, caller: Principal | None, body: Mapping[str, Any]
             environment=run.environment, payload={"request": request_id},
         )  # fmt: skip
     if decided.break_glass:
-        _announce(desk, view, principal, run, decided.reason or "")
+        _announce(gate, view, principal, run, decided.reason or "")
     document = {
         "oneoff_grant": GRANT_VERSION, "id": grant_id, "server": desk.server_id,
         "app": app.project.name, "run": run.id, "plan_hash": view.hash,
@@ -225,29 +228,27 @@ def issue_grant(desk: RunDesk, caller: Principal | None, body: Mapping[str, Any]
 
 
 def _announce(
-    desk: RunDesk, view: PlanView, principal: Principal, run: RunRecord, reason: str
+    gate: Gate, view: PlanView, principal: Principal, run: RunRecord, reason: str
 ) -> None:
     """Break-glass: audited and announced before the runner gets its grant, or no run."""
     from oneoff._breakglass import announce
 
-    assert desk.gate is not None
+    store = gate.app.store
     try:
         with open(os.devnull, "wb") as sink:  # the notice is for a terminal the server lacks
-            announce(desk.gate, view, principal, run.id, reason, sink)
+            announce(gate, view, principal, run.id, reason, sink)
     except BaseException:
-        with desk.app.store.tx():
-            desk.app.store.finish_run(
-                run.id, status="cancelled", exit_code=None, ended_at=utc_iso()
-            )
-            desk.app.store.drop_locks(run.id)
+        with store.tx():
+            store.finish_run(run.id, status="cancelled", exit_code=None, ended_at=utc_iso())
+            store.drop_locks(run.id)
         raise
 
 
-def _shown_params(view: PlanView, desk: RunDesk) -> dict[str, str]:
+def _shown_params(view: PlanView, redactor: Redactor) -> dict[str, str]:
     params = view.doc.get("params")
     if not isinstance(params, dict):
         return {}
-    redact = desk.redactor(view.environment).redact_text
+    redact = redactor.redact_text
     return {
         str(name): "[secret]" if isinstance(value, dict) else redact(str(value))
         for name, value in sorted(params.items())

@@ -28,6 +28,7 @@ import binascii
 import datetime as _dt
 import json
 import os
+import threading
 import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,13 +40,14 @@ from oneoff._remote.grant import check_run_token, verify_grant
 from oneoff.errors import LockBusy, NotPermitted, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
 
     from oneoff._app import App
-    from oneoff._auth.gate import Gate
     from oneoff._manifest import Environment
     from oneoff._redact import Redactor
     from oneoff._store.interface import RunRecord
@@ -79,9 +81,12 @@ def lease_seconds(environ: Mapping[str, str]) -> int:
 class RunDesk:
     """Granted runs of one server process; caches only what the store can rebuild."""
 
-    def __init__(self, app: App, gate: Gate | None, server_id: str) -> None:
-        self.app, self.gate, self.server_id = app, gate, server_id
+    def __init__(self, state_dir: Path, server_id: str) -> None:
+        # Handlers run in worker threads, each with its own App (store connection): every
+        # method takes the caller's ``app``; the caches here are shared and locked.
+        self.state_dir, self.server_id = state_dir, server_id
         self.lease = lease_seconds(os.environ)
+        self._mutex = threading.Lock()
         self._key: Ed25519PrivateKey | None = None
         self._next: dict[str, int] = {}  # run id -> the next output chunk it expects
         self._granted: dict[str, Mapping[str, Any]] = {}
@@ -93,59 +98,43 @@ class RunDesk:
         if self._key is None:
             from oneoff._audit.keys import AuditKey
 
-            self._key = AuditKey(self.app.state_dir).private()
+            self._key = AuditKey(self.state_dir).private()
         return self._key
 
     def public_key(self) -> Ed25519PublicKey:
         return self.signing_key().public_key()
 
-    def redactor(self, environment: Environment) -> Redactor:
+    def redactor(self, app: App, environment: Environment) -> Redactor:
         """The secrets this server knows for ``environment`` (see the module docstring)."""
-        if environment.name not in self._redactors:
-            self._redactors[environment.name] = self._known_secrets(environment)
-        return self._redactors[environment.name]
-
-    def _known_secrets(self, environment: Environment) -> Redactor:
-        from oneoff._environ import Materialized, is_secret_key, read_source
-        from oneoff._redact import MIN_SAFE_LENGTH, Redactor
-
-        values: dict[str, str] = {}
-        for source in environment.sources:
-            if source.kind == "dotenv":
-                try:
-                    values.update(read_source(self.app.project, source, {}))
-                except OneoffError:
-                    continue  # not in the server's checkout: the runner's redaction counts
-        known = Materialized(
-            values=values, origin=dict.fromkeys(values, "dotenv"),
-            secret_keys=frozenset(k for k in values if is_secret_key(environment, k)),
-            plain_keys=frozenset(k for k in environment.not_secret if k in values),
-        )  # fmt: skip
-        return Redactor(known.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
+        with self._mutex:
+            found = self._redactors.get(environment.name)
+        if found is None:
+            found = _known_secrets(app, environment)
+            with self._mutex:
+                self._redactors[environment.name] = found
+        return found
 
     # -- the runner's calls ------------------------------------------------------------------
 
-    def authorize(self, run_id: str, token: str) -> RunRecord:
-        if not check_run_token(self.public_key(), run_id, token):
+    def authorize(self, app: App, run_id: str, token: object) -> RunRecord:
+        if not isinstance(token, str) or not check_run_token(self.public_key(), run_id, token):
             raise NotPermitted(f"no valid run token for run {run_id}")
-        return self.app.store.get_run(run_id)
+        return app.store.get_run(run_id)
 
-    def granted(self, run_id: str) -> Mapping[str, Any]:
+    def granted(self, app: App, run_id: str) -> Mapping[str, Any]:
         """The payload (and ``seq``) of the run's ``run.granted`` event."""
-        if run_id not in self._granted:
-            found = self._event(run_id, "run.granted")
+        with self._mutex:
+            found = self._granted.get(run_id)
+        if found is None:
+            found = _event(app, run_id, "run.granted")
             if found is None:
                 raise UsageError(f"run {run_id} was not granted by this server")
-            self._granted[run_id] = found
-        return self._granted[run_id]
+            with self._mutex:
+                self._granted[run_id] = found
+        return found
 
-    def _event(self, run_id: str, kind: str) -> dict[str, Any] | None:
-        for seq, _prev, body, _hash in self.app.store.audit_rows(run_id=run_id, kind=kind):
-            return {**json.loads(body).get("payload", {}), "seq": seq}
-        return None
-
-    def start(self, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        store = self.app.store
+    def start(self, app: App, run_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        store = app.store
         run = store.get_run(run_id)
         now = _dt.datetime.now(_dt.UTC)
         plan_hash = body.get("plan_hash")
@@ -159,15 +148,15 @@ class RunDesk:
             raise NotPermitted(f"run {run_id} is for plan {run.plan_hash}, not {plan_hash}")
         self._running(run)
         started = object_field(body, "started")
-        granted = self.granted(run_id)
+        granted = self.granted(app, run_id)
         with store.tx():
             if not store.remember_nonce("grant:" + doc["id"], run.principal, utc_iso(now)):
                 raise Conflict(
                     NotPermitted(f"run grant refused: grant {doc['id']} was already used")
                 )
-            self._renew(run, granted)
+            self._renew(app, run, granted)
             audit_run(
-                self.app, "run.started", run, actor=run.principal,
+                app, "run.started", run, actor=run.principal,
                 payload={
                     "grant": doc["id"], "fencing": granted["seq"], "locks": granted["locks"],
                     "request": run.request_id, "approvals": granted.get("approvals", []),
@@ -177,15 +166,15 @@ class RunDesk:
             )  # fmt: skip
         return {"run": run_id, "fencing": granted["seq"], "lease_seconds": self.lease}
 
-    def heartbeat(self, run: RunRecord) -> dict[str, Any]:
+    def heartbeat(self, app: App, run: RunRecord) -> dict[str, Any]:
         self._running(run)
-        with self.app.store.tx():
-            self._renew(run, self.granted(run.id))
+        with app.store.tx():
+            self._renew(app, run, self.granted(app, run.id))
         return {"run": run.id, "lease_seconds": self.lease}
 
-    def _renew(self, run: RunRecord, granted: Mapping[str, Any]) -> None:
+    def _renew(self, app: App, run: RunRecord, granted: Mapping[str, Any]) -> None:
         until = utc_iso(_dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=self.lease))
-        held = self.app.store.renew_locks(run.id, until)
+        held = app.store.renew_locks(run.id, until)
         if held < len(granted["locks"]) + 1:
             raise Conflict(
                 LockBusy(
@@ -200,13 +189,13 @@ class RunDesk:
         if run.status != "running":
             raise Conflict(UsageError(f"run {run.id} is {run.status}, not running"))
 
-    def output(self, run: RunRecord, chunks: object) -> dict[str, Any]:
+    def output(self, app: App, run: RunRecord, chunks: object) -> dict[str, Any]:
         """Store the chunks not stored yet, in order; answers the next number expected."""
         self._running(run)
         if not isinstance(chunks, list):
             raise UsageError("chunks must be a list of {seq, stream, data}")
-        want = self._next_seq(run.id)
-        redactor = self.redactor(self.app.project.environment(run.environment))
+        want = self._next_seq(app, run.id)
+        redactor = self.redactor(app, app.project.environment(run.environment))
         rows: list[tuple[int, int, int, bytes]] = []
         for chunk in sorted(chunks, key=_seq_of):
             seq, stream, data = _chunk(chunk)
@@ -219,23 +208,29 @@ class RunDesk:
             want += 1
         if rows:
             try:
-                with self.app.store.tx():
-                    self.app.store.add_output_chunks(run.id, rows)
+                with app.store.tx():
+                    app.store.add_output_chunks(run.id, rows)
             except StoreError:
-                self._next.pop(run.id, None)  # another server process may have stored them
+                self._forget(
+                    run.id, keep_granted=True
+                )  # another server process may have stored them
                 raise
-            self._next[run.id] = want
+            with self._mutex:
+                self._next[run.id] = want
         if chunks and max(map(_seq_of, chunks)) >= want and not rows:
             raise Conflict(UsageError(f"output of run {run.id}: next chunk expected is {want}"))
         return {"run": run.id, "next": want}
 
-    def _next_seq(self, run_id: str) -> int:
-        if run_id not in self._next:
-            count = sum(1 for _ in self.app.store.output_chunks(run_id))
-            self._next[run_id] = count + 1
-        return self._next[run_id]
+    def _next_seq(self, app: App, run_id: str) -> int:
+        with self._mutex:
+            found = self._next.get(run_id)
+        if found is None:
+            found = sum(1 for _ in app.store.output_chunks(run_id)) + 1
+            with self._mutex:
+                self._next[run_id] = found
+        return found
 
-    def finish(self, run: RunRecord, body: Mapping[str, Any]) -> dict[str, Any]:
+    def finish(self, app: App, run: RunRecord, body: Mapping[str, Any]) -> dict[str, Any]:
         status, code = body.get("status"), body.get("exit_code")
         out = object_field(body, "output")
         if status not in _STATUSES or not (code is None or type(code) is int):
@@ -244,45 +239,75 @@ class RunDesk:
             if (run.status, run.exit_code) == (status, code):  # a retry: the same answer
                 return {"run": run.id, "status": status, "run_record": _as_dict(run)}
             audit_run(
-                self.app, "run.finish_refused", run, actor=run.principal,
+                app, "run.finish_refused", run, actor=run.principal,
                 payload={"status": status, "exit_code": code, "recorded": run.status},
             )  # fmt: skip
             raise Conflict(UsageError(f"run {run.id} is already {run.status}"))
         sent = out.get("chunks", 0)
-        self._next.pop(run.id, None)  # count again from the store: the truth
-        have = self._next_seq(run.id) - 1
+        self._forget(run.id, keep_granted=True)  # count again from the store: the truth
+        have = self._next_seq(app, run.id) - 1
         if type(sent) is not int or sent != have:
             raise Conflict(
                 UsageError(f"output of run {run.id} is incomplete: {have} of {sent} chunks")
             )
-        digest = stored_digest(self.app.store, run.id)
+        digest = stored_digest(app.store, run.id)
         payload = {
             "status": status, "exit_code": code, "output_bytes": out.get("bytes"),
             "output_digest": digest, "runner_output_digest": out.get("digest"),
             "output_truncated": bool(out.get("truncated")), "output_chunks": have,
             **({"error": str(body["error"])[:500]} if body.get("error") else {}),
         }  # fmt: skip
-        store = self.app.store
+        store = app.store
         with store.tx():
             store.finish_run(
                 run.id, status=status, exit_code=code, ended_at=utc_iso(),
                 output_bytes=out.get("bytes") if type(out.get("bytes")) is int else None,
                 output_digest=digest, output_truncated=bool(out.get("truncated")),
             )  # fmt: skip
-            audit_run(self.app, "run.finished", run, actor=run.principal, payload=payload)
+            audit_run(app, "run.finished", run, actor=run.principal, payload=payload)
             store.drop_locks(run.id)
-        self._next.pop(run.id, None)
-        self._granted.pop(run.id, None)
-        self.app.audit.checkpoint_or_warn()
+        self._forget(run.id)
+        app.audit.checkpoint_or_warn()
         return {"run": run.id, "status": status, "run_record": _as_dict(store.get_run(run.id))}
+
+    def _forget(self, run_id: str, *, keep_granted: bool = False) -> None:
+        with self._mutex:
+            self._next.pop(run_id, None)
+            if not keep_granted:
+                self._granted.pop(run_id, None)
 
     # -- lost runners --------------------------------------------------------------------------
 
-    def reap(self) -> list[str]:
+    def reap(self, app: App) -> list[str]:
         """Free the locks of runners whose lease ran out; their runs are marked lost."""
         from oneoff._locks import reap_locks
 
-        return reap_locks(self.app)
+        return reap_locks(app)
+
+
+def _event(app: App, run_id: str, kind: str) -> dict[str, Any] | None:
+    for seq, _prev, body, _hash in app.store.audit_rows(run_id=run_id, kind=kind):
+        return {**json.loads(body).get("payload", {}), "seq": seq}
+    return None
+
+
+def _known_secrets(app: App, environment: Environment) -> Redactor:
+    from oneoff._environ import Materialized, is_secret_key, read_source
+    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+    values: dict[str, str] = {}
+    for source in environment.sources:
+        if source.kind == "dotenv":
+            try:
+                values.update(read_source(app.project, source, {}))
+            except OneoffError:
+                continue  # not in the server's checkout: the runner's redaction counts
+    known = Materialized(
+        values=values, origin=dict.fromkeys(values, "dotenv"),
+        secret_keys=frozenset(k for k in values if is_secret_key(environment, k)),
+        plain_keys=frozenset(k for k in environment.not_secret if k in values),
+    )  # fmt: skip
+    return Redactor(known.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
 
 
 def _as_dict(run: RunRecord) -> dict[str, object]:
