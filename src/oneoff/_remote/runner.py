@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 from oneoff._pipeline import RunOutcome, RunRequest, exit_code_for, plan_with_release
 from oneoff._pipeline import require_confirmation as _confirm
 from oneoff._remote.sink import RemoteSink, retrying, stop_task
-from oneoff._store.interface import RunRecord, RunStatus
-from oneoff.errors import LockBusy, NotPermitted, OneoffError
+from oneoff._store.interface import RequestRecord, RunRecord, RunStatus
+from oneoff.errors import LockBusy, NotPermitted, OneoffError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,11 +34,8 @@ if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._client.remote import Remote
     from oneoff._executor.interface import Executor
-    from oneoff._identity import Signer
 
-__all__ = ["RUN_TOKEN_HEADER", "Channel", "run_remote"]
-
-RUN_TOKEN_HEADER = "Oneoff-Run-Token"  # noqa: S105 - a header name
+__all__ = ["Channel", "remote_request", "run_remote"]
 
 
 class Channel:
@@ -67,6 +64,19 @@ class Channel:
         with self._lock:
             _status, data = self.remote.client.call("POST", path, body=body.encode())
         return data if isinstance(data, dict) else {}
+
+
+def remote_request(remote: Remote, request_id: str) -> RequestRecord:
+    """The server's request ``request_id`` (what ``run --request`` fills its task from)."""
+    from oneoff._client.remote import segment
+
+    data = remote.read(f"/v1/requests/{segment(request_id)}")
+    found = data.get("request") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        raise UsageError(f"the server sent no request {request_id}")
+    return RequestRecord(
+        **{k: v for k, v in found.items() if k in _names(RequestRecord)}
+    )
 
 
 def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def run_remote(
         "runner_pid": os.getpid(), "runner_token": "", "release_id": plan.release_id,
         "exit_code": code, "request_id": request.request_id,
         "break_glass": request.break_glass, "reason": request.reason,
-        **{k: v for k, v in finished.items() if k in RunRecord.__dataclass_fields__},
+        **{k: v for k, v in finished.items() if k in _names(RunRecord)},
     }  # fmt: skip
     return RunOutcome(run=RunRecord(**fields), result=result, exit_code=exit_code_for(result))
 
@@ -285,3 +295,9 @@ def _finish(
         return {"status": "lost", "exit_code": code}
     run = answer.get("run_record")
     return run if isinstance(run, dict) else {"status": status, "exit_code": code}
+
+
+def _names(cls: type) -> set[str]:
+    from oneoff._record import fields
+
+    return {f.name for f in fields(cls)}

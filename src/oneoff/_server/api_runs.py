@@ -50,6 +50,7 @@ START = {
     "properties": {
         "grant": _OBJ, "signature": {"type": "string", "maxLength": 200},
         "plan_hash": {"type": "string", "maxLength": 80}, "started": _OBJ,
+        "run_token": _TOKEN,
     },
 }  # fmt: skip
 CHUNK = {
@@ -86,13 +87,13 @@ FINISH = {
         "error": {"type": "string", "maxLength": 2000},
     },
 }
-RUNS_QUERY = {
+RUNS_QUERY: dict[str, dict[str, Any]] = {
     "limit": {"type": "string", "pattern": "[0-9]{1,4}"},
     "task": {"type": "string", "maxLength": 200},
     "environment": {"type": "string", "maxLength": 200},
     "status": {"type": "string", "maxLength": 20},
 }
-AFTER = {"after": {"type": "string", "pattern": "[0-9]{1,9}"}}
+AFTER: dict[str, dict[str, Any]] = {"after": {"type": "string", "pattern": "[0-9]{1,9}"}}
 
 
 class _Desk:

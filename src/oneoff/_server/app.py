@@ -31,6 +31,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "oneoff._server.api_access",
     "oneoff._server.api_releases",
     "oneoff._server.api_audit",
+    "oneoff._server.api_runs",
     "oneoff._server.console.routes",
 )
 

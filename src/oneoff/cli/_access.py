@@ -74,6 +74,13 @@ def apply_request(app: App, args: argparse.Namespace) -> None:
             payload={"request": request.id, "reason": error.message},
         )  # fmt: skip
         raise error
+    fill_from_request(request, args)
+
+
+def fill_from_request(request: RequestRecord, args: argparse.Namespace) -> None:
+    """Task, env and the public params of ``request`` into ``run``'s arguments."""
+    if args.task not in (None, request.task):  # the server's request: refused (and audited) there
+        raise UsageError(f"request {request.id} is for task {request.task!r}, not {args.task!r}")
     args.task = request.task
     args.env = args.env or request.environment
     given = {pair.partition("=")[0] for pair in args.param}

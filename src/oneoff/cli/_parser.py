@@ -197,6 +197,9 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     )  # fmt: skip
     release_options(cmd)
     access_run_options(cmd)
+    from oneoff.cli._remote import server_option
+
+    server_option(cmd)  # [server] granted by the team server, recorded there
 
     cmd = command(
         "exec", "oneoff.cli._run:cmd_exec",

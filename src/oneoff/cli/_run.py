@@ -108,8 +108,18 @@ def _quote_argv(argv: tuple[str, ...]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    app = app_from(args)
-    if args.request:  # [commands: access] task, env and params come from the request
+    from oneoff.cli._remote import resolve
+
+    # [server] with a server named, it decides and records; the run is planned and
+    # executed here all the same (oneoff._remote.runner).
+    remote, app = resolve(args, key=getattr(args, "key", None), need_app=True)
+    assert app is not None  # need_app
+    if args.request and remote is not None:  # the request is the server's
+        from oneoff._remote.runner import remote_request
+        from oneoff.cli._access import fill_from_request
+
+        fill_from_request(remote_request(remote, args.request), args)
+    elif args.request:  # [commands: access] task, env and params come from the request
         from oneoff.cli._access import apply_request
 
         apply_request(app, args)
@@ -125,15 +135,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return sys.stdin.readline()
 
     as_json = bool(getattr(args, "json", False))
+    # --json: stdout carries only the record, so the task's output goes to stderr.
+    out = sys.stderr.buffer if as_json else sys.stdout.buffer
     try:
-        outcome = run_task(
-            app,
-            _request(args, params),
-            # --json: stdout carries only the record, so the task's output goes to stderr.
-            stdout=sys.stderr.buffer if as_json else sys.stdout.buffer,
-            stderr=sys.stderr.buffer,
-            ask=ask if interactive else None,
-        )
+        if remote is not None:
+            from oneoff._remote.runner import run_remote
+
+            try:
+                outcome = run_remote(
+                    app, _request(args, params), remote, stdout=out, stderr=sys.stderr.buffer,
+                    ask=ask if interactive else None,
+                )  # fmt: skip
+            finally:
+                remote.close()
+        else:
+            outcome = run_task(
+                app, _request(args, params), stdout=out, stderr=sys.stderr.buffer,
+                ask=ask if interactive else None,
+            )  # fmt: skip
     finally:
         after_reply(app.close)  # the held checkpoint (daemon) still needs the store
     if as_json:
