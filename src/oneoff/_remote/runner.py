@@ -266,6 +266,10 @@ def _execute(
         finally:
             tree.stop(marks=False)
         finished = _finish(channel, f"/v1/runs/{run_id}", status, code, output, sink, error)
+        from oneoff._after import after_reply
+        from oneoff._watchdog import reap
+
+        after_reply(reap)  # the run's watchdog (oneoff._proc), disarmed and exiting by now
     return status, code, result, finished
 
 
