@@ -25,10 +25,13 @@ from oneoff._pipeline import RunRequest, make_plan
 from oneoff._plan import Plan
 
 __all__ = [
+    "add_ticker",
     "ask_grant",
     "cli",
     "grant_body",
+    "pid_alive",
     "plan_for",
+    "restart",
     "runner_call",
     "runner_checkout",
     "wait_for",
@@ -105,3 +108,55 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def restart(server: ServerProc) -> None:
+    """Stop ``server`` and start it again on the same port (its runners know only that)."""
+    server.stop()
+    ready = server._dir / "ready"
+    ready.unlink(missing_ok=True)
+    argv = [
+        sys.executable, "-m", "oneoff", "server", "--app", str(server.app_dir),
+        "--listen", f"127.0.0.1:{server.port}", "--ready-file", str(ready),
+    ]  # fmt: skip
+    with open(server.log, "ab") as log:
+        server.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=server.env())
+    proc = server.proc
+    wait_for(lambda: ready.exists() or proc.poll() is not None, "the server to listen again")
+    if proc.poll() is not None:
+        raise RuntimeError(f"the server did not start again: {server.output()[-2000:]}")
+
+
+TICKER_TASK = """
+[tasks.ticker]
+argv = ["python", "ticker.py", "{dir}"]
+params.dir = { type = "string" }
+"""
+
+# Prints "before", says its pid, waits for DIR/resume, prints "after" and exits 0.
+TICKER = """
+import os, sys, time
+where = sys.argv[1]
+print("before", flush=True)
+with open(os.path.join(where, "task.pid.tmp"), "w") as fh:
+    fh.write(str(os.getpid()))
+os.rename(os.path.join(where, "task.pid.tmp"), os.path.join(where, "task.pid"))
+while not os.path.exists(os.path.join(where, "resume")):
+    time.sleep(0.05)
+print("after", flush=True)
+"""
+
+
+def add_ticker(app_dir: Path) -> None:
+    """The ``ticker`` task (development only needs no release) in an app's checkout."""
+    manifest = app_dir / "oneoff.toml"
+    manifest.write_text(manifest.read_text() + TICKER_TASK)
+    (app_dir / "ticker.py").write_text(TICKER)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False

@@ -72,14 +72,7 @@ class PgServer:
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
         )  # fmt: skip
-        options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'"
-            " -c fsync=on -c synchronous_commit=on -c max_connections=200"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-            "-t", "120", "-o", options, "start",
-        )  # fmt: skip
+        self.resume()
         read, self._alive = os.pipe()  # the write end stays here, not inherited
         stop = [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
                 "-w", "stop"]  # fmt: skip
@@ -94,6 +87,21 @@ class PgServer:
             stdin=read, check=True, timeout=60,
         )  # fmt: skip
         os.close(read)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data: the database goes away (``resume`` is back)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server on its data directory (first start, or after ``halt``)."""
+        options = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'"
+            " -c fsync=on -c synchronous_commit=on -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+            "-t", "120", "-o", options, "start",
+        )  # fmt: skip
 
     def stop(self) -> None:
         try:

@@ -242,6 +242,10 @@ class RunDesk:
                 app, "run.finish_refused", run, actor=run.principal,
                 payload={"status": status, "exit_code": code, "recorded": run.status},
             )  # fmt: skip
+            if run.status == "lost":  # fenced off: its locks may have been another run's
+                raise Conflict(
+                    LockBusy(f"run {run.id} is lost: its lease ran out before its outcome came")
+                )
             raise Conflict(UsageError(f"run {run.id} is already {run.status}"))
         sent = out.get("chunks", 0)
         self._forget(run.id, keep_granted=True)  # count again from the store: the truth

@@ -110,6 +110,9 @@ def _take_pool(url: str) -> ConnectionPool[Any]:
             pool = ConnectionPool(
                 url, kwargs=_settings(), min_size=1, max_size=POOL_MAX, open=True,
                 timeout=CONNECT_TIMEOUT_S, name="oneoff",
+                # A pooled connection the database dropped meanwhile (it restarted) is
+                # checked and replaced before it is handed out.
+                check=ConnectionPool.check_connection,
             )  # fmt: skip
         _pools[url] = (pool, users + 1)
         return pool
@@ -168,6 +171,7 @@ class PostgresStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMix
             finally:
                 self._depth -= 1
             return
+        self._recover()
         if self.db.info.transaction_status != TransactionStatus.IDLE:
             raise StoreError(f"{self.path}: a failed transaction is still open; not writing")
         try:
@@ -241,6 +245,26 @@ class PostgresStore(RunsMixin, OutputMixin, AuditMixin, ReleasesMixin, AccessMix
                 f"{self.path}: the connection to the store was lost and no new one could be "
                 "made; run again"
             ) from None
+
+    def _recover(self) -> None:
+        """Swap a connection the database dropped (it restarted, or failed over) for a
+        fresh one before the next use, outside any transaction: the store works again once
+        the database is back, instead of failing for as long as it stays open (the team
+        server's stores stay open for days)."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        db = self.db
+        if self._closed or self._depth or not (isinstance(db, _Lost) or db.broken or db.closed):
+            return
+        self.db = _Lost(self.path)  # type: ignore[assignment]
+        if not isinstance(db, _Lost):
+            with contextlib.suppress(Exception):
+                self._pool.putconn(db)  # the pool discards a broken connection
+        try:
+            self.db = self._pool.getconn()
+        except (psycopg.Error, PoolTimeout):
+            raise StoreError(f"{self.path}: cannot reach the store (connection lost)") from None
 
     def connect_again(self) -> PostgresStore:
         """Another connection from the same pool, for another thread."""

@@ -103,6 +103,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(method)
         def rows(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            self._recover()  # a connection the database dropped is replaced first
             try:
                 yield from method(self, *args, **kwargs)
             except psycopg.Error as exc:
@@ -114,6 +115,7 @@ def _wrap(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._recover()
         try:
             return method(self, *args, **kwargs)
         except psycopg.Error as exc:
