@@ -69,7 +69,8 @@ def one_remote(root: Path, key: Path, url: str) -> float:
         remote.close()
         app.close()
     took = time.perf_counter() - start
-    assert outcome.exit_code == 0 and outcome.run.status == "succeeded", outcome
+    assert outcome.exit_code == 0, outcome
+    assert outcome.run.status == "succeeded", outcome
     return took
 
 

@@ -243,3 +243,76 @@ def test_a_runner_whose_lease_ran_out_is_fenced_off(
     assert [(lk["name"], lk["run_id"], lk["fencing"]) for lk in locks] == [
         ("database", new["run"], new["locks"]["database"])
     ]
+
+
+def test_the_stream_shows_output_live_then_the_end(
+    served: tuple[ServerProc, Path], server_keys: KEYS
+) -> None:
+    """``/v1/runs/{id}/stream`` sends output as it is stored (Server-Sent Events), and an
+    ``end`` event with the outcome once the run is finished."""
+    import http.client
+    import json
+
+    server, runner = served
+    answer = _grant_and_start(server, runner, server_keys["alice"])
+    run_id, token = answer.json["grant"]["run"], answer.json["run_token"]
+    session = server.token(server_keys["alice"])
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
+    try:
+        conn.request("GET", f"/v1/runs/{run_id}/stream",
+                     headers={"Authorization": f"Bearer {session}"})  # fmt: skip
+        stream = conn.getresponse()
+        assert stream.status == 200
+        assert stream.getheader("Content-Type", "").startswith("text/event-stream")
+
+        def event() -> tuple[str, dict[str, object]]:
+            kind, data = "", ""
+            while True:
+                line = stream.readline().decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                elif line == "" and kind:
+                    return kind, json.loads(data)
+
+        data = base64.b64encode(b"live line\n").decode()
+        chunks = [{"seq": 1, "stream": 1, "data": data}]
+        sent = runner_call(server, run_id, "output", {"run_token": token, "chunks": chunks})
+        assert sent.status == 200, sent
+        assert event() == ("output", {"seq": 1, "stream": 1, "text": "live line\n"})
+        done = runner_call(
+            server, run_id, "finish",
+            {"run_token": token, "status": "succeeded", "exit_code": 0,
+             "output": {"bytes": 10, "chunks": 1}},
+        )  # fmt: skip
+        assert done.status == 200, done
+        assert event() == ("end", {"status": "succeeded", "exit_code": 0})
+    finally:
+        conn.close()
+
+
+def test_a_finish_is_idempotent_and_needs_all_the_output(
+    served: tuple[ServerProc, Path], server_keys: KEYS
+) -> None:
+    """An outcome is refused while output chunks are missing; once recorded, the same
+    outcome sent again answers the same, and another outcome is refused."""
+    server, runner = served
+    answer = _grant_and_start(server, runner, server_keys["alice"])
+    run_id, token = answer.json["grant"]["run"], answer.json["run_token"]
+    body = {"run_token": token, "status": "failed", "exit_code": 4,
+            "output": {"bytes": 3, "chunks": 1}}  # fmt: skip
+    early = runner_call(server, run_id, "finish", body)
+    assert early.status == 409
+    assert "incomplete" in early.error["message"]
+    data = base64.b64encode(b"ab\n").decode()
+    chunks = [{"seq": 1, "stream": 2, "data": data}]
+    runner_call(server, run_id, "output", {"run_token": token, "chunks": chunks})
+    first = runner_call(server, run_id, "finish", body)
+    again = runner_call(server, run_id, "finish", body)
+    assert first.status == again.status == 200
+    assert first.json["run_record"] == again.json["run_record"]
+    other = runner_call(server, run_id, "finish", {**body, "status": "succeeded", "exit_code": 0})
+    assert other.status == 409
+    shown = server.read(server_keys["alice"], f"/v1/runs/{run_id}").json
+    assert (shown["status"], shown["exit_code"]) == ("failed", 4)
