@@ -18,23 +18,33 @@ KEYS = dict[str, Path]
 LEASE = "3"  # seconds: short, so that a lost lease shows within a test
 
 
+BOTH_STORES = pytest.mark.parametrize(
+    "served", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
 @pytest.fixture
 def served(
+    request: pytest.FixtureRequest,
     server_app: Path,
     server_factory: Callable[..., ServerProc],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[ServerProc, Path]:
-    """A server on the access kit's app (SQLite) and a runner's checkout of that app."""
+    """A server on the access kit's app (SQLite, or PostgreSQL when parametrised so) and a
+    runner's checkout of that app."""
     runner = runner_checkout(server_app, tmp_path / "runner")
     monkeypatch.setenv("ONEOFF_SERVER_LEASE", LEASE)
-    return server_factory(server_app), runner
+    backend = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    return server_factory(server_app, url), runner
 
 
 def _ids(text: str) -> str:
     return re.sub(r"r\d{14}[0-9a-f]{8}", "RUN", re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "TS", text))
 
 
+@BOTH_STORES
 def test_a_run_through_the_server_prints_and_exits_like_a_local_run(
     served: tuple[ServerProc, Path], server_keys: KEYS
 ) -> None:
@@ -81,6 +91,7 @@ def _grant_and_start(server: ServerProc, runner: Path, key: Path, task: str = "n
     return answer
 
 
+@BOTH_STORES
 def test_a_replayed_grant_is_refused(served: tuple[ServerProc, Path], server_keys: KEYS) -> None:
     """A grant starts its run once: presenting it again is a replay (409, exit 3)."""
     server, runner = served
@@ -189,6 +200,7 @@ def test_the_server_redacts_output_again_with_the_secrets_it_knows(
     assert b"[REDACTED:DATABASE_URL" in text
 
 
+@BOTH_STORES
 def test_two_runners_racing_for_one_lock_get_one_grant(
     served: tuple[ServerProc, Path], server_keys: KEYS
 ) -> None:
@@ -211,6 +223,7 @@ def test_two_runners_racing_for_one_lock_get_one_grant(
     assert busy.error["exit"] == 5
 
 
+@BOTH_STORES
 def test_a_runner_whose_lease_ran_out_is_fenced_off(
     served: tuple[ServerProc, Path], server_keys: KEYS
 ) -> None:
