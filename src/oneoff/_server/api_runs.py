@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from oneoff._server.errors import ApiError
 from oneoff._server.routing import ApiRoute, Call, Spec, api_route
+from oneoff._server.run_output import output_after
 from oneoff._server.runs import Conflict, RunDesk
 from oneoff.errors import OneoffError, UsageError
 
@@ -164,7 +165,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         return run_as_dict(app.store.get_run(call.params["id"]))
 
     def output(call: Call) -> Any:
-        return _output_after(call.worker.app, call.params["id"], int(call.query.get("after", "0")))
+        return output_after(call.worker.app, call.params["id"], int(call.query.get("after", "0")))
 
     def locks(call: Call) -> Any:
         app = call.worker.app
@@ -209,22 +210,6 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     ]  # fmt: skip
 
 
-def _output_after(app: Any, run_id: str, after: int) -> dict[str, Any]:
-    """Chunks after ``after`` (at most ~4 MiB of them), as base64, and the run's status."""
-    from oneoff._output import replay
-
-    run = app.store.get_run(run_id)
-    chunks, size = [], 0
-    for seq, (stream, piece) in enumerate(replay(app.store, run.id), start=1):
-        if seq <= after:
-            continue
-        chunks.append({"seq": seq, "stream": stream, "data": base64.b64encode(piece).decode()})
-        size += len(piece)
-        if size > 4 * 1024 * 1024:
-            break
-    return {"run": run.id, "status": run.status, "exit_code": run.exit_code, "chunks": chunks}
-
-
 def _stream_route(ctx: ServerContext) -> ApiRoute:
     """``GET /v1/runs/{id}/stream``: Server-Sent Events of the run's redacted output as it
     is stored (``output`` events, JSON ``{seq, stream, text}``), then one ``end`` event."""
@@ -235,7 +220,7 @@ def _stream_route(ctx: ServerContext) -> ApiRoute:
 
     def poll(request: Request, after: int) -> dict[str, Any]:
         ctx.session(request)  # every poll: a token that expired ends the stream
-        return _output_after(ctx.worker().app, request.path_params["id"], after)
+        return output_after(ctx.worker().app, request.path_params["id"], after)
 
     async def endpoint(request: Request) -> Response:
         try:

@@ -23,8 +23,6 @@ so usually it knows none, and the runner's redaction is the one that counts.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import json
 import os
@@ -37,6 +35,7 @@ from oneoff._clock import utc_iso
 from oneoff._output import stored_digest
 from oneoff._pipeline import audit_run
 from oneoff._remote.grant import check_run_token, verify_grant
+from oneoff._server.run_output import known_secrets, parse_chunk, seq_of
 from oneoff.errors import LockBusy, NotPermitted, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["LEASE_VAR", "Conflict", "RunDesk", "object_field"]
 
 LEASE_VAR = "ONEOFF_SERVER_LEASE"  # seconds a runner's lease lasts without a heartbeat
-MAX_CHUNK = 256 * 1024  # oneoff._output's row size: one runner row, one stored row
 _STATUSES = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 
 
@@ -109,7 +107,7 @@ class RunDesk:
         with self._mutex:
             found = self._redactors.get(environment.name)
         if found is None:
-            found = _known_secrets(app, environment)
+            found = known_secrets(app, environment)
             with self._mutex:
                 self._redactors[environment.name] = found
         return found
@@ -197,8 +195,8 @@ class RunDesk:
         want = self._next_seq(app, run.id)
         redactor = self.redactor(app, app.project.environment(run.environment))
         rows: list[tuple[int, int, int, bytes]] = []
-        for chunk in sorted(chunks, key=_seq_of):
-            seq, stream, data = _chunk(chunk)
+        for chunk in sorted(chunks, key=seq_of):
+            seq, stream, data = parse_chunk(chunk)
             if seq < want:
                 continue  # sent again after a lost answer: already stored
             if seq > want:
@@ -217,7 +215,7 @@ class RunDesk:
                 raise
             with self._mutex:
                 self._next[run.id] = want
-        if chunks and max(map(_seq_of, chunks)) >= want and not rows:
+        if chunks and max(map(seq_of, chunks)) >= want and not rows:
             raise Conflict(UsageError(f"output of run {run.id}: next chunk expected is {want}"))
         return {"run": run.id, "next": want}
 
@@ -295,25 +293,6 @@ def _event(app: App, run_id: str, kind: str) -> dict[str, Any] | None:
     return None
 
 
-def _known_secrets(app: App, environment: Environment) -> Redactor:
-    from oneoff._environ import Materialized, is_secret_key, read_source
-    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
-
-    values: dict[str, str] = {}
-    for source in environment.sources:
-        if source.kind == "dotenv":
-            try:
-                values.update(read_source(app.project, source, {}))
-            except OneoffError:
-                continue  # not in the server's checkout: the runner's redaction counts
-    known = Materialized(
-        values=values, origin=dict.fromkeys(values, "dotenv"),
-        secret_keys=frozenset(k for k in values if is_secret_key(environment, k)),
-        plain_keys=frozenset(k for k in environment.not_secret if k in values),
-    )  # fmt: skip
-    return Redactor(known.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
-
-
 def _as_dict(run: RunRecord) -> dict[str, object]:
     from oneoff.cli._runs import run_as_dict
 
@@ -323,24 +302,3 @@ def _as_dict(run: RunRecord) -> dict[str, object]:
 def object_field(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = body.get(name)
     return value if isinstance(value, dict) else {}
-
-
-def _seq_of(chunk: object) -> int:
-    seq = chunk.get("seq") if isinstance(chunk, dict) else None
-    if type(seq) is not int or seq < 1:
-        raise UsageError("each chunk needs a seq (1, 2, ...)")
-    return seq
-
-
-def _chunk(chunk: object) -> tuple[int, int, bytes]:
-    assert isinstance(chunk, dict)
-    stream, data = chunk.get("stream"), chunk.get("data")
-    if stream not in (1, 2) or not isinstance(data, str):
-        raise UsageError("each chunk needs a stream (1 or 2) and base64 data")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError("a chunk's data is not base64") from None
-    if len(raw) > MAX_CHUNK:
-        raise UsageError(f"a chunk holds at most {MAX_CHUNK} bytes")
-    return _seq_of(chunk), stream, raw
