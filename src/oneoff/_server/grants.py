@@ -199,8 +199,9 @@ def issue_grant(
         if undo.busy:
             first = undo.busy[0]
             raise LockBusy(
-                f"lock {first.name!r} is held by run {first.run_id} ({first.holder}) "
-                f"since {first.acquired_at}",
+                # As a local run words it (oneoff._locks.acquire): the same line either way.
+                f"lock {first.name!r} is held by run {first.run_id} ({first.holder}, "
+                f"pid {first.runner_pid}) since {first.acquired_at}",
                 hint="wait for it: pass --wait SECONDS",
             ) from None
         gate.refuse(
