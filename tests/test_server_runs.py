@@ -329,3 +329,27 @@ def test_a_finish_is_idempotent_and_needs_all_the_output(
     assert other.status == 409
     shown = server.read(server_keys["alice"], f"/v1/runs/{run_id}").json
     assert (shown["status"], shown["exit_code"]) == ("failed", 4)
+
+
+def test_break_glass_through_the_server_is_announced_by_the_server(
+    served: tuple[ServerProc, Path], server_keys: KEYS
+) -> None:
+    """A break-glass run asked of the server is decided with the break-glass policy, and
+    announced (the app's notifier, run by the server) before the runner gets its grant;
+    someone policy does not allow to break the glass gets nothing."""
+    server, runner = served
+    why = ("--break-glass", "--reason", "the site is down")
+    refused = cli(runner, "run", "migrate", "--env", "production", *why,
+                  "--key", str(server_keys["alice"]), server=server)  # fmt: skip
+    assert refused.returncode == 3, refused.stderr
+    assert not (server.app_dir / "notified").exists()
+    ran = cli(runner, "run", "migrate", "--env", "production", *why,
+              "--key", str(server_keys["dave"]), server=server)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "migrated to latest\n"
+    assert (server.app_dir / "notified").read_text() == "the site is down"
+    assert not (runner / "notified").exists()  # the server's notifier, not the runner's
+    runs = server.read(server_keys["dave"], "/v1/runs").json["runs"]
+    assert [(r["task"], r["break_glass"], r["reason"]) for r in runs] == [
+        ("migrate", True, "the site is down")
+    ]
