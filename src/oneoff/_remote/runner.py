@@ -74,9 +74,7 @@ def remote_request(remote: Remote, request_id: str) -> RequestRecord:
     found = data.get("request") if isinstance(data, dict) else None
     if not isinstance(found, dict):
         raise UsageError(f"the server sent no request {request_id}")
-    return RequestRecord(
-        **{k: v for k, v in found.items() if k in _names(RequestRecord)}
-    )
+    return RequestRecord(**{k: v for k, v in found.items() if k in _names(RequestRecord)})
 
 
 def _grant(channel: Channel, app: App, plan: Any, request: RunRequest) -> dict[str, Any]:
