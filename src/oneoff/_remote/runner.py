@@ -26,7 +26,7 @@ from oneoff._pipeline import RunOutcome, RunRequest, exit_code_for, plan_with_re
 from oneoff._pipeline import require_confirmation as _confirm
 from oneoff._remote.sink import RemoteSink, retrying, stop_task
 from oneoff._store.interface import RequestRecord, RunRecord, RunStatus
-from oneoff.errors import LockBusy, NotPermitted, OneoffError, UsageError
+from oneoff.errors import LockBusy, NotPermitted, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -184,17 +184,28 @@ def run_remote(
 def _start(
     channel: Channel, base: str, answer: dict[str, Any], plan_hash: str, started: dict[str, Any]
 ) -> None:
+    """Present the grant; retried while the server is away (as every runner call)."""
     body = {
         "grant": answer["grant"], "signature": answer["signature"], "plan_hash": plan_hash,
         "started": started,
     }  # fmt: skip
-    try:
-        retrying(channel.run_call, base + "/start", body, within=30.0)
-    except NotPermitted as exc:
-        # A retried start whose first try got through (its answer lost) is a "replay" of
-        # our own grant: the run is started. Anything else is a refusal.
-        if "already used" not in exc.message:
-            raise
+    retried = False
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            channel.run_call(base + "/start", body)
+            return
+        except StoreError:
+            if time.monotonic() >= deadline:
+                raise
+            retried = True
+            time.sleep(0.2)
+        except NotPermitted as exc:
+            # After a try whose answer was lost, "already used" is our own start having
+            # got through. On a first try it means someone else presented this grant.
+            if not (retried and "already used" in exc.message):
+                raise
+            return
 
 
 def _execute(
