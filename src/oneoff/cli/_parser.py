@@ -197,7 +197,7 @@ def _build(only: _OnlyOne) -> argparse.ArgumentParser:
     )  # fmt: skip
     release_options(cmd)
     access_run_options(cmd)
-    from oneoff.cli._remote import server_option
+    from oneoff.cli._access_args import server_option
 
     server_option(cmd)  # [server] granted by the team server, recorded there
 
