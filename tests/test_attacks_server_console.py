@@ -146,11 +146,6 @@ def test_the_server_listens_on_loopback_by_default(server_app: Path) -> None:
         proc.wait(timeout=60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the console's audit page shows every event to any session; the API asks the "
-    "pinned policy for audit-export first (lead: decide which rule holds)",
-)
 def test_the_console_shows_the_audit_log_only_to_whom_policy_lets_export_it(
     server: ServerProc, server_keys: KEYS
 ) -> None:

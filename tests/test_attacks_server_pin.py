@@ -7,19 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from _access_kit import events
 from _serverproc import ServerProc
 
 KEYS = dict[str, Path]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="repin decides 'release in every protected environment' from the CHECKOUT's "
-    "manifest (its environment names and protected flags), not the pinned one",
-)
 def test_a_developer_cannot_repin_by_renaming_production(
     server: ServerProc, server_app: Path, server_keys: KEYS, cli_env: dict[str, str]
 ) -> None:

@@ -242,12 +242,22 @@ def test_reading_needs_a_session(server: ServerProc, server_keys) -> None:
 
 
 @pytest.mark.parametrize(
-    "server", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_every_page_renders_on_both_stores(server: ServerProc, server_keys) -> None:
+def test_every_page_renders_on_both_stores(
+    request: pytest.FixtureRequest, backend: str, server_app, server_factory, server_keys
+) -> None:
     """Logged in, each console page answers 200 with the server's SQLite or PostgreSQL
-    store, and the login is in the audit page with its proof status."""
+    store, and the login is in the audit page (which the pinned policy lets the dba group
+    export) with its proof status."""
     import json
+
+    (server_app / "policies" / "audit.cedar").write_text(
+        '@id("dba-export")\npermit (principal in Oneoff::Group::"dba", '
+        'action == Oneoff::Action::"audit-export", resource);\n'
+    )
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    server = server_factory(server_app, url)
 
     # In development: the throw-away database has no production release.
     out = cli(server, "request", "migrate", "--env", "development", "--key",

@@ -94,15 +94,34 @@ def release_keys(app: App) -> dict[str, list[str]]:
     }
 
 
-def pin_document(files: AccessFiles, manifest: str) -> bytes:
+def environments_of(app: App) -> dict[str, bool]:
+    """Each environment of the app's manifest and whether it is protected: pinned beside
+    the files, so a re-pin is judged by the environments the OLD rules protect."""
+    return {name: bool(env.protected) for name, env in app.project.environments.items()}
+
+
+def pinned_environments(data: bytes) -> dict[str, bool] | None:
+    """The environments a stored pin document records (None: a document made before they
+    were pinned)."""
+    try:
+        found = json.loads(data).get("environments")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {str(name): protected is True for name, protected in found.items()}
+
+
+def pin_document(files: AccessFiles, manifest: str, environments: dict[str, bool]) -> bytes:
     """The pinned set as stored: paths relative to the app, bytes in base64, the version,
-    the manifest's digest."""
+    the manifest's digest, the environments and which of them are protected."""
     signers = None if files.signers is None else base64.b64encode(files.signers).decode()
     return canonical_json(
         {
             "oneoff_pin_set": 1,
             "version": files.version(),
             "manifest": manifest,
+            "environments": dict(sorted(environments.items())),
             "signers": {"path": _rel(files.root, files.signers_path), "data": signers},
             "policies": {
                 "dir": _rel(files.root, files.policies_dir),
@@ -170,7 +189,10 @@ def load_pin(app: App, config: AccessConfig) -> AccessFiles:
         _parse(app, config, checkout)  # a broken policy is refused before it is pinned
         with store.tx():
             first = store.put_server_value(
-                PINNED, pin_document(checkout, manifest), iso(utc_now()), replace=False
+                PINNED,
+                pin_document(checkout, manifest, environments_of(app)),
+                iso(utc_now()),
+                replace=False,
             )
             if first:
                 payload = {

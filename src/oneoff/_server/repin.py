@@ -19,10 +19,12 @@ from oneoff._server.pinning import (
     PINNED,
     PinnedGate,
     _parse,
+    environments_of,
     files_from_document,
     load_pin,
     manifest_of,
     pin_document,
+    pinned_environments,
     server_id,
 )
 from oneoff.errors import NotPermitted, UsageError
@@ -30,6 +32,7 @@ from oneoff.errors import NotPermitted, UsageError
 if TYPE_CHECKING:
     from oneoff._app import App
     from oneoff._identity import Signer
+    from oneoff._manifest import Environment
 
 __all__ = ["repin"]
 
@@ -83,14 +86,15 @@ def repin(app: App, signer: Signer) -> tuple[str, str, str]:
     from oneoff._identity import Principal
 
     principal = Principal(person.name, person.groups, person.fingerprint)
-    environments = [e for e in app.project.environments.values() if e.protected]
-    for env in environments or list(app.project.environments.values()):
+    for env in _judged_environments(app, stored):
         try:
             gate.decide_operation(principal, "release", app_resource(), env)
         except NotPermitted as exc:
             gate.refuse(exc, "auth.refused", actor=person.name, **where)
     with store.tx():
-        store.put_server_value(PINNED, pin_document(checkout, manifest), iso(now), replace=True)
+        store.put_server_value(
+            PINNED, pin_document(checkout, manifest, environments_of(app)), iso(now), replace=True
+        )
         app.audit.append(
             "server.pinned",
             actor=person.name,
@@ -105,3 +109,30 @@ def repin(app: App, signer: Signer) -> tuple[str, str, str]:
             },
         )
     return pinned.version(), checkout.version(), person.name
+
+
+def _judged_environments(app: App, stored: bytes) -> list[Environment]:
+    """Where the person must be allowed to ``release``: every environment protected in the
+    PINNED set or in the checkout (a protected environment renamed, unprotected or dropped
+    in the checkout is still judged as the pinned rules protect it); every environment of
+    both when neither protects any."""
+    from oneoff._manifest import Environment
+    from oneoff._record import replace
+
+    current = app.project.environments
+    # A pin document from before environments were pinned: judge every name it might have
+    # protected, i.e. all of the checkout's, as protected.
+    pinned = pinned_environments(stored)
+    if pinned is None:
+        pinned = {name: True for name in current}
+    names = {n for n, p in pinned.items() if p} | {n for n, e in current.items() if e.protected}
+    if not names:
+        names = set(pinned) | set(current)
+    judged = []
+    for name in sorted(names):
+        env = current.get(name)
+        protected = pinned.get(name, False) or (env is not None and env.protected)
+        if env is None:
+            env = Environment(name=name, sources=())
+        judged.append(replace(env, protected=protected))
+    return judged

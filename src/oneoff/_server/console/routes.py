@@ -53,7 +53,12 @@ class Console:
         try:
             context = build(worker.app, worker.gate, session)
         except OneoffError as exc:
-            status = 404 if isinstance(exc, UsageError) else 400
+            from oneoff.errors import NotPermitted
+
+            if isinstance(exc, NotPermitted):
+                status = 403
+            else:
+                status = 404 if isinstance(exc, UsageError) else 400
             return html(request, "error.html", status=status, session=session, error=exc)
         return html(request, template, session=session, **context)
 
@@ -134,6 +139,12 @@ class Console:
         limit = _int(request.query_params.get("limit"), 100, 500)
 
         def build(app: Any, gate: Any, session: Session) -> dict[str, Any]:
+            from oneoff._auth.operations import app_resource, whole_app
+
+            # Reading events is exporting them, as over the API: the pinned policy decides.
+            gate.decide_operation(
+                session.principal, "audit-export", app_resource(), whole_app(app.project)
+            )
             rows, summary = audit_rows(app, kind=kind, run_id=run_id, limit=limit)
             return {"rows": rows, "summary": summary, "kind": kind, "run": run_id, "limit": limit}
 
