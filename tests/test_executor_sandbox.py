@@ -49,6 +49,10 @@ params.home = { type = "string" }
 argv = ["python", "probe.py", "detach", "{seconds}"]
 params.seconds = { type = "string" }
 
+[tasks.cache]
+argv = ["python", "probe.py", "cache", "{planted}"]
+params.planted = { type = "string" }
+
 [tasks.tmp]
 argv = ["python", "probe.py", "tmp", "{probe}", "{scratch}"]
 params.probe = { type = "string" }
@@ -74,6 +78,18 @@ elif what == "look":
 elif what == "detach":
     child = subprocess.Popen(["sleep", args[0]], start_new_session=True)
     print("spawned", child.pid)
+elif what == "cache":
+    import importlib.util
+    pyc = importlib.util.cache_from_source(os.path.abspath("helper.py"))
+    cached = os.path.exists(pyc)  # before this process compiles it
+    import helper
+    try:
+        open(os.path.join(os.path.dirname(pyc), "planted.pyc"), "wb").close()
+        write = "written"
+    except OSError as exc:
+        write = exc.strerror
+    print(json.dumps({"pyc": cached, "write": write,
+                      "planted": os.path.exists(args[0])}))
 elif what == "tmp":
     probe, scratch = args
     with open(scratch, "w") as fh:
@@ -84,7 +100,7 @@ elif what == "tmp":
 
 @pytest.fixture
 def boxed_app(tmp_path: Path) -> Path:
-    files = {"code.py": "print('code')\n", "var/.keep": "", "probe.py": PROBE}
+    files = {"code.py": "print('code')\n", "var/.keep": "", "probe.py": PROBE, "helper.py": ""}
     return make_app(tmp_path / "app", TASKS, files)
 
 
@@ -182,13 +198,46 @@ def test_operator_home_and_ssh_are_invisible(boxed_app: Path, cli_env: dict[str,
     assert local["marker"] is True
     assert boxed["marker"] is False
     assert boxed["ssh"] is False
-    # Only the interpreter the app runs with comes back, read-only, when it lives there.
+    # Only the interpreter the app runs with and the app's bytecode cache come back,
+    # read-only, when they live there.
     base = os.path.realpath(sys.base_prefix)
-    allowed = {os.path.relpath(base, home).split(os.sep)[0]} if base.startswith(home) else set()
+    cache = os.path.realpath(_cache_prefix(boxed_app))
+    tops = (os.path.relpath(p, home).split(os.sep)[0] for p in (base, cache) if p.startswith(home))
+    allowed = set(tops)
     assert set(boxed["home"]) <= allowed
     # A new pid namespace: the task sees only itself and the sandbox's own init.
     assert boxed["pid"] < 10
     assert len(boxed["procs"]) <= 3
+
+
+def _cache_prefix(app: Path) -> str:
+    from oneoff._bytecode import bytecode_env
+
+    return bytecode_env(app)["PYTHONPYCACHEPREFIX"]
+
+
+def test_bytecode_cache_is_read_only_and_hides_home_sources(
+    boxed_app: Path, cli_env: dict[str, str]
+) -> None:
+    """A sandboxed task reads the app's bytecode cache (no recompiling on every run) but
+    cannot plant bytecode in it, and sees no cached bytecode of sources in hidden homes."""
+    home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+    prefix = os.path.realpath(_cache_prefix(boxed_app))
+    planted = Path(prefix + home) / f"oneoff-test-{uuid.uuid4().hex}" / "secret.cpython-311.pyc"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"bytecode of a module in the operator's home")
+    try:
+        for _ in range(2):  # the first run compiles helper.py, the second finds it cached
+            code, out = _run(boxed_app, cli_env, "cache", "local", f"planted={planted}")
+            assert code == 0, out
+        assert json.loads(out.splitlines()[0]) == {"pyc": True, "write": "written", "planted": True}
+        code, out = _run(boxed_app, cli_env, "cache", "boxed", f"planted={planted}")
+        assert code == 0, out
+        boxed = json.loads(out.splitlines()[0])
+    finally:
+        planted.unlink()
+        planted.parent.rmdir()
+    assert boxed == {"pyc": True, "write": "Read-only file system", "planted": False}
 
 
 def _sleepers(tag: str) -> list[int]:
