@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from oneoff._contain import RunTree
+    from oneoff._spawn import Child
     from oneoff._watchdog import Watchdog
 
 __all__ = ["OutputSink", "ProcessResult", "hold_signals", "resolve_command", "run_process"]
@@ -201,7 +202,7 @@ class _Run:
         self.on_output = on_output
         self.fds: list[int] = []  # every fd we own, closed in close()
         self.outputs: dict[int, int] = {}  # open read fd -> fd number reported to on_output
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | Child | None = None
         self.exited_at: float | None = None
         self.received: list[int] = []
         self.forwarded = 0
@@ -275,20 +276,30 @@ class _Run:
         start = time.monotonic()
         try:
             # argv list and a resolved executable: no shell is ever involved.
-            with contextlib.nullcontext() if self.tree is None else self.tree.spawning():
-                self.proc = subprocess.Popen(
-                    argv,
-                    executable=executable,
-                    env=env,
-                    cwd=cwd,
-                    close_fds=True,
-                    preexec_fn=child_setup(os.getpid(), self.libc, interactive),
-                    start_new_session=interactive,
-                    process_group=None if interactive else 0,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                )
+            setup = child_setup(os.getpid(), self.libc, interactive)
+            if self.tree is not None and self.tree.cgroup is not None:
+                from oneoff._spawn import spawn_into
+
+                streams = (None if stdin == subprocess.DEVNULL else stdin, stdout, stderr)
+                self.proc = spawn_into(
+                    self.tree.cgroup, argv, executable, env, cwd, streams=streams,
+                    new_session=interactive, setup=setup,
+                )  # fmt: skip
+            if self.proc is None:  # no cgroup, or the kernel cannot clone into it
+                with contextlib.nullcontext() if self.tree is None else self.tree.spawning():
+                    self.proc = subprocess.Popen(
+                        argv,
+                        executable=executable,
+                        env=env,
+                        cwd=cwd,
+                        close_fds=True,
+                        preexec_fn=setup,
+                        start_new_session=interactive,
+                        process_group=None if interactive else 0,
+                        stdin=stdin,
+                        stdout=stdout,
+                        stderr=stderr,
+                    )
         except (OSError, subprocess.SubprocessError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ExecError(f"cannot execute {argv[0]}: {detail}") from exc

@@ -1,0 +1,192 @@
+"""Start a task's process already inside its run's cgroup: clone3 with CLONE_INTO_CGROUP.
+
+Why: moving a process into a cgroup (a write to ``cgroup.procs``, what the runner did to
+have its task born in the run's cgroup) takes the kernel's cgroup threadgroup lock for
+writing, and when no migration happened in the last moments that waits for an RCU grace
+period: 8 to 18 ms a run on an idle 2-core machine, more under load, and the task waits
+for it. ``clone3`` with ``CLONE_INTO_CGROUP`` (Linux 5.7) creates the child in the
+cgroup instead, without that lock. Python's subprocess cannot ask for it, so the clone
+goes through the interpreter's own fork protocol (``PyOS_BeforeFork`` and
+``PyOS_AfterFork_*``, exactly what ``os.fork`` does around ``fork()``), and the child
+does what ``subprocess`` does between fork and exec: standard streams, working
+directory, session or process group, the signals Python ignores, the caller's set-up
+function, every other descriptor closed, ``execve``. An exec failure reaches the parent
+through a close-on-exec pipe, as with subprocess.
+
+Only from a single-threaded process (another thread might hold a lock the child needs:
+glibc's own fork takes them, a raw clone does not), and only where the kernel accepts
+it: otherwise ``spawn_into`` answers None and the caller steps into the cgroup as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+__all__ = ["Child", "spawn_into"]
+
+_SYS_CLONE3 = 435  # the same number on every Linux architecture (the unified table)
+_CLONE_INTO_CGROUP = 0x200000000
+_RESTORED = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))
+_clone3: Callable[[], int] | None = None
+_unsupported = not sys.platform.startswith("linux")
+
+
+class Child:
+    """The parts of ``subprocess.Popen`` the runner uses, for a process spawned here."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None  # reaped elsewhere: its status is lost, as a SIGKILL is
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        until = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if until is not None and time.monotonic() >= until:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return self.returncode
+
+
+def spawn_into(
+    cgroup: str,
+    argv: Sequence[str],
+    executable: str,
+    env: Mapping[str, str],
+    cwd: str,
+    *,
+    streams: tuple[int | None, int, int],
+    new_session: bool,
+    setup: Callable[[], None] | None,
+) -> Child | None:
+    """Start ``executable`` in ``cgroup``; None when this process or kernel cannot (then
+    nothing was started). ``streams`` are the child's stdin (None: /dev/null), stdout and
+    stderr. Raises OSError when the exec (or the set-up) fails, as subprocess does."""
+    global _unsupported
+    if _unsupported or len(os.listdir("/proc/self/task")) != 1:
+        return None
+    clone = _clone_into(cgroup)
+    if clone is None:
+        return None
+    environ = dict(env)
+    err_r, err_w = os.pipe()  # close-on-exec: EOF in the parent once the exec happened
+    try:
+        pid = clone()
+        if pid == 0:  # pragma: no cover - the child; the tests check what it did
+            _child(list(argv), executable, environ, cwd, streams, new_session, setup, err_w)
+        os.close(err_w)
+        err_w = -1
+        if pid < 0:
+            # No clone3, or no CLONE_INTO_CGROUP (Linux < 5.7), or a seccomp filter
+            # refusing it: not worth asking again in this process.
+            _unsupported = -pid in (errno.ENOSYS, errno.EINVAL, errno.E2BIG, errno.EPERM)
+            return None
+        report = b""
+        while chunk := os.read(err_r, 4096):
+            report += chunk
+    finally:
+        os.close(err_r)
+        if err_w >= 0:
+            os.close(err_w)
+    if report:
+        os.waitpid(pid, 0)
+        code, _, message = report.decode(errors="replace").partition(":")
+        number = int(code) if code.isdigit() else 0
+        if number:
+            raise OSError(number, os.strerror(number))
+        raise OSError(f"the child's set-up failed: {message}")
+    return Child(pid)
+
+
+def _clone_into(cgroup: str) -> Callable[[], int] | None:
+    """A function that clones this process into ``cgroup``: the child's pid, 0 in the
+    child, or minus the errno."""
+    import ctypes
+
+    try:
+        fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+    class CloneArgs(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_uint64)
+            for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                         "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")
+        ]  # fmt: skip
+
+    args = CloneArgs(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=fd)
+    # PyDLL: the call keeps the GIL, as os.fork does around fork().
+    syscall = ctypes.PyDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_size_t]
+    api = ctypes.pythonapi
+
+    def clone() -> int:
+        api.PyOS_BeforeFork()
+        pid = int(syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.sizeof(args)))
+        if pid == 0:
+            api.PyOS_AfterFork_Child()
+            return 0
+        failed = ctypes.get_errno()
+        api.PyOS_AfterFork_Parent()
+        os.close(fd)
+        return pid if pid > 0 else -failed
+
+    return clone
+
+
+def _child(
+    argv: list[str],
+    executable: str,
+    env: dict[str, str],
+    cwd: str,
+    streams: tuple[int | None, int, int],
+    new_session: bool,
+    setup: Callable[[], None] | None,
+    err_w: int,
+) -> None:  # pragma: no cover - runs in the child, which leaves by exec or _exit
+    import fcntl
+
+    try:
+        sources = [os.open(os.devnull, os.O_RDWR) if s is None else s for s in streams]
+        # Above 2 first, so that no dup2 below overwrites a source still to be copied.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in sources]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)  # the copy is inheritable
+        os.chdir(cwd)
+        for signum in _RESTORED:
+            signal.signal(signum, signal.SIG_DFL)
+        if new_session:
+            os.setsid()
+        else:
+            os.setpgid(0, 0)
+        if setup is not None:
+            setup()
+        os.closerange(3, err_w)
+        os.closerange(err_w + 1, 1 << 20)  # close_range(2): one system call
+        os.execve(executable, argv, env)  # noqa: S606 (an argv list: no shell, by design)
+    except OSError as exc:
+        os.write(err_w, f"{exc.errno or 0}:{exc}".encode())
+    except BaseException as exc:
+        os.write(err_w, f"0:{type(exc).__name__}: {exc}".encode())
+    finally:
+        os._exit(255)
