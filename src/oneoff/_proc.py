@@ -15,7 +15,8 @@ Design (Linux first, POSIX elsewhere):
   its process group, its process tree (``/proc/<pid>/task/*/children``) and those adopted
   orphans is killed and reaped: a one-off process leaves nothing behind.
 * Given the run's ``RunTree`` (oneoff._contain), the child is born in the run's own cgroup
-  v2 where one can be made, and ``cgroup.kill`` ends everything in it with the task: the
+  v2 where one can be made (created there by oneoff._spawn, without the cost of moving a
+  process between cgroups), and ``cgroup.kill`` ends everything in it with the task: the
   kernel, not our view of /proc, says what belongs to the run, also for whoever reaps a
   run whose runner was SIGKILLed.
 * A watchdog forked before the task (oneoff._watchdog) stops the run's tree the moment
