@@ -107,14 +107,15 @@ def _bytecode_cache(prefix: str, covered: list[str], exposed: set[str]) -> list[
     """
     if not os.path.isabs(prefix) or not os.path.isdir(prefix):
         return []
-    prefix = os.path.realpath(prefix)
-    argv = ["--ro-bind", prefix, prefix]
+    # Mounted where Python looks (the variable's path), from where it really is.
+    source, target = os.path.realpath(prefix), os.path.normpath(prefix)
+    argv = ["--ro-bind", source, target]
     for path in covered:
-        if os.path.isdir(prefix + path):
-            argv += ["--tmpfs", prefix + path]
+        if os.path.isdir(source + path):
+            argv += ["--tmpfs", target + path]
     for path in sorted(exposed):
-        if any(_under(path, h) for h in covered) and os.path.isdir(prefix + path):
-            argv += ["--ro-bind", prefix + path, prefix + path]
+        if any(_under(path, h) for h in covered) and os.path.isdir(source + path):
+            argv += ["--ro-bind", source + path, target + path]
     return argv
 
 
