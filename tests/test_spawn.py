@@ -136,19 +136,19 @@ def test_a_failing_set_up_is_reported(cgroup: str, tmp_path: Path) -> None:
         os.close(out_w)
 
 
-def test_a_threaded_process_is_declined(cgroup: str, tmp_path: Path) -> None:
-    """With another thread running, nothing is cloned (the caller falls back to the cgroup
-    migration): a raw clone does not take the locks another thread may hold."""
+def test_a_threaded_process_spawns_through_a_fork(cgroup: str, tmp_path: Path) -> None:
+    """With another thread running (a lock's lease renewer), a single-threaded fork does
+    the clone: the task is still born in the cgroup, and is this process's own child."""
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
-        child = spawn_into(
-            cgroup, ["/bin/true"], "/bin/true", {}, str(tmp_path),
-            streams=(None, 1, 2), new_session=False, setup=None,
-        )  # fmt: skip
+        code, out = _spawn(cgroup, [sys.executable, "-c", REPORT], str(tmp_path))
     finally:
         stop.set()
         thread.join()
-    assert child is None
-    assert Path(cgroup, "cgroup.procs").read_text() == ""
+    assert code == 0, out  # reaped by waitpid here: our child
+    report = json.loads(out)
+    assert report["cgroup"].rstrip().endswith("/oneoff/" + os.path.basename(cgroup))
+    assert report["leads_group"] is True
+    assert report["fds"] == [0, 1, 2]

@@ -13,9 +13,11 @@ directory, session or process group, the signals Python ignores, the caller's se
 function, every other descriptor closed, ``execve``. An exec failure reaches the parent
 through a close-on-exec pipe, as with subprocess.
 
-Only from a single-threaded process (another thread might hold a lock the child needs:
-glibc's own fork takes them, a raw clone does not), and only where the kernel accepts
-it: otherwise ``spawn_into`` answers None and the caller steps into the cgroup as before.
+A raw clone takes none of the locks glibc's fork takes first (malloc's), so from a process
+with other threads (a lock's lease renewer) a fork of it (single-threaded) does the
+clone, with ``CLONE_PARENT``: the task is still the runner's child. Where the kernel
+refuses (Linux < 5.7, a seccomp filter), ``spawn_into`` answers None and the caller steps
+into the cgroup as before.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = ["Child", "spawn_into"]
 
 _SYS_CLONE3 = 435  # the same number on every Linux architecture (the unified table)
 _CLONE_INTO_CGROUP = 0x200000000
+_CLONE_PARENT = 0x00008000
 _RESTORED = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n))
 _clone3: Callable[[], int] | None = None
 _unsupported = not sys.platform.startswith("linux")
@@ -77,21 +80,30 @@ def spawn_into(
     new_session: bool,
     setup: Callable[[], None] | None,
 ) -> Child | None:
-    """Start ``executable`` in ``cgroup``; None when this process or kernel cannot (then
-    nothing was started). ``streams`` are the child's stdin (None: /dev/null), stdout and
-    stderr. Raises OSError when the exec (or the set-up) fails, as subprocess does."""
+    """Start ``executable`` in ``cgroup``, as a child of this process; None when the kernel
+    cannot (then nothing was started). ``streams`` are the child's stdin (None:
+    /dev/null), stdout and stderr. Raises OSError when the exec (or the set-up) fails, as
+    subprocess does."""
     global _unsupported
-    if _unsupported or len(os.listdir("/proc/self/task")) != 1:
+    if _unsupported:
         return None
-    clone = _clone_into(cgroup)
-    if clone is None:
+    try:
+        fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
         return None
+    # Another thread may hold a lock the child needs (malloc's): glibc's fork takes them
+    # first, a raw clone cannot. Then a fork of this process (single-threaded) clones
+    # the task, as a sibling of its own: the task is still this process's child.
+    threaded = len(os.listdir("/proc/self/task")) != 1
+    clone = _clone_into(fd, sibling=threaded)
     environ = dict(env)
+
+    def child() -> None:  # pragma: no cover - the child; the tests check what it did
+        _child(list(argv), executable, environ, cwd, streams, new_session, setup, err_w)
+
     err_r, err_w = os.pipe()  # close-on-exec: EOF in the parent once the exec happened
     try:
-        pid = clone()
-        if pid == 0:  # pragma: no cover - the child; the tests check what it did
-            _child(list(argv), executable, environ, cwd, streams, new_session, setup, err_w)
+        pid = _from_a_fork(clone, child) if threaded else _here(clone, child)
         os.close(err_w)
         err_w = -1
         if pid < 0:
@@ -103,6 +115,7 @@ def spawn_into(
         while chunk := os.read(err_r, 4096):
             report += chunk
     finally:
+        os.close(fd)
         os.close(err_r)
         if err_w >= 0:
             os.close(err_w)
@@ -116,15 +129,53 @@ def spawn_into(
     return Child(pid)
 
 
-def _clone_into(cgroup: str) -> Callable[[], int] | None:
-    """A function that clones this process into ``cgroup``: the child's pid, 0 in the
-    child, or minus the errno."""
-    import ctypes
+def _here(clone: Callable[[], int], child: Callable[[], None]) -> int:
+    pid = clone()
+    if pid == 0:  # pragma: no cover - the child
+        child()
+    return pid
 
+
+def _from_a_fork(clone: Callable[[], int], child: Callable[[], None]) -> int:
+    """Clone from a fork of this process, which says the clone's pid (or minus the errno)
+    and exits; the clone (``CLONE_PARENT``) is this process's child."""
+    import warnings
+
+    r, w = os.pipe()
     try:
-        fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on fork in a threaded process: the fork only clones
+            # and exits, through glibc's fork, which keeps libc's own locks usable.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            middle = os.fork()
+        if middle == 0:  # pragma: no cover - the fork; the tests check its clone
+            try:
+                pid = clone()
+                if pid == 0:
+                    child()
+                os.write(w, str(pid).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        w = -1
+        answer = b""
+        while chunk := os.read(r, 64):
+            answer += chunk
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    os.waitpid(middle, 0)
+    try:
+        return int(answer)
+    except ValueError:
+        return -errno.ECHILD  # the fork died before it could say: nothing was started
+
+
+def _clone_into(fd: int, *, sibling: bool) -> Callable[[], int]:
+    """A function that clones this process into the cgroup open at ``fd``: the child's
+    pid, 0 in the child, or minus the errno. ``sibling``: the child's parent is ours."""
+    import ctypes
 
     class CloneArgs(ctypes.Structure):
         _fields_ = [
@@ -133,7 +184,9 @@ def _clone_into(cgroup: str) -> Callable[[], int] | None:
                          "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")
         ]  # fmt: skip
 
-    args = CloneArgs(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=fd)
+    flags = _CLONE_INTO_CGROUP | (_CLONE_PARENT if sibling else 0)
+    # With CLONE_PARENT the kernel wants no exit signal: the child gets ours (SIGCHLD).
+    args = CloneArgs(flags=flags, exit_signal=0 if sibling else signal.SIGCHLD, cgroup=fd)
     # PyDLL: the call keeps the GIL, as os.fork does around fork().
     syscall = ctypes.PyDLL(None, use_errno=True).syscall
     syscall.restype = ctypes.c_long
@@ -148,7 +201,6 @@ def _clone_into(cgroup: str) -> Callable[[], int] | None:
             return 0
         failed = ctypes.get_errno()
         api.PyOS_AfterFork_Parent()
-        os.close(fd)
         return pid if pid > 0 else -failed
 
     return clone
