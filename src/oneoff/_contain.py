@@ -8,9 +8,9 @@ processes in check must outlive it. Two things do, and any later oneoff command 
   of the task in it, double forks and new sessions included; ``cgroup.kill`` kills them
   all at once and ``cgroup.events`` says when none is left. The task is created inside
   it (clone3 with ``CLONE_INTO_CGROUP``, oneoff._spawn); where the kernel refuses that,
-  the runner steps into the directory only to start the task (so the task is born inside it, even when spawned with vfork) and steps back out
-  at once. The directory is named after the run, so a later command finds it from the
-  run's id alone.
+  the runner steps into the directory only to start the task (so the task is born
+  inside it, even when spawned with vfork) and steps back out at once. The directory is
+  named after the run, so a later command finds it from the run's id alone.
 * **The run's mark**: every task process inherits ``ONEOFF_RUN_ID=<run id>``, found in
   ``/proc/*/environ``, together with the process groups and sessions marked processes
   lead. It is the fallback where no cgroup is writable and a second net where one is;
