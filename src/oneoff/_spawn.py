@@ -13,6 +13,11 @@ directory, session or process group, the signals Python ignores, the caller's se
 function, every other descriptor closed, ``execve``. An exec failure reaches the parent
 through a close-on-exec pipe, as with subprocess.
 
+The price: a fork of the runner where subprocess would vfork (page tables copied, and
+copy-on-write faults while the task starts): a whole run took 12 ms less wall time and
+7.6 ms more CPU here (``bench/bench_spawn.py``). On a saturated machine CPU is what is
+scarce; the grace period is what an operator waits for on an idle one.
+
 A raw clone takes none of the locks glibc's fork takes first (malloc's), so from a process
 with other threads (a lock's lease renewer) a fork of it (single-threaded) does the
 clone, with ``CLONE_PARENT``: the task is still the runner's child. Where the kernel
