@@ -11,7 +11,10 @@ migration is cheap only right after another one):
 - clone3, threaded: the same from a process with another thread (through a fork).
 
 Each measures from the start of the spawn until the task has exited (``/bin/true``) and
-been reaped, with a fresh cgroup per start. Needs a writable cgroup v2 (root here).
+been reaped, with a fresh cgroup per start. Then whole runs: `oneoff run` of a trivial
+task in a fork of a preloaded process, as the daemon's runners are, with the task spawned
+either way (wall time, and the runner's CPU time with the task's). Needs a writable
+cgroup v2 (root here).
 Both sides take the kernel's cgroup mutex, which a migration elsewhere on the machine
 holds through its grace period: other jobs' migrations slow both sides, not just one.
 """
@@ -102,7 +105,50 @@ def main() -> int:
         median = statistics.median(values)
         print(f"{name:<18} median {median:6.2f} ms  ({median - base:+.2f} ms), "
               f"fastest {min(values):6.2f} ms")  # fmt: skip
+    whole_runs(runs)
     return 0
+
+
+def whole_runs(runs: int) -> None:
+    """`oneoff run` in a fork of a preloaded process, the task spawned either way."""
+    import tempfile
+    from pathlib import Path
+
+    import oneoff._proctree
+    import oneoff._spawn
+    from oneoff._daemon.preload import preload
+    from oneoff.cli import main
+
+    preload()
+    oneoff._proctree.PARENT_GUARDS_TASKS = True  # as in a daemon runner: subprocess vforks
+    real = oneoff._spawn.spawn_into
+    wall: dict[str, list[float]] = {"migrate": [], "clone3": []}
+    cpu: dict[str, list[float]] = {"migrate": [], "clone3": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp)
+        (app / "oneoff.toml").write_text(
+            '[environments.development]\n[tasks.t]\nargv = ["/bin/true"]\n'
+        )
+        for i in range(runs + 1):
+            for name in wall:
+                oneoff._spawn.spawn_into = real if name == "clone3" else _declined  # type: ignore[assignment]
+                time.sleep(PAUSE)
+                began = time.perf_counter()
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(main(["--app", str(app), "run", "t", "-q"]))
+                _pid, status, usage = os.wait4(pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0
+                if i:  # the first round warms the store
+                    wall[name].append((time.perf_counter() - began) * 1000)
+                    cpu[name].append((usage.ru_utime + usage.ru_stime) * 1000)
+    for name in wall:
+        print(f"whole run, {name:<8} median {statistics.median(wall[name]):6.1f} ms, "
+              f"CPU {statistics.median(cpu[name]):5.1f} ms")  # fmt: skip
+
+
+def _declined(*args: object, **kwargs: object) -> None:
+    return None  # what spawn_into answers where clone3 is refused: the runner migrates
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ function, every other descriptor closed, ``execve``. An exec failure reaches the
 through a close-on-exec pipe, as with subprocess.
 
 The price: a fork of the runner where subprocess would vfork (page tables copied, and
-copy-on-write faults while the task starts): a whole run took 12 ms less wall time and
-7.6 ms more CPU here (``bench/bench_spawn.py``). On a saturated machine CPU is what is
+copy-on-write faults while the task starts): a whole run took 15.6 ms less wall time
+and 2.1 ms more CPU here (``bench/bench_spawn.py --boost``). On a saturated machine CPU is what is
 scarce; the grace period is what an operator waits for on an idle one.
 
 A raw clone takes none of the locks glibc's fork takes first (malloc's), so from a process
