@@ -1,91 +1,97 @@
-"""Durable audit appends per second: PostgreSQL beside SQLite (issue #13, target >= 2,000/s).
+"""Durable audit appends per second on PostgreSQL: group commit beside one commit per append
+(issue #13, target >= 2,000/s with synchronous_commit on).
 
 Usage: python bench/bench_pg_audit.py [--quick] [--rounds N] [--url URL]
 
 Starts a throw-away PostgreSQL server from Debian's ``postgresql`` package (as the tests
 do, tests/_pgserver.py: fsync on, Unix socket) unless ``--url`` names a database, checks
-``synchronous_commit`` is on, and prints medians of N rounds, side by side:
+``synchronous_commit`` is on, and prints medians of N rounds (a fresh database each):
 
-* SQLite: ``AuditLog.append``, one commit per event (WAL, synchronous=FULL);
-* PostgreSQL: the same, one commit per event, from one writer;
-* PostgreSQL: 8 threads appending at once, each event its own commit (a server's load);
-* PostgreSQL: events appended 50 to a transaction (what a server batching concurrent
-  requests into one commit would get).
-
-Every write is serialized by the store's write lock and each commit waits for its WAL
-flush, so one-event-per-commit appends are bounded by the disk's flush latency.
+* this disk's raw write + fdatasync rate (what one commit per append is bounded by);
+* SQLite, ``AuditLog.append`` from one writer, one commit per event (WAL, synchronous=FULL);
+* PostgreSQL at 1, 8 and 32 concurrent appenders (threads, each its own connection, as the
+  server's worker threads are): ``AuditLog.append`` as the store does it (group commit:
+  appends waiting together share one transaction and one WAL flush), side by side with the
+  one-commit-per-append baseline (each append inside its own ``store.tx()``), the ratio and
+  the mean events per commit;
+* PostgreSQL, 4 processes of 8 threads on one database (group commit across processes:
+  their batches are serialized by the store's advisory lock).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import oneoff._store.postgres as pg
 from _pgserver import PgServer, find_bindir
 from oneoff._audit.log import AuditLog
 from oneoff._store.interface import Store
 from oneoff._store.postgres import PostgresStore, migrate
+from oneoff._store.postgres_group import group_for
 from oneoff._store.sqlite import SQLiteStore
 
-
-def row(name: str, rate: float, base: float | None = None) -> None:
-    ratio = f"  ({rate / base:.2f}x SQLite)" if base else ""
-    mark = "ok " if rate >= 2000 else "LOW"
-    print(f"{name:<52} {rate:>10,.0f}/s  {mark} target >= 2,000/s{ratio}")
+# Each appender thread holds a connection; the default pool (10) would make the 32 wait.
+pg.POOL_MAX = 40
+TARGET = 2000
 
 
-def serial(store: Store, n: int) -> float:
-    log = AuditLog(store)
-    start = time.perf_counter()
-    for i in range(n):
-        log.append("run.started", actor="os:bench", run_id=f"r{i}", payload={"i": i})
-    return n / (time.perf_counter() - start)
+def row(name: str, rate: float, extra: str = "") -> None:
+    mark = "ok " if rate >= TARGET else "LOW"
+    print(f"{name:<46} {rate:>9,.0f}/s  {mark} {extra}", flush=True)
 
 
-def threaded(store: Store, n: int, threads: int = 8) -> float:
-    stores = [store.connect_again() for _ in range(threads)]
-    per = n // threads
+def appenders(url: str, count: int, per: int, *, one_commit_each: bool) -> float:
+    """``count`` threads append ``per`` events each, started together; events/s."""
+    stores = [PostgresStore(url) for _ in range(count)]
+    start_line = threading.Barrier(count + 1)
 
-    def work(s: Store) -> None:
-        log = AuditLog(s)
+    def work(store: Store) -> None:
+        log = AuditLog(store)
+        start_line.wait()
         for i in range(per):
-            log.append("run.started", actor="os:bench", payload={"i": i})
+            if one_commit_each:
+                with store.tx():  # the append joins it: its own transaction, its own commit
+                    log.append("run.started", actor="os:bench", payload={"i": i})
+            else:
+                log.append("run.started", actor="os:bench", payload={"i": i})
 
     workers = [threading.Thread(target=work, args=(s,)) for s in stores]
-    start = time.perf_counter()
     for w in workers:
         w.start()
+    start_line.wait()
+    start = time.perf_counter()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
     for s in stores:
         s.close()
-    return per * threads / elapsed
+    return count * per / elapsed
 
 
-def batched(store: Store, n: int, batch: int = 50) -> float:
+def sqlite_serial(path: Path, n: int) -> float:
+    store = SQLiteStore(path)
     log = AuditLog(store)
     start = time.perf_counter()
-    for first in range(0, n, batch):
-        with store.tx():
-            for i in range(first, min(first + batch, n)):
-                log.append("run.started", actor="os:bench", payload={"i": i})
-    return n / (time.perf_counter() - start)
+    for i in range(n):
+        log.append("run.started", actor="os:bench", payload={"i": i})
+    rate = n / (time.perf_counter() - start)
+    store.close()
+    return rate
 
 
 def disk_fsyncs(directory: Path, n: int = 200) -> float:
-    """Raw 4 KiB write + fdatasync per second in ``directory``: the ceiling for any store
-    committing one event at a time (printed so a loaded machine's figures can be read)."""
-    import os
-
+    """Raw 4 KiB write + fdatasync per second in ``directory``."""
     fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         start = time.perf_counter()
@@ -97,15 +103,50 @@ def disk_fsyncs(directory: Path, n: int = 200) -> float:
         os.close(fd)
 
 
-def median_of(rounds: int, make: Callable[[], Store], measure: Callable[[Store], float]) -> float:
-    rates = []
-    for _ in range(rounds):
-        store = make()
-        try:
-            rates.append(measure(store))
-        finally:
-            store.close()
-    return statistics.median(rates)
+def processes(url: str, count: int, threads: int, per: int) -> tuple[float, float]:
+    """``count`` processes of ``threads`` appenders each; events/s and events per commit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        go = Path(tmp) / "go"
+        argv = [sys.executable, __file__, "--worker", url, go, str(threads), str(per)]
+        procs = [
+            subprocess.Popen(list(map(str, argv)), stdout=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        for p in procs:  # each says "ready" once connected
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        go.touch()
+        outs = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    # From the first start to the last end (one clock: the same machine's).
+    elapsed = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    events = sum(o["events"] for o in outs)
+    return events / elapsed, events / max(1, sum(o["batches"] for o in outs))
+
+
+def worker(url: str, go: Path, threads: int, per: int) -> int:
+    """One process of ``processes``: connects, waits for ``go``, appends, reports."""
+    stores = [PostgresStore(url) for _ in range(threads)]
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+
+    def work(store: Store) -> None:
+        log = AuditLog(store)
+        for i in range(per):
+            log.append("run.started", actor=f"os:bench{os.getpid()}", payload={"i": i})
+
+    ts = [threading.Thread(target=work, args=(s,)) for s in stores]
+    start = time.time()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    end = time.time()
+    group = group_for(url)
+    print(
+        json.dumps({"events": group.events, "batches": group.batches, "start": start, "end": end})
+    )
+    return 0
 
 
 def main() -> int:
@@ -113,8 +154,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer events and rounds")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--url", help="an empty PostgreSQL database to use instead")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = 400 if args.quick else 2000
+    if args.worker:
+        url, go, threads, per = args.worker
+        return worker(url, Path(go), int(threads), int(per))
+    n = 320 if args.quick else 960  # events per measurement, split among the appenders
     rounds = args.rounds or (1 if args.quick else 5)
     server = None
     if args.url is None:
@@ -125,39 +170,51 @@ def main() -> int:
         server = PgServer(bindir)
         server.start()
     try:
-        urls: list[str] = []
 
-        def fresh_pg() -> Store:
+        def fresh() -> str:
             url = args.url if args.url else server.database("bench")  # type: ignore[union-attr]
             migrate(url)
-            urls.append(url)
-            return PostgresStore(url)
+            return url
 
-        probe = fresh_pg()
-        setting = probe.db.execute("SHOW synchronous_commit").fetchone()
+        probe = PostgresStore(fresh())
+        sync = probe.db.execute("SHOW synchronous_commit").fetchone()
         fsync = probe.db.execute("SHOW fsync").fetchone()
         probe.close()
-        sync = setting[0] if setting else "?"
-        flush = fsync[0] if fsync else "?"
-        print(f"PostgreSQL synchronous_commit={sync}, fsync={flush}; {n} events, {rounds} rounds")
-        with tempfile.TemporaryDirectory() as tmp:
-            rate = statistics.median(disk_fsyncs(Path(tmp)) for _ in range(rounds))
-            print(f"{'this disk: write + fdatasync':<52} {rate:>10,.0f}/s  (the ceiling)")
-            count = iter(range(10**6))
-            base = median_of(
-                rounds, lambda: SQLiteStore(Path(tmp) / f"s{next(count)}.db"),
-                lambda s: serial(s, n),
-            )  # fmt: skip
-        row("SQLite, one commit per event", base)
-        row(
-            "PostgreSQL, one commit per event",
-            median_of(rounds, fresh_pg, lambda s: serial(s, n)),
-            base,
+        print(
+            f"PostgreSQL synchronous_commit={sync[0] if sync else '?'}, "
+            f"fsync={fsync[0] if fsync else '?'}; {n} events a measurement, medians of "
+            f"{rounds} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        row("PostgreSQL, 8 threads, one commit per event",
-            median_of(rounds, fresh_pg, lambda s: threaded(s, n)), base)  # fmt: skip
-        row("PostgreSQL, 50 events per commit",
-            median_of(rounds, fresh_pg, lambda s: batched(s, n)), base)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            disk = statistics.median(disk_fsyncs(Path(tmp)) for _ in range(rounds))
+            print(f"{'this disk: write + fdatasync':<46} {disk:>9,.0f}/s  (one commit's ceiling)")
+            lite = statistics.median(
+                sqlite_serial(Path(tmp) / f"s{r}.db", n // 2) for r in range(rounds)
+            )
+        row("SQLite, 1 appender, one commit per append", lite)
+
+        for count in (1, 8, 32):
+            base: list[float] = []
+            grouped: list[float] = []
+            per_commit: list[float] = []
+            for _ in range(rounds):
+                base.append(appenders(fresh(), count, n // count, one_commit_each=True))
+                url = fresh()
+                grouped.append(appenders(url, count, n // count, one_commit_each=False))
+                group = group_for(url)
+                per_commit.append(group.events / max(1, group.batches))
+            b, g = statistics.median(base), statistics.median(grouped)
+            row(f"PostgreSQL, {count:>2} appenders, one commit each", b)
+            row(
+                f"PostgreSQL, {count:>2} appenders, group commit", g,
+                f"{g / b:5.2f}x baseline, {statistics.median(per_commit):.1f} events/commit",
+            )  # fmt: skip
+        results = [processes(fresh(), 4, 8, n // 8) for _ in range(rounds)]
+        rate = statistics.median(r[0] for r in results)
+        row(
+            "PostgreSQL, 4 processes x 8 appenders, group", rate,
+            f"{statistics.median(r[1] for r in results):.1f} events/commit",
+        )  # fmt: skip
     finally:
         if server is not None:
             server.stop()

@@ -6,10 +6,13 @@ start together), does MODE, prints its outcome as one line.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _wait_for(path: Path) -> None:
@@ -18,6 +21,52 @@ def _wait_for(path: Path) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{path} never appeared")
         time.sleep(0.01)
+
+
+def _stall_before_commit(state: Path) -> None:
+    """Make this process's first group-commit batch stop after its INSERT, before COMMIT,
+    and say so (STATE/stalled): the test then kills the process mid-batch."""
+    from oneoff._store.postgres import PostgresStore
+
+    commit = PostgresStore._commit
+
+    def stalled(self: PostgresStore) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            (state / "stalled").touch()
+            time.sleep(600)
+        commit(self)
+
+    PostgresStore._commit = stalled  # type: ignore[method-assign]
+
+
+def _append_from_threads(store: Any, index: int) -> dict[str, Any]:
+    """THREADS threads (each its own connection) append APPENDS events each; the seqs
+    each append returned, and how many batches this process's appends went in."""
+    from oneoff._audit.log import AuditLog
+    from oneoff._store.postgres_group import group_for
+
+    threads, appends = int(os.environ["THREADS"]), int(os.environ["APPENDS"])
+    if os.environ.get("STALL"):
+        _stall_before_commit(Path(sys.argv[3]))
+    seqs: dict[str, int] = {}
+
+    def work(t: int) -> None:
+        own = store.connect_again()
+        try:
+            log = AuditLog(own)
+            for i in range(appends):
+                actor = f"w{index}t{t}n{i}"
+                seqs[actor] = log.append("x", actor=actor, payload={"i": i}).seq
+        finally:
+            own.close()
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    group = group_for(store.url)
+    return {"seqs": seqs, "batches": group.batches, "events": group.events}
 
 
 def main() -> int:
@@ -53,6 +102,8 @@ def main() -> int:
                 if i % 10 == 9:
                     log.checkpoint()
             print("appended", appends)
+        elif mode == "audit-threads":
+            print(json.dumps(_append_from_threads(store, index)))
         else:
             raise SystemExit(f"unknown mode {mode}")
     finally:

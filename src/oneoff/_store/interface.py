@@ -238,7 +238,9 @@ class AuditStore(Protocol):
         ...
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
-        """Append ``build(head_seq, head_hash)`` under the write lock (joins an open tx)."""
+        """Append ``build(head_seq, head_hash)`` under the write lock (joins an open tx).
+        Outside a tx, a backend may write it in one commit with concurrent appends (and call
+        ``build`` in another thread): it returns once that commit is durable, or raises."""
         ...
 
     def audit_rows(

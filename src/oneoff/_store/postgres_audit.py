@@ -4,7 +4,9 @@ Only ``seq``, ``prev_hash``, ``body`` and ``hash`` of an event are stored; filte
 kind decode the body as they read it, so nothing can disagree with what the chain hashes.
 Appends take the store-wide write lock (see ``oneoff._store.postgres``) before reading the
 head, so appends from any number of processes and machines never fork the chain; the
-primary key on ``seq`` would refuse a fork even if they did not.
+primary key on ``seq`` would refuse a fork even if they did not. Appends outside a
+transaction are group-committed (``oneoff._store.postgres_group``): concurrent ones share
+one transaction and one WAL flush.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from oneoff._store.postgres_group import group_for
 from oneoff._store.sqlite_audit import checkpoint_from_row
 from oneoff.errors import AuditError
 
@@ -43,6 +46,8 @@ def _matches(body: object, run_id: str | None, kind: str | None) -> bool:
 
 
 class AuditMixin:
+    url: str
+    _depth: int
     db: psycopg.Connection[tuple[Any, ...]]
     tx: Callable[[], AbstractContextManager[object]]
 
@@ -54,7 +59,10 @@ class AuditMixin:
         return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
-        with self.tx():
+        if not self._depth:
+            # Standing alone: share a commit with whatever else is being appended now.
+            return group_for(self.url).append(self, build)
+        with self.tx():  # joins the caller's transaction: lands (or not) with it
             seq, head = self.audit_head()
             event = build(seq, head)
             self.db.execute(

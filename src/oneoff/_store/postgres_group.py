@@ -1,0 +1,187 @@
+"""Group commit of audit appends: many appenders, one transaction, one WAL flush.
+
+Why: each durable commit waits for the disk to flush the WAL (``synchronous_commit`` on),
+and a disk does a few hundred flushes a second; one commit per event caps a server's audit
+appends there. So appends that arrive together share a commit, as a database's own group
+commit does for its log.
+
+How (leader/follower, in each process, per store URL): an appender queues its event
+builder. If no batch is being written it becomes the leader: it opens the write
+transaction on its own connection (which takes the store-wide advisory lock, so batches
+from other processes on the same database are serialized with it), THEN takes every
+builder queued by then, builds each event on the head left by the one before (seq,
+prev_hash, timestamp taken under the lock), inserts them in one statement and commits.
+Appenders that arrive while a batch is written wait and join the next one.
+
+What it promises, the same as one commit per append:
+
+* the chain never forks: the head is read under the advisory lock, the batch's events
+  chain onto it in order, and the primary key on ``seq`` would refuse a fork anyway;
+* an appender learns its event (its ``seq``) only after COMMIT returned, i.e. after the
+  WAL flush that made the whole batch durable;
+* a batch that fails (a lost connection, a refused write, a crash of the leader's process:
+  PostgreSQL rolls the open transaction back) fails every appender in it, with the same
+  StoreError; none of its events is reported as appended.
+
+Only the ``seq`` numbers an appender would have got may differ from a serial run: they
+are assigned in the order the leader takes the queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from oneoff.errors import OneoffError, StoreError
+
+if TYPE_CHECKING:
+    from oneoff._audit.log import AuditEvent
+
+__all__ = ["MAX_BATCH", "GroupCommit", "group_for"]
+
+#: Events written in one transaction at most (bounds its size and the lock's hold time).
+MAX_BATCH = 512
+
+_INSERT = (
+    "INSERT INTO audit_events (seq, prev_hash, body, hash)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[])"
+)
+
+
+class _Pending:
+    """One appender's event: its builder, then its outcome."""
+
+    __slots__ = ("build", "done", "error", "event")
+
+    def __init__(self, build: Callable[[int, bytes], AuditEvent]) -> None:
+        self.build = build
+        self.done = False
+        self.event: AuditEvent | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> AuditEvent:
+        if self.error is not None:
+            raise self.error
+        assert self.event is not None  # done without an error means written
+        return self.event
+
+
+class _Store(Protocol):
+    """What the leader needs of the store it writes through (a ``PostgresStore``)."""
+
+    url: str
+    db: Any
+
+    def tx(self) -> AbstractContextManager[object]: ...
+
+    def audit_head(self) -> tuple[int, bytes]: ...
+
+
+class GroupCommit:
+    """The queue of one process's appenders to one database."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leading = False
+        #: Batches written and events in them, for benches and tests to see batching.
+        self.batches = 0
+        self.events = 0
+
+    def append(self, store: _Store, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+        """Append ``build(head_seq, head_hash)``; return once its batch is durable."""
+        mine = _Pending(build)
+        with self._cond:
+            self._queue.append(mine)
+            while self._leading and not mine.done:
+                self._cond.wait()
+            if mine.done:
+                return mine.outcome()
+            self._leading = True
+        try:
+            self._lead(store)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
+        return mine.outcome()
+
+    def _lead(self, store: _Store) -> None:
+        batch: list[_Pending] = []
+        try:
+            with store.tx():
+                # Under the write lock now: everything queued so far rides this commit.
+                with self._cond:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                written = self._write(store, batch)
+            # COMMIT returned: the WAL holding the whole batch is flushed.
+            with self._cond:
+                self.batches += 1
+                self.events += written
+                for item in batch:
+                    item.done = True
+        except BaseException as exc:
+            with self._cond:
+                if not batch:  # the transaction never started: fail what is queued
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                for item in batch:
+                    item.error = _shared_error(store.url, exc)
+                    item.event = None
+                    item.done = True
+            raise
+
+    @staticmethod
+    def _write(store: _Store, batch: list[_Pending]) -> int:
+        seq, head = store.audit_head()
+        events: list[AuditEvent] = []
+        for item in batch:
+            try:
+                event = item.build(seq, head)
+                if event.seq != seq + 1 or event.prev_hash != head:
+                    raise StoreError(f"audit event {event.seq} does not follow {seq}: not written")
+            except Exception as exc:  # this appender's own fault: the others still go
+                item.error = exc
+                continue
+            item.event = event
+            events.append(event)
+            seq, head = event.seq, event.hash
+        if events:
+            store.db.execute(
+                _INSERT,
+                (
+                    [e.seq for e in events],
+                    [e.prev_hash for e in events],
+                    [e.body for e in events],
+                    [e.hash for e in events],
+                ),
+            )
+        return len(events)
+
+
+def _shared_error(url: str, exc: BaseException) -> BaseException:
+    """The error each appender of a failed batch raises: its own instance (they raise in
+    different threads), StoreError for anything the store said."""
+    import psycopg
+
+    from oneoff._store.postgres_errors import store_error
+
+    if isinstance(exc, psycopg.Error):
+        return store_error(url, exc)
+    if isinstance(exc, OneoffError):
+        return type(exc)(exc.message, hint=exc.hint)
+    return StoreError(f"the audit batch was not written ({type(exc).__name__}: {exc})")
+
+
+_groups: dict[str, GroupCommit] = {}
+_groups_lock = threading.Lock()
+
+
+def group_for(url: str) -> GroupCommit:
+    """This process's group commit queue for the database at ``url``."""
+    with _groups_lock:
+        group = _groups.get(url)
+        if group is None:
+            group = _groups[url] = GroupCommit()
+        return group
