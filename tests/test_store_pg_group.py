@@ -79,7 +79,7 @@ def held_write_lock(pg_url: str) -> Iterator[Callable[[], None]]:
 
 
 def queued(group: GroupCommit) -> int:
-    with group._cond:
+    with group._lock:
         return len(group._queue)
 
 

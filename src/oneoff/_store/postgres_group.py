@@ -51,12 +51,13 @@ _INSERT = (
 
 
 class _Pending:
-    """One appender's event: its builder, then its outcome."""
+    """One appender's event: its builder, then its outcome; ``wake`` shares the queue's lock."""
 
-    __slots__ = ("build", "done", "error", "event")
+    __slots__ = ("build", "done", "error", "event", "wake")
 
-    def __init__(self, build: Callable[[int, bytes], AuditEvent]) -> None:
+    def __init__(self, build: Callable[[int, bytes], AuditEvent], lock: threading.Lock) -> None:
         self.build = build
+        self.wake = threading.Condition(lock)
         self.done = False
         self.event: AuditEvent | None = None
         self.error: BaseException | None = None
@@ -80,10 +81,14 @@ class _Store(Protocol):
 
 
 class GroupCommit:
-    """The queue of one process's appenders to one database."""
+    """The queue of one process's appenders to one database.
+
+    The appender at the head of the queue leads the next batch; the others sleep until
+    their batch is written or they reach the head, each woken alone (not all at once: with
+    dozens of appenders a broadcast costs more than the batch)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._leading = False
         #: Batches written and events in them, for benches and tests to see batching.
@@ -92,44 +97,55 @@ class GroupCommit:
 
     def append(self, store: _Store, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
         """Append ``build(head_seq, head_hash)``; return once its batch is durable."""
-        mine = _Pending(build)
-        with self._cond:
+        mine = _Pending(build, self._lock)
+        with self._lock:
             self._queue.append(mine)
-            while self._leading and not mine.done:
-                self._cond.wait()
+            while not mine.done and (self._leading or self._queue[0] is not mine):
+                mine.wake.wait()
             if mine.done:
                 return mine.outcome()
             self._leading = True
+        batch: list[_Pending] = []
         try:
-            self._lead(store)
+            batch = self._lead(store)
         finally:
-            with self._cond:
+            with self._lock:
                 self._leading = False
-                self._cond.notify_all()
+                for item in batch:
+                    item.wake.notify()
+                if self._queue:
+                    self._queue[0].wake.notify()  # the next leader
         return mine.outcome()
 
-    def _lead(self, store: _Store) -> None:
+    def _take(self) -> list[_Pending]:
+        # Called with the lock held; the leader is at the head, so always in its batch.
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return batch
+
+    def _lead(self, store: _Store) -> list[_Pending]:
         batch: list[_Pending] = []
         try:
             with store.tx():
                 # Under the write lock now: everything queued so far rides this commit.
-                with self._cond:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                with self._lock:
+                    batch = self._take()
                 written = self._write(store, batch)
             # COMMIT returned: the WAL holding the whole batch is flushed.
-            with self._cond:
+            with self._lock:
                 self.batches += 1
                 self.events += written
                 for item in batch:
                     item.done = True
+            return batch
         except BaseException as exc:
-            with self._cond:
+            with self._lock:
                 if not batch:  # the transaction never started: fail what is queued
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    batch = self._take()
                 for item in batch:
                     item.error = _shared_error(store.url, exc)
                     item.event = None
                     item.done = True
+                    item.wake.notify()
             raise
 
     @staticmethod
