@@ -206,6 +206,23 @@ def test_uncovered_events_are_counted_and_text_bodies_are_malformed() -> None:
         assert first_bad(log) == "audit event 3 is malformed (a column has the wrong type)"
 
 
+def test_a_fault_deep_in_a_later_page_names_its_event() -> None:
+    """Verify reads the chain a page of rows at a time: a hash stored as text, or a modified
+    body, several pages in is reported with its own event number, and nothing before it."""
+    with audit_log([("e", {"i": i}) for i in range(700)]) as log:
+        log.store.db.execute("UPDATE audit_events SET hash = hex(hash) WHERE seq = 517")
+        assert first_bad(log) == "audit event 517 is malformed (a column has the wrong type)"
+        log.store.db.execute(  # put the right hash back: the next event's prev_hash
+            "UPDATE audit_events SET hash = (SELECT prev_hash FROM audit_events WHERE seq = 518)"
+            " WHERE seq = 517"
+        )
+        assert verify_log(log.store, log.key.public()).events == 700  # type: ignore[union-attr]
+        log.store.db.execute(
+            "UPDATE audit_events SET body = CAST(body || ' ' AS BLOB) WHERE seq = 300"
+        )
+        assert first_bad(log) == "audit event 300 does not match its hash (modified)"
+
+
 def test_events_decode_from_their_verified_bodies() -> None:
     """Filtering columns are computed from the body; events read back exactly as appended."""
     with audit_log([("run.started", {"k": "v\x1b"})]) as log:
@@ -326,11 +343,11 @@ def test_every_row_must_name_the_trusted_key(monkeypatch: pytest.MonkeyPatch) ->
 @given(st.integers(min_value=1, max_value=40), st.sets(st.integers(min_value=1, max_value=40)))
 def test_checkpoints_anywhere_in_or_across_blocks_verify(n: int, at: set[int]) -> None:
     """Checkpoints at any sizes, in small blocks of leaves, check their roots and tree state."""
-    import oneoff._audit.verify as verify
+    import oneoff._audit.verify_tree as verify_tree
 
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(verify, "_BLOCK_BITS", 2)
-        patch.setattr(verify, "_BLOCK", 4)
+        patch.setattr(verify_tree, "BLOCK_BITS", 2)
+        patch.setattr(verify_tree, "BLOCK", 4)
         store = SQLiteStore(Path(tmp) / "state.db")
         log = AuditLog(store, AuditKey(Path(tmp)))
         sizes = sorted(s for s in at if s <= n)

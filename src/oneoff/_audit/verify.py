@@ -26,6 +26,7 @@ import hmac
 import random
 from typing import TYPE_CHECKING, Any
 
+from oneoff._audit import verify_tree
 from oneoff._audit.checkpoint import (
     MAX_SIZE,
     MAX_TIMESTAMP,
@@ -36,7 +37,8 @@ from oneoff._audit.checkpoint import (
     key_id,
     verify_checkpoint,
 )
-from oneoff._audit.merkle import EMPTY_ROOT, HASH_SIZE, consistency_proof, inclusion_proof
+from oneoff._audit.merkle import HASH_SIZE, consistency_proof, inclusion_proof
+from oneoff._audit.verify_tree import Tree
 from oneoff._record import dataclass
 from oneoff._store.sqlite_audit import checkpoint_from_row
 from oneoff.errors import AuditError
@@ -53,10 +55,6 @@ __all__ = ["SIGNATURE_SAMPLE", "VerifyReport", "prove_consistency", "prove_inclu
 SIGNATURE_SAMPLE = 64
 
 _GENESIS = b"\x00" * 32
-_BLOCK_BITS = 16
-_BLOCK = 1 << _BLOCK_BITS  # leaf hashes held and hashed at once (~2 MB)
-_NODE = b"\x01"
-_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True)
@@ -90,6 +88,24 @@ def _bad_event(seq: int, gap: int | None, row: tuple[Any, ...] | None, prev: byt
         f"audit event {gap if what.startswith('is missing') else seq} {what}",
         hint="the audit log was tampered with",
     )
+
+
+def _first_bad_event(
+    page: list[tuple[Any, ...]], seq: int, gap: int | None, prev: bytes
+) -> AuditError:
+    """The first fault in a page of rows that failed the hot loop, named by its event."""
+    sha256, zero = hashlib.sha256, b"\x00"
+    for row in page:
+        seq += 1
+        try:
+            p, body, digest = row
+            good = p == prev and sha256(zero + p + body).digest() == digest
+        except (TypeError, ValueError):  # a column of the wrong type (text, NULL)
+            good = False
+        if not good:
+            return _bad_event(seq, gap, tuple(row), prev)
+        prev = digest
+    return AuditError(f"audit events after {seq - len(page)} failed verification")
 
 
 # A stored checkpoint row: (size, root, timestamp, key_id, signature, frontier bytes).
@@ -157,30 +173,34 @@ def verify_log(
     """
     checkpoints, signed = _checkpoints(store, key, all_signatures)
     sizes = [row[0] for row in checkpoints]
-    gap = store.audit_first_gap()  # numbers are checked in SQL, off the hot loop
-    tree = _Tree(checkpoints, signed)
+    tree = Tree(checkpoints, signed)
     prev, seq = _GENESIS, 0
     hashes: list[bytes] = []
     append = hashes.append
-    block_end = _BLOCK
     sha256, zero = hashlib.sha256, b"\x00"
-    # The hot loop: one SHA-256 per event, nothing decoded, rows as the store fetched them.
-    for row in store.audit_chain_rows():
-        seq += 1
-        p, body, digest = row
+    # The hot loop: one SHA-256 per event, nothing decoded, rows as the store fetched them;
+    # Python work per page, not per row, where it can be.
+    for page in store.audit_chain_pages():
+        start = prev
         try:
-            good = p == prev and sha256(zero + p + body).digest() == digest
-        except TypeError:  # a column of the wrong type (text, NULL) where bytes belong
-            good = False
-        if not good:
-            raise _bad_event(seq, gap, tuple(row), prev)
-        append(digest)
-        prev = digest
-        if seq == block_end:
-            tree.add_block(hashes)
-            hashes.clear()
-            block_end += _BLOCK
+            for p, body, digest in page:
+                if p != prev or sha256(zero + p + body).digest() != digest:
+                    break
+                append(digest)
+                prev = digest
+            else:
+                seq += len(page)  # every row of the page chains
+                while len(hashes) >= verify_tree.BLOCK:
+                    tree.add_block(hashes[: verify_tree.BLOCK])
+                    del hashes[: verify_tree.BLOCK]
+                continue
+        except (TypeError, ValueError):  # a column of the wrong type (text, NULL)
+            pass
+        raise _first_bad_event(page, seq, store.audit_first_gap(), start)
     tree.add_block(hashes)
+    # Numbers are checked in SQL, off the hot loop (seq is not hashed: renumbered events
+    # still chain). The rows just counted spare a count.
+    gap = store.audit_first_gap(counted=seq)
     if gap is not None:
         raise _bad_event(gap, gap, None, prev)
     # A root mismatch is reported after the chain: a broken link names the event.
@@ -201,80 +221,6 @@ def verify_log(
         head=prev,
         signatures=len(signed),
     )
-
-
-class _Tree:
-    """The Merkle tree of the events, checked against each checkpoint row as it grows.
-
-    Leaves come in aligned blocks of _BLOCK: every level of a block is hashed once, and a
-    checkpoint inside it reads its tree state (frontier) from those levels instead of the tree
-    being rebuilt leaf by leaf, which matters when there is a checkpoint every few events.
-    """
-
-    def __init__(self, checkpoints: list[_Row], roots: set[int]) -> None:
-        self.checkpoints = checkpoints
-        self.roots = roots  # indexes of the rows whose roots are recomputed
-        self.next_cp = 0
-        self.size = 0
-        self.outer: list[bytes] = []  # frontier of the complete blocks, largest first
-        self.rewritten: AuditError | None = None
-
-    def add_block(self, leaves: list[bytes]) -> None:
-        levels = [leaves]
-        level = leaves
-        while len(level) > 1:  # complete pairs only: a partial block's odd node has no parent
-            it = iter(level)
-            level = [_sha256(_NODE + a + b).digest() for a, b in zip(it, it, strict=False)]
-            levels.append(level)
-        end = self.size + len(leaves)
-        complete = len(leaves) == _BLOCK
-        # Inside the block, its subtrees just follow the outer ones; at its end (a complete
-        # block) they merge into one, so those checkpoints are checked after the carry.
-        self._check_upto(end - complete, levels)
-        if complete:
-            h, n = levels[-1][0], self.size >> _BLOCK_BITS
-            while n & 1:  # carry, as a binary counter does
-                h = _sha256(_NODE + self.outer.pop() + h).digest()
-                n >>= 1
-            self.outer.append(h)
-        self.size = end
-        self._check_upto(end, levels)
-
-    def _check_upto(self, size: int, levels: list[list[bytes]]) -> None:
-        cps = self.checkpoints
-        while self.next_cp < len(cps) and cps[self.next_cp][0] <= size:
-            if self.rewritten is None:
-                self.rewritten = self._check(cps[self.next_cp], levels, self.next_cp in self.roots)
-            self.next_cp += 1
-
-    def _check(self, row: _Row, levels: list[list[bytes]], with_root: bool) -> AuditError | None:
-        size, root, _, _, _, frontier = row
-        m = size - self.size  # leaves of this block under the checkpoint
-        if m < 0:  # a checkpoint row sized below the events already seen (duplicate size)
-            return AuditError(f"checkpoint {size}: stored tree state is corrupt")
-        # One perfect subtree per set bit b of m, largest first: the level-b node over leaves
-        # [(m >> (b + 1)) << (b + 1), ... + 2**b), at index (m >> (b + 1)) << 1 of that level.
-        state = self.outer.copy()
-        rest = m
-        while rest:
-            b = rest.bit_length() - 1
-            state.append(levels[b][(m >> (b + 1)) << 1])
-            rest ^= 1 << b
-        if not with_root and b"".join(state) == frontier:
-            return None  # the tree state matches; its root is checked with its signature
-        # Recomputing the root also tells a rewritten log from a corrupt stored state.
-        computed = state[-1] if state else EMPTY_ROOT
-        for h in state[-2::-1]:
-            computed = _sha256(_NODE + h + computed).digest()
-        if not hmac.compare_digest(computed, root):
-            return AuditError(
-                f"checkpoint {size} does not match the log: events 1..{size} were "
-                "rewritten after it was signed",
-                hint="the audit log was tampered with",
-            )
-        if b"".join(state) != frontier:
-            return AuditError(f"checkpoint {size}: stored tree state is corrupt")
-        return None
 
 
 def _stored_checkpoint(store: Store, size: int | None) -> Checkpoint:

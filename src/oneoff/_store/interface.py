@@ -253,8 +253,14 @@ class AuditStore(Protocol):
         """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
         ...
 
-    def audit_first_gap(self) -> int | None:
-        """The first missing event number, or None when events are numbered 1..n."""
+    def audit_chain_pages(self) -> Iterator[list[tuple[Any, ...]]]:
+        """``audit_chain_rows``, a list of rows at a time (for ``audit verify``'s hot loop)."""
+        ...
+
+    def audit_first_gap(self, counted: int | None = None) -> int | None:
+        """The first missing event number, or None when events are numbered 1..n.
+        ``counted``: how many rows the caller has just read in one pass over the events,
+        which may spare counting them again (a backend may ignore it)."""
         ...
 
     def audit_hash_at(self, seq: int) -> bytes: ...

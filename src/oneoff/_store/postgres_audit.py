@@ -98,7 +98,18 @@ class AuditMixin:
         for row in self._pages("prev_hash, body, hash", 0):
             yield row[1:]
 
-    def audit_first_gap(self) -> int | None:
+    def audit_chain_pages(self) -> Iterator[list[tuple[Any, ...]]]:
+        """``audit_chain_rows``, a list of rows at a time (for ``audit verify``'s hot loop)."""
+        page: list[tuple[Any, ...]] = []
+        for row in self._pages("prev_hash, body, hash", 0):
+            page.append(row[1:])
+            if len(page) == _FETCH:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def audit_first_gap(self, counted: int | None = None) -> int | None:
         """The first missing event number, or None when events are numbered 1..n."""
         row = self.db.execute("SELECT count(*), min(seq), max(seq) FROM audit_events").fetchone()
         assert row is not None  # an aggregate always returns a row

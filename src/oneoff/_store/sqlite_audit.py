@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["AuditMixin"]
 
 _FETCH = 4096
+#: Rows of a page of the chain: small enough to be hashed while still in the CPU cache.
+_CHAIN_PAGE = 256
 _HASH = 32
 
 
@@ -64,15 +66,24 @@ class AuditMixin:
 
     def audit_chain_rows(self) -> Iterator[tuple[Any, ...]]:
         """Every event's ``(prev_hash, body, hash)`` in order, as stored (types unchecked)."""
-        cursor = self.db.execute("SELECT prev_hash, body, hash FROM audit_events ORDER BY seq")
-        while rows := cursor.fetchmany(_FETCH):
-            yield from rows
+        for page in self.audit_chain_pages():
+            yield from page
 
-    def audit_first_gap(self) -> int | None:
+    def audit_chain_pages(self) -> Iterator[list[tuple[Any, ...]]]:
+        """``audit_chain_rows``, a list of rows at a time (for ``audit verify``'s hot loop)."""
+        cursor = self.db.execute("SELECT prev_hash, body, hash FROM audit_events ORDER BY seq")
+        while rows := cursor.fetchmany(_CHAIN_PAGE):
+            yield rows
+
+    def audit_first_gap(self, counted: int | None = None) -> int | None:
         """The first missing event number, or None when events are numbered 1..n."""
-        count, low, high = self.db.execute(
-            "SELECT count(*), min(seq), max(seq) FROM audit_events"
-        ).fetchone()
+        if counted is None:
+            count, low, high = self.db.execute(
+                "SELECT count(*), min(seq), max(seq) FROM audit_events"
+            ).fetchone()
+        else:  # the caller has just read every row: spare the count's scan of the table
+            count = counted
+            low, high = self.db.execute("SELECT min(seq), max(seq) FROM audit_events").fetchone()
         if count == 0 or (low == 1 and high == count):
             return None  # n distinct integers from 1 to n: exactly 1..n
         expected = 1
