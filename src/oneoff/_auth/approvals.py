@@ -178,8 +178,9 @@ def record_approval(
         expires_at=iso(when + _dt.timedelta(seconds=approval_ttl(gate.config, env))),
     )
     store = gate.app.store
-    with store.tx():
-        added = store.add_approval(record)
+    # One INSERT that refuses a second approval by the same person on its own: no need to
+    # queue for the store-wide write lock (a server records many approvals at once).
+    added = store.add_approval(record)
     if not added:
         error = ApprovalError(f"{person.name} already approved {request.id}; one approval each")
         gate.refuse(error, "approval.refused", actor=person.name, **where)
