@@ -52,7 +52,8 @@ print("done talking", flush=True)
 def console(
     tmp_path: Path, server_keys: dict[str, Path], server_factory: Callable[..., ServerProc]
 ) -> ServerProc:
-    """A server whose app has the `talk` task (hostile description) and a secret."""
+    """A server whose app has the `talk` task (hostile description) and a secret, and
+    whose policy lets the dba group export (read) the audit log."""
     from _access_kit import make_access_app
 
     need_browser()
@@ -61,6 +62,10 @@ def console(
     )
     with open(root / ".env", "a") as env:
         env.write(f"API_TOKEN={SECRET}\n")
+    (root / "policies" / "audit.cedar").write_text(
+        '@id("dba-export")\npermit (principal in Oneoff::Group::"dba", '
+        'action == Oneoff::Action::"audit-export", resource);\n'
+    )
     return server_factory(root)
 
 
