@@ -40,6 +40,7 @@ __all__ = [
     "create_request",
     "deny",
     "record_approval",
+    "record_denial",
     "review",
     "spend",
 ]
@@ -213,6 +214,21 @@ def deny(gate: Gate, request_id: str, signer: Signer, reason: str) -> RequestRec
         plan_hash=request.plan_hash,
         request_id=request.id,
     )
+    record_denial(gate, principal, request, reason)
+    return request
+
+
+def record_denial(
+    gate: Gate,
+    principal: Principal,
+    request: RequestRecord,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Deny (an approver, whom the policy must let approve) or withdraw (the requester) a
+    pending request as ``principal``, already authenticated; audited with ``extra``."""
+    project, store = gate.app.project, gate.app.store
+    task, env = project.task(request.task), project.environment(request.environment)
     if principal.name != request.requester:
         gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
     with store.tx():
@@ -225,6 +241,5 @@ def deny(gate: Gate, request_id: str, signer: Signer, reason: str) -> RequestRec
         environment=env.name,
         task=task.name,
         plan_hash=request.plan_hash,
-        payload={"request": request.id, "reason": reason},
+        payload={"request": request.id, "reason": reason, **(extra or {})},
     )
-    return request

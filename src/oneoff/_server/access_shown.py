@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from oneoff._record import asdict
-from oneoff.errors import ApprovalError, NotPermitted, UsageError
+from oneoff.errors import NotPermitted, UsageError
 
 if TYPE_CHECKING:
     from oneoff._auth.shown import ShownPlan
@@ -173,28 +173,14 @@ def deny_signed(
     caller: Principal,
 ) -> RequestRecord:
     """``approvals.deny`` with the denier's statement signed on the client."""
+    from oneoff._auth.approvals import record_denial
+
     app = gate.app
-    task = app.project.task(request.task)
-    env = app.project.environment(request.environment)
     _canonical(statement)
     principal = gate.authenticate(statement, signature, action="deny", plan_hash=request.plan_hash)
     if principal.key != caller.key:
         raise NotPermitted(f"{caller.name} cannot send a denial signed by {principal.name}")
     if statement.get("request") != request.id:
         raise UsageError(f"the denial statement is for another request, not {request.id}")
-    if principal.name != request.requester:
-        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
-    store = app.store
-    with store.tx():
-        changed = store.set_request_status(request.id, "denied", expect="pending")
-    if not changed:
-        raise ApprovalError(f"request {request.id} is {request.status}, not pending")
-    app.audit.append(
-        "request.denied",
-        actor=principal.name,
-        environment=env.name,
-        task=task.name,
-        plan_hash=request.plan_hash,
-        payload={"request": request.id, "reason": reason, "via": "server"},
-    )
-    return store.get_request(request.id)
+    record_denial(gate, principal, request, reason, {"via": "server"})
+    return app.store.get_request(request.id)

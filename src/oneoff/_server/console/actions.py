@@ -227,21 +227,7 @@ def deny_as(gate: Any, request_id: str, principal: Principal, reason: str) -> No
     problem = reason_problem(reason)
     if problem is not None:
         raise UsageError(problem.replace("--reason", "the reason"))
-    store = gate.app.store
-    request = store.get_request(request_id)
-    project = gate.app.project
-    task, env = project.task(request.task), project.environment(request.environment)
-    if principal.name != request.requester:
-        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
-    with store.tx():
-        changed = store.set_request_status(request.id, "denied", expect="pending")
-    if not changed:
-        raise ApprovalError(f"request {request.id} is {request.status}, not pending")
-    gate.app.audit.append(
-        "request.denied",
-        actor=principal.name,
-        environment=env.name,
-        task=task.name,
-        plan_hash=request.plan_hash,
-        payload={"request": request.id, "reason": reason, "via": "console", "key": principal.key},
-    )
+    from oneoff._auth.approvals import record_denial
+
+    request = gate.app.store.get_request(request_id)
+    record_denial(gate, principal, request, reason, {"via": "console", "key": principal.key})
