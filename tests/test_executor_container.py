@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -192,6 +193,57 @@ def test_timeout_stops_and_removes_the_container(container_app: Path, env: dict[
     result = run_cli(["run", "slow", "--env", "boxed", "-q"], cwd=container_app, env=env)
     assert result.exit_code == 124, result.stderr
     assert _containers(env, container_app) == []
+
+
+def _flaky_engine(tmp_path: Path, env: dict[str, str], failures: int) -> dict[str, str]:
+    """podman behind a shim whose first FAILURES `rm` calls fail, as a racing clean-up's do."""
+    real = shutil.which("podman", path=env.get("PATH"))
+    assert real is not None
+    bin_dir = tmp_path / "shim"
+    bin_dir.mkdir()
+    count = tmp_path / "rm-calls"
+    count.write_text("0")
+    shim = bin_dir / "podman"
+    shim.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = rm ]; then\n'
+        f"  n=$(cat {count}); echo $((n + 1)) > {count}\n"
+        f'  if [ "$n" -lt {failures} ]; then\n'
+        '    echo "Error: cannot remove container: it is being stopped" >&2; exit 125\n'
+        "  fi\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+
+
+def test_timed_out_container_is_gone_even_when_removal_fails_at_first(
+    container_app: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The run returns only once the engine says the container is gone, retrying `rm`."""
+    flaky = _flaky_engine(tmp_path, env, failures=2)
+    result = run_cli(["run", "slow", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
+    assert result.exit_code == 124, result.stderr
+    assert int((tmp_path / "rm-calls").read_text()) >= 3
+    assert _containers(env, container_app) == []
+
+
+def test_container_that_cannot_be_removed_fails_the_run_naming_it(
+    container_app: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A container the engine will not remove is an error (exit 125), never a silent leftover."""
+    flaky = _flaky_engine(tmp_path, env, failures=10_000)
+    result = run_cli(["run", "slow", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
+    left = _containers(env, container_app)
+    for name in left:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", name], env=env, check=False)
+    assert result.exit_code == 125, result.stderr
+    run = json.loads(run_cli(["runs", "--json"], cwd=container_app, env=env).stdout)[0]
+    container = f"oneoff-{run['id']}".lower()
+    assert f"the container {container} could not be removed" in result.stderr
+    assert f"podman rm --force {container}" in result.stderr
+    assert run["status"] == "failed"
 
 
 def test_missing_engine_is_a_clear_error(container_app: Path, env: dict[str, str]) -> None:

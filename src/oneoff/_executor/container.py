@@ -39,6 +39,8 @@ ENGINE_VARS = (
 # Host-specific values oneoff adds for a local process; the image has its own.
 _HOST_ONLY = {"PATH": "oneoff default", "HOME": "OS user"}
 _CLEANUP_SECONDS = 60
+# How long a stopped container may take to go away before the run fails, naming it.
+_REMOVAL_SECONDS = 10
 
 
 def find_engine(engine: str) -> str:
@@ -165,11 +167,47 @@ class ContainerExecutor:
 
 
 def _remove(engine: str, container: str, env: Mapping[str, str]) -> None:
-    subprocess.run(
-        [engine, "rm", "--force", "--time", "0", "--ignore", container],
-        env=dict(env), stdin=subprocess.DEVNULL, capture_output=True,
-        timeout=_CLEANUP_SECONDS, check=False,
-    )  # fmt: skip
+    """Remove the container and see it gone before the run ends, or say it is not.
+
+    ``rm --force`` can fail or race: the killed client's own ``--rm`` clean-up may hold
+    the container, or it may still be "stopping". So it is asked again until the engine
+    answers "no such container"; a container that stays is an error (the run fails,
+    naming it), never a silent leftover. conmon's ``--timeout`` is the backstop.
+    """
+    import time
+
+    deadline = time.monotonic() + _REMOVAL_SECONDS
+    why = ""
+    while True:
+        removal = subprocess.run(
+            [engine, "rm", "--force", "--time", "0", "--ignore", container],
+            env=dict(env), stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=_CLEANUP_SECONDS, check=False,
+        )  # fmt: skip
+        if removal.returncode != 0:
+            why = _last_line(removal.stderr) or f"{engine} rm exited {removal.returncode}"
+        probe = subprocess.run(
+            [engine, "container", "inspect", "--format", "{{.State.Status}}", container],
+            env=dict(env), stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=_CLEANUP_SECONDS, check=False,
+        )  # fmt: skip
+        if probe.returncode != 0 and "no such" in probe.stderr.decode(errors="replace").lower():
+            return
+        if probe.returncode == 0:
+            why = why or f"it is still {probe.stdout.decode(errors='replace').strip()}"
+        else:
+            why = _last_line(probe.stderr) or why
+        if time.monotonic() >= deadline:
+            raise ExecError(
+                f"the container {container} could not be removed: {why}",
+                hint=f"remove it yourself: {engine} rm --force {container}",
+            )
+        time.sleep(0.2)
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def available(engine: str = "podman") -> tuple[bool, str]:
