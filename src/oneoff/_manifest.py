@@ -430,7 +430,7 @@ def _environment(path: Path, name: str, raw: Any) -> Environment:
         protected=protected,
         allow_os_user=bool(allow_os_user),
         unsafe_allow_env=unsafe,
-        description=str(table.get("description", "")),
+        description=_description(table, where),
         approvals=_table(table.get("approvals"), where + ": approvals") or None,
         extra={k: table[k] for k in ("break_glass", "release") if k in table},
         executor=executor,
@@ -572,7 +572,7 @@ def _task(path: Path, name: str, raw: Any, environments: Mapping[str, Environmen
         name=name,
         argv=argv,
         params=params,
-        description=str(table.get("description", "")),
+        description=_description(table, where),
         timeout=_duration(
             table.get("timeout", 14400 if interactive else 3600), where + ": timeout"
         ),
@@ -616,3 +616,14 @@ def render_arg(arg: str, values: Mapping[str, str]) -> str:
 
 def is_env_name(name: str) -> bool:
     return bool(_ENV_NAME.match(name))
+
+
+def _description(table: dict[str, Any], where: object) -> str:
+    """A description people read on terminals and in the console: one line of plain text."""
+    from oneoff._text import text_problem
+
+    text = str(table.get("description", ""))
+    problem = text_problem(text, "description", max_length=1000)
+    if problem is not None:
+        raise ManifestError(f"{where}: {problem}")
+    return text

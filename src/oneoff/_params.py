@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from oneoff._record import dataclass, field
+from oneoff._text import unsafe_chars
 from oneoff.errors import ManifestError, ParamError
 
 __all__ = ["PARAM_TYPES", "ParamSpec", "parse_param_spec", "validate_param"]
@@ -186,8 +187,10 @@ def validate_param(spec: ParamSpec, value: str, *, app_root: Path | None) -> str
     shown = "" if spec.secret else f" (got {value!r})"
     if "\x00" in value:
         raise ParamError(f"{label} contains a NUL byte")
-    if spec.type != "secret" and _CONTROL.search(value):
-        raise ParamError(f"{label} contains a newline or control character{shown}")
+    if spec.type != "secret" and (_CONTROL.search(value) or unsafe_chars(value)):
+        # Approvers read the value on their terminals and in the console (oneoff._text):
+        # C1 controls and bidi overrides could show them another value than the real one.
+        raise ParamError(f"{label} contains a newline or control (format, bidi) character{shown}")
     if len(value) > spec.max_length:
         raise ParamError(f"{label} is longer than {spec.max_length} characters")
     if len(value) < spec.min_length:

@@ -37,6 +37,7 @@ __all__ = [
     "approval_statement",
     "approve",
     "check_approvals",
+    "check_denial_reason",
     "create_request",
     "deny",
     "record_approval",
@@ -200,8 +201,24 @@ def record_approval(
     return record
 
 
+# A reason is a sentence for the audit log and the requester, not a report.
+MAX_DENIAL_REASON = 2000
+
+
+def check_denial_reason(reason: str) -> str:
+    """``reason`` when it is one line of plain text, else a UsageError (exit 2, HTTP 400).
+
+    Requesters, approvers and auditors read it on their terminals and in the console:
+    an escape sequence, a newline or a bidi override there could hide or forge what it
+    says (oneoff._text)."""
+    from oneoff._text import check_text
+
+    return check_text(reason, "a denial reason", max_length=MAX_DENIAL_REASON)
+
+
 def deny(gate: Gate, request_id: str, signer: Signer, reason: str) -> RequestRecord:
     """Refuse a request (an approver), or withdraw it (its requester)."""
+    check_denial_reason(reason)
     store = gate.app.store
     request = store.get_request(request_id)
     task = gate.app.project.task(request.task)
@@ -227,6 +244,7 @@ def record_denial(
 ) -> None:
     """Deny (an approver, whom the policy must let approve) or withdraw (the requester) a
     pending request as ``principal``, already authenticated; audited with ``extra``."""
+    check_denial_reason(reason)  # every path: CLI, API, console
     project, store = gate.app.project, gate.app.store
     task, env = project.task(request.task), project.environment(request.environment)
     if principal.name != request.requester:

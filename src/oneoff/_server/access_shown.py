@@ -173,8 +173,9 @@ def deny_signed(
     caller: Principal,
 ) -> RequestRecord:
     """``approvals.deny`` with the denier's statement signed on the client."""
-    from oneoff._auth.approvals import record_denial
+    from oneoff._auth.approvals import check_denial_reason, record_denial
 
+    check_denial_reason(reason)  # bad input is refused before any signature is spent
     app = gate.app
     _canonical(statement)
     principal = gate.authenticate(statement, signature, action="deny", plan_hash=request.plan_hash)

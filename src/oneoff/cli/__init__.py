@@ -6,6 +6,7 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds on this path
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -24,8 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = via_daemon(sys.argv[1:])
         if code is not None:
             return code
-    from oneoff.cli._parser import build_parser, dispatch, merge_common
-    from oneoff.errors import OneoffError
+    from oneoff.cli._parser import build_parser
 
     args_list = list(sys.argv[1:] if argv is None else argv)
     not_utf8 = _first_not_utf8(args_list)
@@ -45,6 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     verbose = any(v for k, v in vars(args).items() if k.partition("@")[0] == "verbose")
+    from oneoff.cli._streams import escaping_streams
+
+    with escaping_streams():
+        return _dispatch(args, verbose)
+
+
+def _dispatch(args: argparse.Namespace, verbose: bool) -> int:
+    from oneoff.cli._parser import dispatch, merge_common
+    from oneoff.errors import OneoffError
+
     try:
         return dispatch(merge_common(args))
     except OneoffError as exc:

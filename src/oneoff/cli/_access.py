@@ -13,7 +13,7 @@ from oneoff._auth.gate import Gate
 from oneoff._auth.grant import SETUP_HINT, open_gate
 from oneoff._auth.shown import ShownPlan
 from oneoff._identity import signer_from
-from oneoff._store.interface import RequestRecord
+from oneoff._store.interface import ApprovalRecord, RequestRecord
 from oneoff.cli._common import emit_json, on_terminal, read_params, terminal_safe
 from oneoff.errors import UsageError
 
@@ -27,6 +27,8 @@ __all__ = [
     "cmd_locks",
     "cmd_request",
     "cmd_requests",
+    "print_approved",
+    "print_requested",
     "render_request",
 ]
 
@@ -111,12 +113,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"id": record.id, "plan_hash": record.plan_hash, "status": record.status})
     else:
-        print(record.id)
-        print(
-            f"oneoff: request {record.id}: {record.task} on {record.environment} by "
-            f"{record.requester}, waiting for approval (oneoff approve {record.id})",
-            file=sys.stderr,
-        )
+        print_requested(record)
     return 0
 
 
@@ -127,13 +124,15 @@ def render_request(request: RequestRecord, shown: ShownPlan) -> str:
         k: "[secret]" if isinstance(v, dict) else v
         for k, v in sorted(dict(document.get("params") or {}).items())
     }
+    # Every field is escaped: a server, or a stored row, may hold anything (see _text).
+    safe = terminal_safe
     lines = [
-        f"request    {request.id}  ({request.status})",
-        f"requester  {request.requester}  at {request.created_at}",
-        f"task       {request.task}",
-        f"env        {request.environment}"
+        f"request    {safe(request.id)}  ({safe(request.status)})",
+        f"requester  {safe(request.requester)}  at {safe(request.created_at)}",
+        f"task       {safe(request.task)}",
+        f"env        {safe(request.environment)}"
         + ("  [protected]" if document.get("protected") else ""),
-        f"risk       {document.get('risk')}",
+        f"risk       {safe(str(document.get('risk')))}",
         f"argv       {terminal_safe(' '.join(map(str, document.get('argv', []))))}",
         f"locks      {terminal_safe(', '.join(map(str, document.get('locks', [])))) or 'none'}",
         f"release    {terminal_safe(str(document.get('release') or 'none'))}",
@@ -143,8 +142,8 @@ def render_request(request: RequestRecord, shown: ShownPlan) -> str:
     for key, var in sorted(shown.env.items()):
         note = "  (masked: not checked against the plan)" if var.checked == "masked" else ""
         lines.append(terminal_safe(f"  {key} = {var.value}   # {var.source}") + note)
-    lines.append(f"plan hash  {request.plan_hash}")
-    lines.append(f"policy     {request.policy_version}")
+    lines.append(f"plan hash  {safe(request.plan_hash)}")
+    lines.append(f"policy     {safe(str(request.policy_version))}")
     return "\n".join(lines) + "\n"
 
 
@@ -180,10 +179,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(
-            f"oneoff: {record.approver} approved {record.request_id} (until {record.expires_at})",
-            file=sys.stderr,
-        )
+        print_approved(record)
     return 0
 
 
@@ -203,8 +199,28 @@ def cmd_deny(args: argparse.Namespace) -> int:
         emit_json({"id": request.id, "status": "denied", "task": request.task,
                    "env": request.environment, "plan_hash": request.plan_hash})  # fmt: skip
         return 0
-    print(f"oneoff: request {request.id} denied", file=sys.stderr)
+    print(f"oneoff: request {terminal_safe(request.id)} denied", file=sys.stderr)
     return 0
+
+
+def print_requested(record: RequestRecord) -> None:
+    """The id on stdout and the one-line summary on stderr, as `request` prints them."""
+    safe = terminal_safe
+    print(safe(record.id))
+    print(
+        f"oneoff: request {safe(record.id)}: {safe(record.task)} on {safe(record.environment)} "
+        f"by {safe(record.requester)}, waiting for approval (oneoff approve {safe(record.id)})",
+        file=sys.stderr,
+    )
+
+
+def print_approved(record: ApprovalRecord) -> None:
+    safe = terminal_safe
+    print(
+        f"oneoff: {safe(record.approver)} approved {safe(record.request_id)} "
+        f"(until {safe(record.expires_at)})",
+        file=sys.stderr,
+    )
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
@@ -240,10 +256,13 @@ def _print_requests(rows: list[dict[str, Any]], args: argparse.Namespace) -> int
     if args.json:
         emit_json(rows)
         return 0
+    safe = terminal_safe
     for row in rows:
+        # One row per request, whatever a stored or served field holds (no forged rows).
+        approvers = ", ".join(safe(str(a)) for a in row["approvals"]) or "none"
         print(
-            f"{row['id']}  {row['status']:<8} {row['task']} on {row['env']} by "
-            f"{row['requester']}  approvals: {', '.join(row['approvals']) or 'none'}"
+            f"{safe(str(row['id']))}  {safe(str(row['status'])):<8} {safe(str(row['task']))} "
+            f"on {safe(str(row['env']))} by {safe(str(row['requester']))}  approvals: {approvers}"
         )
     if not rows:
         print("no pending requests" if not args.all else "no requests")
@@ -268,8 +287,10 @@ def cmd_locks(args: argparse.Namespace) -> int:
         return 0
     for lock in held:
         print(
-            f"{lock.name:<16} run {lock.run_id} by {lock.holder} (pid {lock.runner_pid}) "
-            f"since {lock.acquired_at}, lease until {lock.expires_at}"
+            terminal_safe(
+                f"{lock.name:<16} run {lock.run_id} by {lock.holder} (pid {lock.runner_pid}) "
+                f"since {lock.acquired_at}, lease until {lock.expires_at}"
+            )
         )
     if not held:
         print("no locks held")

@@ -124,6 +124,11 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     logs.add_argument(
         "--stream", choices=["all", "stdout", "stderr"], default="all", help="which stream"
     )
+    logs.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the stored bytes as they are even to a terminal (escape sequences act)",
+    )
     from oneoff.cli._access_args import key_option
 
     key_option(logs)

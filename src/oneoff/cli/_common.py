@@ -64,10 +64,11 @@ def emit_json(value: Any) -> None:
 
 
 def terminal_safe(text: str) -> str:
-    """Escape control characters so values cannot rewrite the operator's terminal."""
-    return "".join(
-        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text
-    )
+    """Escape control, format and bidi characters so values cannot rewrite the operator's
+    terminal or forge a line (``\\n``, ``\\x1b``, ``\\u202e``; see oneoff._text)."""
+    from oneoff._log import escape
+
+    return escape(text)
 
 
 def read_params(task: Task, pairs: list[str], *, interactive: bool) -> dict[str, str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from oneoff._log import log
 from oneoff._output import replay, stored_digest
+from oneoff._text import OutputEscaper
 from oneoff.errors import StoreError
 
 __all__ = ["cmd_logs"]
@@ -43,9 +44,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
         )
     wanted = {"all": (1, 2), "stdout": (1,), "stderr": (2,)}[args.stream]
     sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    escapers = _escapers(args)
     for stream, piece in pieces:
         if stream not in wanted:
             continue
+        if stream in escapers:
+            piece = escapers[stream].feed(piece)
         if args.json:
             # Output is bytes, not text: base64 keeps binary and invalid UTF-8 exact.
             record = {"stream": _NAMES[stream], "data": base64.b64encode(piece).decode()}
@@ -54,6 +58,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
         else:
             sinks[stream].write(piece)
             sinks[stream].flush()
+    for stream, escaper in escapers.items():
+        sinks[stream].write(escaper.feed(b"", final=True))
+        sinks[stream].flush()
     if run.status == "running":
         log("logs.running", f"run {run.id} is still running; output so far", run_id=run.id)
     if run.output_truncated:
@@ -64,3 +71,26 @@ def cmd_logs(args: argparse.Namespace) -> int:
             level="warning", run_id=run.id, output_bytes=run.output_bytes,
         )  # fmt: skip
     return 0
+
+
+def _escapers(args: argparse.Namespace) -> dict[int, OutputEscaper]:
+    """An escaper per stream that goes to a terminal (unless ``--raw``).
+
+    A replayed run may be someone else's, or come from a server: its escape sequences would
+    act on the viewer's terminal (recolour or erase lines, set the title, write the
+    clipboard with OSC 52), and a lone CR or a bidi override can hide or reorder what it
+    printed. On a terminal they are shown escaped; into a pipe or a file the bytes stay
+    exactly as stored (what the output digest covers), and ``--raw`` asks for them as they
+    are on a terminal too. ``--json`` carries the bytes base64-encoded, untouched.
+    """
+    if args.json or getattr(args, "raw", False):
+        return {}
+    found = {}
+    for stream, sink in ((1, sys.stdout), (2, sys.stderr)):
+        try:
+            on_terminal = sink.isatty()
+        except (AttributeError, ValueError):
+            on_terminal = False
+        if on_terminal:
+            found[stream] = OutputEscaper()
+    return found

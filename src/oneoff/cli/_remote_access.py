@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from oneoff._record import fields
 from oneoff._store.interface import ApprovalRecord, RequestRecord
-from oneoff.cli._common import emit_json, on_terminal
+from oneoff.cli._common import emit_json, on_terminal, terminal_safe
 from oneoff.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
@@ -72,12 +72,9 @@ def remote_request(remote: Remote, args: argparse.Namespace, app: App) -> int:
     if args.json:
         emit_json({"id": made.id, "plan_hash": made.plan_hash, "status": made.status})
     else:
-        print(made.id)
-        print(
-            f"oneoff: request {made.id}: {made.task} on {made.environment} by "
-            f"{made.requester}, waiting for approval (oneoff approve {made.id})",
-            file=sys.stderr,
-        )
+        from oneoff.cli._access import print_requested
+
+        print_requested(made)
     return 0
 
 
@@ -111,18 +108,19 @@ def remote_approve(remote: Remote, args: argparse.Namespace, app: App) -> int:
             {"request": made.request_id, "approver": made.approver, "expires_at": made.expires_at}
         )
     else:
-        print(
-            f"oneoff: {made.approver} approved {made.request_id} (until {made.expires_at})",
-            file=sys.stderr,
-        )
+        from oneoff.cli._access import print_approved
+
+        print_approved(made)
     return 0
 
 
 def remote_deny(remote: Remote, args: argparse.Namespace) -> int:
+    from oneoff._auth.approvals import check_denial_reason
     from oneoff._canonical import canonical_json
     from oneoff._client.remote import segment
     from oneoff._identity import NAMESPACE_REQUEST, request_statement
 
+    check_denial_reason(args.reason)  # exit 2 here, as locally, before anything is signed
     signer = remote.need_signer()
     request, _ = _get_request(remote, args.request)
     statement = request_statement(
@@ -137,7 +135,7 @@ def remote_deny(remote: Remote, args: argparse.Namespace) -> int:
         emit_json({"id": denied.id, "status": "denied", "task": denied.task,
                    "env": denied.environment, "plan_hash": denied.plan_hash})  # fmt: skip
         return 0
-    print(f"oneoff: request {denied.id} denied", file=sys.stderr)
+    print(f"oneoff: request {terminal_safe(denied.id)} denied", file=sys.stderr)
     return 0
 
 

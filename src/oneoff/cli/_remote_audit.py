@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from oneoff._log import log
-from oneoff.cli._common import emit_json
+from oneoff.cli._common import emit_json, terminal_safe
 from oneoff.cli._remote import closing
 from oneoff.errors import AuditError
 
@@ -48,22 +48,27 @@ def remote_verify(remote: Remote, args: argparse.Namespace) -> int:
              "checkpointed": checkpointed, "uncovered": uncovered, "signatures": signatures,
              "head": report.get("head"), "remembered": recalled, "witnessed": witnessed}
         )  # fmt: skip
+    # The counts come from the server: escaped, so an answer cannot add a line of its own.
     elif signatures == checkpoints:
         print(
-            f"OK: {events} events, hash chain intact; {checkpoints} signed "
-            f"checkpoints verify (the newest covers {checkpointed} events)"
+            terminal_safe(
+                f"OK: {events} events, hash chain intact; {checkpoints} signed "
+                f"checkpoints verify (the newest covers {checkpointed} events)"
+            )
         )
     else:
         print(
-            f"OK: {events} events, hash chain intact; {checkpoints} checkpoints "
-            f"match the log, {signatures} signatures checked: the newest (it covers "
-            f"{checkpointed} events) and a random sample (--all-signatures checks all)"
+            terminal_safe(
+                f"OK: {events} events, hash chain intact; {checkpoints} checkpoints "
+                f"match the log, {signatures} signatures checked: the newest (it covers "
+                f"{checkpointed} events) and a random sample (--all-signatures checks all)"
+            )
         )
     if recalled and not args.json:
         print(f"OK: extends the checkpoint of {recalled} events verified here before")
     for kid, size in witnessed.items():
         if not args.json:
-            print(f"OK: witness {kid} co-signed the first {size} events")
+            print(terminal_safe(f"OK: witness {kid} co-signed the first {size} events"))
     if uncovered:
         message = f"{uncovered} newest events are not yet covered by a signed checkpoint"
         if args.strict:
@@ -82,8 +87,8 @@ def remote_witness(remote: Remote, args: argparse.Namespace) -> int:
     witness = load_private_key(args.key)
     seen, cos, stored = cosign_remote(remote, log_key, witness)
     state = "co-signed" if stored else "already co-signed"
-    print(f"OK: verified {seen.checkpoint.size} events; {state} checkpoint "
-          f"{seen.checkpoint.size} as witness {cos['witness_key_id']}")  # fmt: skip
+    print(terminal_safe(f"OK: verified {seen.checkpoint.size} events; {state} checkpoint "
+          f"{seen.checkpoint.size} as witness {cos['witness_key_id']}"))  # fmt: skip
     return 0
 
 

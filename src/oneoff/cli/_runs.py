@@ -43,9 +43,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(f"{'RUN':<24} {'TASK':<16} {'ENV':<12} {'STATUS':<10} {'EXIT':>4}  STARTED  BY")
     for run in runs:
         code = "" if run.exit_code is None else str(run.exit_code)
+        # Each field escaped: a server's answer, or a stored row, may hold anything.
         print(
-            f"{run.id:<24} {terminal_safe(run.task):<16} {run.environment:<12} "
-            f"{run.status:<10} {code:>4}  {run.started_at}  {terminal_safe(run.principal)}"
+            terminal_safe(
+                f"{run.id:<24} {run.task:<16} {run.environment:<12} "
+                f"{run.status:<10} {code:>4}  {run.started_at}  {run.principal}"
+            )
         )
     return 0
 
@@ -71,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
-        print(f"{key:<17} {terminal_safe(str(value))}")
+        print(f"{terminal_safe(key):<17} {terminal_safe(str(value))}")
     return 0
 
 

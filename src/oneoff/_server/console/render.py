@@ -44,9 +44,23 @@ def templates() -> Environment:
         # Everything is escaped, whatever the template's file name: a task description or
         # a param holding "<script>" is shown as text.
         autoescape=True,
+        # HTML escaping leaves bidi overrides and control characters in the page, where
+        # they reorder or hide text (an approver must read what is there): every value
+        # is shown with them spelled out as \uXXXX (oneoff._text).
+        finalize=_spelled_out,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def _spelled_out(value: Any) -> Any:
+    from markupsafe import Markup
+
+    from oneoff._text import escape_lines
+
+    if isinstance(value, Markup):  # already HTML (tojson...): escaping keeps it HTML
+        return Markup(escape_lines(str(value)))  # noqa: S704 (its text was escaped HTML)
+    return escape_lines(value) if isinstance(value, str) else value
 
 
 def secure(response: Response) -> Response:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from oneoff._server.console.render import HERE, secure
+from oneoff._text import escape_lines
 from oneoff.errors import OneoffError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
                 )
                 ended = status != "running"
                 for stream, text in decoder.decode(pieces, final=ended):
-                    data = json.dumps({"stream": stream, "text": text})
+                    data = json.dumps({"stream": stream, "text": escape_lines(text)})
                     yield f"id: {last}\nevent: output\ndata: {data}\n\n".encode()
                 if ended:
                     data = json.dumps({"status": status, "exit_code": exit_code})
@@ -81,7 +82,7 @@ def run_stream(console: Console) -> Callable[[Request], Coroutine[Any, Any, Resp
                 if time.time() >= until or await request.is_disconnected():
                     # The browser resumes after chunk ``last``: show what the decoder held.
                     for stream, text in decoder.decode([], final=True):
-                        data = json.dumps({"stream": stream, "text": text})
+                        data = json.dumps({"stream": stream, "text": escape_lines(text)})
                         yield f"id: {last}\nevent: output\ndata: {data}\n\n".encode()
                     return
                 await asyncio.sleep(POLL_SECONDS)
