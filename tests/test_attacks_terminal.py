@@ -6,6 +6,7 @@ typed text is refused where it enters, and what is already stored is shown escap
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import pty
@@ -298,7 +299,7 @@ def test_escaped_output_is_safe_and_independent_of_chunking(data: bytes, cuts: l
     whole = OutputEscaper().feed(data, final=True)
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     escaper = OutputEscaper()
-    pieces = [escaper.feed(data[a:b]) for a, b in zip(points, points[1:], strict=False)]
+    pieces = [escaper.feed(data[a:b]) for a, b in itertools.pairwise(points)]
     assert b"".join(pieces) + escaper.feed(b"", final=True) == whole
     text = whole.decode("utf-8")
     assert set(unsafe_chars(text.replace("\r\n", "\n"))) <= {"\n", "\t"}
