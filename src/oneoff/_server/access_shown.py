@@ -56,6 +56,7 @@ def create_signed_request(
     from oneoff._access import approval_rule
     from oneoff._canonical import canonical_hash
     from oneoff._identity import iso, utc_now
+    from oneoff._server.plan_check import check_plan_document
     from oneoff._store.interface import RequestRecord
 
     app = gate.app
@@ -74,6 +75,9 @@ def create_signed_request(
     env = app.project.environment(str(document.get("environment")))
     if not task.allowed_in(env.name):
         raise UsageError(f"task {task.name!r} is not allowed in environment {env.name!r}")
+    # Approvers must never be asked to approve what the manifest does not declare (another
+    # directory, other code, other settings): a grant could not spend it anyway.
+    check_plan_document(task, env, document)
     _canonical(statement)
     principal = gate.authenticate(statement, signature, action="request", plan_hash=plan_hash)
     if principal.key != caller.key:
@@ -85,7 +89,8 @@ def create_signed_request(
     shown = {
         "hash": plan_hash,
         "document": document,
-        "cwd": str(plan.get("cwd", "")),
+        # The document's (checked above), never the client's readable path on its machine.
+        "cwd": document["cwd"],
         "env": _server_env(gate, document, plan.get("env")),
         # From the hashed document, never the client's readable copy (which it could make
         # say anything): a secret param's document entry is a fingerprint, shown masked.

@@ -68,6 +68,8 @@ class PlanView:
 
 def plan_view(app: App, plan: object, plan_hash: object) -> PlanView:
     """The plan a body carries, checked against its hash and the server's manifest."""
+    from oneoff._server.plan_check import check_plan_document
+
     if not isinstance(plan, dict) or not isinstance(plan.get("document"), dict):
         raise UsageError("the body's plan must be an object with a document")
     doc = plan["document"]
@@ -92,24 +94,9 @@ def plan_view(app: App, plan: object, plan_hash: object) -> PlanView:
     if not task.allowed_in(env.name):
         raise UsageError(f"task {task.name!r} may not run in {env.name!r}")
     # What the server's own manifest says wins: a runner with an edited oneoff.toml cannot
-    # drop a lock, unprotect an environment or change what the task runs.
-    mismatch = [
-        name
-        for name, ours in (
-            ("protected", env.protected),
-            ("locks", sorted(task.locks)),
-            ("risk", task.risk),
-            ("timeout", task.timeout),
-        )
-        if doc.get(name) != ours
-    ]
-    if doc.get("argv", [None])[:1] != [task.argv[0]]:
-        mismatch.append("argv")
-    if mismatch:
-        raise UsageError(
-            f"the plan's {', '.join(mismatch)} differ from the server's manifest",
-            hint="plan from a checkout of the release the server serves",
-        )
+    # drop a lock, unprotect an environment, run from another directory or change what the
+    # task runs.
+    check_plan_document(task, env, doc)
     current = app.store.current_release_id(env.name)
     if current is not None and doc.get("release") != current:
         raise ReleaseError(
