@@ -168,10 +168,39 @@ CHECKPOINT_TAMPERING = [
     "UPDATE audit_checkpoints SET root = 'text'",
 ]
 
+# Each field of the wrong type or range, in an older row.
+MALFORMED_CHECKPOINTS = [
+    "UPDATE audit_checkpoints SET timestamp = 'soon' WHERE size = 2",
+    "UPDATE audit_checkpoints SET timestamp = -1 WHERE size = 2",
+    "UPDATE audit_checkpoints SET timestamp = 253402300800 WHERE size = 2",
+    "UPDATE audit_checkpoints SET size = -2 WHERE size = 2",
+    "UPDATE audit_checkpoints SET signature = zeroblob(63) WHERE size = 2",
+    "UPDATE audit_checkpoints SET signature = 'sig' WHERE size = 2",
+    "UPDATE audit_checkpoints SET root = zeroblob(31) WHERE size = 2",
+    "UPDATE audit_checkpoints SET key_id = CAST(key_id AS BLOB) WHERE size = 2",
+    "UPDATE audit_checkpoints SET key_id = upper(key_id) WHERE size = 2",
+    "UPDATE audit_checkpoints SET frontier = 'text' WHERE size = 2",
+    "UPDATE audit_checkpoints SET frontier = CAST(frontier || frontier AS BLOB) WHERE size = 2",
+]
+
 
 @pytest.mark.parametrize("sql", CHECKPOINT_TAMPERING)
 def test_tampered_checkpoints_are_caught(sql: str) -> None:
     """A checkpoint row altered in any field, or badly signed, fails verification."""
+    with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
+        log.store.db.execute(sql)
+        assert "checkpoint" in first_bad(log)
+
+
+@pytest.mark.parametrize("sql", MALFORMED_CHECKPOINTS)
+def test_malformed_checkpoint_rows_are_caught_unsampled(
+    sql: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older checkpoint row with a field of the wrong type, size or range fails
+    verification even when its signature is not among those checked."""
+    import oneoff._audit.verify as verify
+
+    monkeypatch.setattr(verify, "SIGNATURE_SAMPLE", 0)
     with audit_log([("a", {}), ("b", {}), ("c", {})]) as log:
         log.store.db.execute(sql)
         assert "checkpoint" in first_bad(log)

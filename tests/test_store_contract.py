@@ -310,6 +310,30 @@ def test_the_audit_log_chains_checkpoints_and_verifies(store: Store, tmp_path: P
     assert store.audit_first_gap() is None
 
 
+def test_checkpoint_states_flag_foreign_rows_and_rows_are_read_by_size(
+    store: Store, tmp_path: Path
+) -> None:
+    """Verify reads every checkpoint's size and tree state, the frontier withheld (None) from
+    a row naming another key; full rows are read for a chosen set of sizes, missing ones left
+    out."""
+    from oneoff._audit.checkpoint import key_id
+    from oneoff._audit.keys import AuditKey
+    from oneoff._audit.log import AuditLog
+
+    key = AuditKey(tmp_path)
+    log = AuditLog(store, key)
+    for size in range(1, 4):
+        log.append("x", actor="me")
+        log.checkpoint()
+    rows = [tuple(r) for r in store.audit_checkpoint_rows()]
+    states = [tuple(r) for r in store.audit_checkpoint_states(key_id(key.public()))]
+    assert states == [(r[0], r[5]) for r in rows] and [s for s, _ in states] == [1, 2, 3]
+    assert [tuple(r) for r in store.audit_checkpoint_states("0" * 32)] == [
+        (1, None), (2, None), (3, None)
+    ]  # fmt: skip
+    assert [tuple(r) for r in store.audit_checkpoint_rows_at([3, 1, 7])] == [rows[0], rows[2]]
+
+
 def test_a_deleted_audit_event_is_found(store: Store, tmp_path: Path) -> None:
     """Deleting an event from the middle of the log fails verification, naming it."""
     from oneoff._audit.log import AuditLog

@@ -28,9 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from oneoff._audit import verify_tree
 from oneoff._audit.checkpoint import (
-    MAX_SIZE,
-    MAX_TIMESTAMP,
-    SIGNATURE_SIZE,
     Checkpoint,
     ConsistencyProofDoc,
     InclusionProofDoc,
@@ -108,56 +105,69 @@ def _first_bad_event(
     return AuditError(f"audit events after {seq - len(page)} failed verification")
 
 
-# A stored checkpoint row: (size, root, timestamp, key_id, signature, frontier bytes).
-_Row = tuple[Any, ...]
+# A checkpoint's (size, frontier bytes), as audit_checkpoint_states reads it.
+_State = tuple[Any, ...]
 
 
 def _checkpoints(
     store: Store, key: Ed25519PublicKey | None, all_signatures: bool
-) -> tuple[list[_Row], set[int]]:
-    """Checkpoint rows, oldest first, well formed and naming ``key``, and the indexes of the
-    rows whose signatures were checked (their roots are checked too)."""
-    rows = [tuple(row) for row in store.audit_checkpoint_rows()]
-    if not rows:
-        return rows, set()
+) -> tuple[list[_State], dict[int, bytes]]:
+    """Every checkpoint's ``(size, frontier)``, oldest first, each row well formed and naming
+    ``key``, and the roots of the rows whose signatures were checked, by index (their roots
+    are checked against the events too)."""
+    states = store.audit_checkpoint_states(key_id(key) if key is not None else "")
+    if not states:
+        return states, {}
     if key is None:
         raise AuditError(
             "the log has signed checkpoints but there is no audit public key to check them",
             hint="pass --key with the public key you kept (`oneoff audit key` printed it)",
         )
-    expected = key_id(key)
-    for row in rows:
-        # The fast check of the common, well-formed row; anything else takes the full parse,
-        # which raises the precise error.
-        size, root, timestamp, kid, signature, frontier = row
-        if not (
-            type(size) is int and 0 <= size <= MAX_SIZE and type(root) is bytes
-            and len(root) == HASH_SIZE and type(timestamp) is int
-            and 0 <= timestamp <= MAX_TIMESTAMP and kid == expected
-            and type(signature) is bytes and len(signature) == SIGNATURE_SIZE
-            and type(frontier) is bytes and len(frontier) == HASH_SIZE * size.bit_count()
-        ):  # fmt: skip
+    # The store checked every other field in SQL; the frontier's length is checked here.
+    bad = next(
+        (size for size, frontier in states
+         if frontier is None or len(frontier) != HASH_SIZE * size.bit_count()),
+        None,
+    )  # fmt: skip
+    if bad is not None:  # the full parse names the fault
+        for row in store.audit_checkpoint_rows(size=bad):
             verify_checkpoint(_parse(row), key)  # every row must at least name the trusted key
+        raise AuditError(f"checkpoint {bad!r} is malformed")
     checked: range | list[int]
     if all_signatures:
-        checked = range(len(rows))
+        checked = range(len(states))
+        rows = store.audit_checkpoint_rows()
     else:
         # The newest anchors the events; the sample looks for forged older rows. Chosen
         # anew each time, so a forger cannot tell which rows will be looked at.
         older = random.SystemRandom().sample(
-            range(len(rows) - 1), min(SIGNATURE_SAMPLE, len(rows) - 1)
+            range(len(states) - 1), min(SIGNATURE_SAMPLE, len(states) - 1)
         )
-        checked = sorted({*older, len(rows) - 1})
+        checked = sorted({*older, len(states) - 1})
+        rows = store.audit_checkpoint_rows_at([states[i][0] for i in checked])
+    by_size = {row[0]: row for row in rows}
+    roots = {}
     for i in checked:
-        verify_checkpoint(_parse(rows[i]), key)
-    return rows, set(checked)
+        size, frontier = states[i]
+        found = by_size.get(size)
+        if found is None or found[5] != frontier:  # read twice: it must not change between
+            raise AuditError(f"checkpoint {size} changed while it was being verified")
+        verify_checkpoint(_parse(tuple(found)), key)
+        roots[i] = found[1]
+    return states, roots
 
 
-def _parse(row: _Row) -> Checkpoint:
+def _parse(row: tuple[Any, ...]) -> Checkpoint:
     try:
         return checkpoint_from_row(row)[0]
     except (AuditError, TypeError, AttributeError) as exc:
         raise AuditError(f"checkpoint {row[0]!r} is malformed: {exc}") from None
+
+
+def _stored_root(store: Store, size: int) -> bytes:
+    """The root of the checkpoint of ``size`` (whose tree state did not match the events)."""
+    rows = store.audit_checkpoint_rows(size=size)
+    return rows[0][1] if rows and type(rows[0][1]) is bytes else b""
 
 
 def verify_log(
@@ -171,9 +181,9 @@ def verify_log(
     ``all_signatures`` checks every checkpoint's signature, not only the newest's and a
     sample (module docstring).
     """
-    checkpoints, signed = _checkpoints(store, key, all_signatures)
+    checkpoints, roots = _checkpoints(store, key, all_signatures)
     sizes = [row[0] for row in checkpoints]
-    tree = Tree(checkpoints, signed)
+    tree = Tree(checkpoints, roots, lambda size: _stored_root(store, size))
     prev, seq = _GENESIS, 0
     hashes: list[bytes] = []
     append = hashes.append
@@ -219,7 +229,7 @@ def verify_log(
         checkpoints=len(sizes),
         checkpointed=covered,
         head=prev,
-        signatures=len(signed),
+        signatures=len(roots),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from oneoff._audit.merkle import EMPTY_ROOT
@@ -24,8 +25,8 @@ _sha256 = hashlib.sha256
 _NODE = b"\x01"
 
 
-# A stored checkpoint row: (size, root, timestamp, key_id, signature, frontier bytes).
-_Row = tuple[Any, ...]
+# A checkpoint's (size, frontier bytes), as the store read it.
+_State = tuple[Any, ...]
 
 
 class Tree:
@@ -36,9 +37,15 @@ class Tree:
     being rebuilt leaf by leaf, which matters when there is a checkpoint every few events.
     """
 
-    def __init__(self, checkpoints: list[_Row], roots: set[int]) -> None:
+    def __init__(
+        self,
+        checkpoints: list[_State],
+        roots: dict[int, bytes],
+        root_of: Callable[[int], bytes],
+    ) -> None:
         self.checkpoints = checkpoints
-        self.roots = roots  # indexes of the rows whose roots are recomputed
+        self.roots = roots  # the signed roots of the rows whose roots are recomputed, by index
+        self.root_of = root_of  # the stored root of a checkpoint by size, for the other rows
         self.next_cp = 0
         self.size = 0
         self.outer: list[bytes] = []  # frontier of the complete blocks, largest first
@@ -105,16 +112,17 @@ class Tree:
                         state.append(levels[b][(m >> (b + 1)) << 1])
                     b -= 1
                 last = m
-                if i in roots or join(state) != row[5]:
-                    self.rewritten = _check_root(row, state)
+                if i in roots or join(state) != row[1]:
+                    root = roots[i] if i in roots else self.root_of(row[0])
+                    self.rewritten = _check_root(row, root, state)
             i += 1
         self.next_cp, self._m = i, last
 
 
-def _check_root(row: _Row, state: list[bytes]) -> AuditError | None:
+def _check_root(row: _State, root: bytes, state: list[bytes]) -> AuditError | None:
     """A checkpoint whose root is checked, or whose tree state differs from the computed
     one: recomputing the root tells a rewritten log from a corrupt stored state."""
-    size, root, _, _, _, frontier = row
+    size, frontier = row
     computed = state[-1] if state else EMPTY_ROOT
     for h in state[-2::-1]:
         computed = _sha256(_NODE + h + computed).digest()

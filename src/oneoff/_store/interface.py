@@ -275,6 +275,16 @@ class AuditStore(Protocol):
         """Raw checkpoint rows ``(size, root, timestamp, key_id, signature, frontier)``."""
         ...
 
+    def audit_checkpoint_states(self, key_id: str) -> list[tuple[Any, ...]]:
+        """``(size, frontier)`` of every checkpoint row, by size (for ``audit verify``, which
+        reads every row): frontier is None for a row with a field of the wrong type or size
+        (bar the frontier's length) or naming another key than ``key_id``."""
+        ...
+
+    def audit_checkpoint_rows_at(self, sizes: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The raw rows of the checkpoints of ``sizes`` (those that exist), by size."""
+        ...
+
     def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None: ...
 
     # Witnesses' co-signatures of checkpoints (issue #13; see oneoff._audit.witness).

@@ -12,7 +12,7 @@ one transaction and one WAL flush.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +151,25 @@ class AuditMixin:
         if size is None:
             return self.db.execute(_CHECKPOINT + " ORDER BY size").fetchall()
         return self.db.execute(_CHECKPOINT + " WHERE size = %s", (size,)).fetchall()
+
+    def audit_checkpoint_states(self, key_id: str) -> list[tuple[Any, ...]]:
+        """``(size, frontier)`` of every checkpoint row, by size; frontier None for a row that
+        is malformed or names another key than ``key_id`` (parse it for the reason)."""
+        from oneoff._audit.checkpoint import MAX_TIMESTAMP, SIGNATURE_SIZE
+
+        # The columns' types are the schema's; their sizes and the key are checked here.
+        return self.db.execute(
+            "SELECT size, CASE WHEN size >= 0 AND length(root) = %s"
+            " AND timestamp BETWEEN 0 AND %s AND key_id = %s AND length(signature) = %s"
+            " THEN frontier END FROM audit_checkpoints ORDER BY size",
+            (_HASH, MAX_TIMESTAMP, key_id, SIGNATURE_SIZE),
+        ).fetchall()
+
+    def audit_checkpoint_rows_at(self, sizes: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The raw rows of the checkpoints of ``sizes`` (those that exist), by size."""
+        return self.db.execute(
+            _CHECKPOINT + " WHERE size = ANY(%s) ORDER BY size", (list(sizes),)
+        ).fetchall()
 
     def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
         row = self.db.execute(_CHECKPOINT + " ORDER BY size DESC LIMIT 1").fetchone()

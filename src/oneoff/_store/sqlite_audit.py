@@ -7,7 +7,7 @@ columns are VIRTUAL, computed from ``body`` on read, so they cannot disagree wit
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ _FETCH = 4096
 #: Rows of a page of the chain: small enough to be hashed while still in the CPU cache.
 _CHAIN_PAGE = 256
 _HASH = 32
+_CHECKPOINT = "SELECT size, root, timestamp, key_id, signature, frontier FROM audit_checkpoints"
 
 
 class AuditMixin:
@@ -83,7 +84,11 @@ class AuditMixin:
             ).fetchone()
         else:  # the caller has just read every row: spare the count's scan of the table
             count = counted
-            low, high = self.db.execute("SELECT min(seq), max(seq) FROM audit_events").fetchone()
+            # Two subqueries: SQLite reads one end of the index for a lone min() or max(),
+            # but scans the whole table for both in one SELECT.
+            low, high = self.db.execute(
+                "SELECT (SELECT min(seq) FROM audit_events), (SELECT max(seq) FROM audit_events)"
+            ).fetchone()
         if count == 0 or (low == 1 and high == count):
             return None  # n distinct integers from 1 to n: exactly 1..n
         expected = 1
@@ -123,6 +128,30 @@ class AuditMixin:
         if size is None:
             return self.db.execute(sql + " ORDER BY size").fetchall()
         return self.db.execute(sql + " WHERE size = ?", (size,)).fetchall()
+
+    def audit_checkpoint_states(self, key_id: str) -> list[tuple[Any, ...]]:
+        """``(size, frontier)`` of every checkpoint row, by size; frontier None for a row that
+        is malformed or names another key than ``key_id`` (parse it for the reason)."""
+        from oneoff._audit.checkpoint import MAX_TIMESTAMP, SIGNATURE_SIZE
+
+        # The checks of checkpoint_from_row but the frontier's length, made in SQL: a row's
+        # other fields are not made into Python objects (audit verify reads every row).
+        return self.db.execute(
+            "SELECT size, iif(size >= 0 AND typeof(root) = 'blob' AND length(root) = ?"
+            " AND typeof(timestamp) = 'integer' AND timestamp BETWEEN 0 AND ?"
+            " AND typeof(key_id) = 'text' AND key_id = ? AND typeof(signature) = 'blob'"
+            " AND length(signature) = ? AND typeof(frontier) = 'blob', frontier, NULL)"
+            " FROM audit_checkpoints ORDER BY size",
+            (_HASH, MAX_TIMESTAMP, key_id, SIGNATURE_SIZE),
+        ).fetchall()
+
+    def audit_checkpoint_rows_at(self, sizes: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The raw rows of the checkpoints of ``sizes`` (those that exist), by size."""
+        marks = ", ".join("?" * len(sizes))
+        return self.db.execute(
+            f"{_CHECKPOINT} WHERE size IN ({marks}) ORDER BY size",
+            tuple(sizes),
+        ).fetchall()
 
     def audit_latest_checkpoint(self) -> tuple[Checkpoint, tuple[bytes, ...]] | None:
         row = self.db.execute(
