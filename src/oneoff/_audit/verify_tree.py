@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from oneoff._audit.merkle import EMPTY_ROOT
@@ -54,10 +55,9 @@ class Tree:
 
     def _restart(self) -> None:
         # The tree state of the last checkpoint looked at, as the outer frontier followed by
-        # the block's subtree roots (and their levels), for the next one to share.
+        # the block's subtree roots, for the next one to share.
         self._m = 0
         self._state = self.outer.copy()
-        self._bits: list[int] = []
 
     def add_block(self, leaves: list[bytes]) -> None:
         levels = [leaves]
@@ -90,32 +90,31 @@ class Tree:
         the bits of m above its own, so the ones above the highest bit that differs from
         the previous checkpoint's m are kept (checkpoints every few events share nearly
         all): one hot loop, as it runs once per checkpoint."""
-        cps, roots, count = self.checkpoints, self.roots, len(self.checkpoints)
-        i, base, last = self.next_cp, self.size, self._m
-        state, bits, join = self._state, self._bits, b"".join
-        while i < count and cps[i][0] <= size:
-            row = cps[i]
+        cps, roots, first = self.checkpoints, self.roots, self.next_cp
+        base, last, state, join = self.size, self._m, self._state, b"".join
+        outer, limit, i = len(self.outer), size - self.size, len(cps)
+        for i, row in enumerate(islice(cps, first, None), first):
             m = row[0] - base  # leaves of this block under the checkpoint
+            if m > limit:
+                break
             if self.rewritten is not None:
-                pass  # the first fault is the one reported
-            elif m < 0:  # a checkpoint row sized below the events already seen
+                continue  # the first fault is the one reported
+            if m < 0:  # a checkpoint row sized below the events already seen
                 self.rewritten = AuditError(f"checkpoint {row[0]}: stored tree state is corrupt")
-            else:
-                changed = (m ^ last).bit_length()  # bits >= changed are as they were
-                while bits and bits[-1] < changed:
-                    bits.pop()
-                    state.pop()
-                b = changed - 1
-                while b >= 0:
-                    if m >> b & 1:
-                        bits.append(b)
-                        state.append(levels[b][(m >> (b + 1)) << 1])
-                    b -= 1
-                last = m
-                if i in roots or join(state) != row[1]:
-                    root = roots[i] if i in roots else self.root_of(row[0])
-                    self.rewritten = _check_root(row, root, state)
-            i += 1
+                continue
+            changed = (m ^ last).bit_length()  # bits >= changed are as they were
+            del state[outer + (m >> changed).bit_count() :]
+            low = m & ((1 << changed) - 1)
+            while low:  # the set bits below, largest first
+                b = low.bit_length() - 1
+                state.append(levels[b][(m >> (b + 1)) << 1])
+                low ^= 1 << b
+            last = m
+            if i in roots or join(state) != row[1]:
+                root = roots[i] if i in roots else self.root_of(row[0])
+                self.rewritten = _check_root(row, root, state)
+        else:
+            i = len(cps)  # every row was looked at (or there was none)
         self.next_cp, self._m = i, last
 
 
