@@ -10,7 +10,7 @@ Prints medians and the targets of issue #4, side by side:
   checkpoint every 1,000 events; plus the cost of one checkpoint signature check;
 * verify of the same log with dense checkpoints, one every 3 events (one per run: started,
   finished, checkpoint), in the default mode for a log that large (every root checked, the
-  newest signature and a random sample of 64) and with ``all_signatures=True``;
+  newest signature and a random sample of 32 to 64) and with ``all_signatures=True``;
 * a checkpoint's cost (signing after a run: key load + O(log n) tree update);
 * the peak RSS of the `oneoff run` process while its task streams 1 GiB to stdout
   (target <= 60 MB), read from /proc/PID/status VmHWM.

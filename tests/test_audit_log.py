@@ -356,6 +356,70 @@ def test_signatures_checked_by_default_do_not_depend_on_the_checkpoint_count(
         log.store.close()
 
 
+def test_the_signature_sample_grows_with_the_checkpoints_between_its_bounds() -> None:
+    """Every older row up to 32 is checked, then 32, one more per 128 older rows, at most 64."""
+    from oneoff._audit.verify import sample_size
+
+    sizes = [0, 1, 31, 32, 33, 4_095, 4_096, 4_224, 8_191, 8_192, 8_193, 1_000_000]
+    assert [sample_size(n) for n in sizes] == [0, 1, 31, 32, 32, 32, 32, 33, 63, 64, 64, 64]
+
+
+@contextmanager
+def checkpointed_log(count: int) -> Iterator[AuditLog]:
+    """A log of ``count`` checkpoints, one per event, written through AuditLog."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "state.db")
+        log = AuditLog(store, AuditKey(Path(tmp)))
+        for _ in range(count):
+            log.append("run.finished", actor="os:alice")
+            log.checkpoint()
+        try:
+            yield log
+        finally:
+            store.close()
+
+
+def test_a_forged_older_checkpoint_is_found_with_the_stated_probability() -> None:
+    """An older row with the true tree state but a forged signature is always found by
+    --all-signatures, and by default with probability k/N (k = 32 of N = 48 older rows, so
+    2/3): over 60 runs, between 20 and 58 find it (outside: probability < 1e-8)."""
+    with checkpointed_log(49) as log:
+        assert log.key is not None
+        public = log.key.public()
+        log.store.db.execute("UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE size = 7")
+        for _ in range(3):
+            with pytest.raises(AuditError, match="checkpoint signature does not verify"):
+                verify_log(log.store, public, all_signatures=True)
+        outcomes = []
+        for _ in range(60):
+            try:
+                outcomes.append(f"passed, {verify_log(log.store, public).signatures} signatures")
+            except AuditError as exc:
+                outcomes.append(exc.message)
+        found = outcomes.count(
+            "checkpoint signature does not verify: the checkpoint (size 7, timestamp "
+            f"{log.store.audit_checkpoint_rows(size=7)[0][2]}) was altered or forged"
+        )
+        # A run that misses the forged row checks the newest and 32 of the 48 older rows.
+        assert outcomes.count("passed, 33 signatures") == 60 - found
+        assert 20 <= found <= 58, outcomes
+
+
+def test_forging_more_older_checkpoints_than_the_sample_skips_is_always_found() -> None:
+    """With more than N - k of the N older rows forged, every sample holds one: the default
+    mode fails every time."""
+    with checkpointed_log(49) as log:
+        assert log.key is not None
+        public = log.key.public()
+        # 17 = 48 - 32 + 1 of the 48 older rows: no sample of 32 misses them all.
+        log.store.db.execute(
+            "UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE size <= 17"
+        )
+        for _ in range(20):
+            with pytest.raises(AuditError, match="checkpoint signature does not verify"):
+                verify_log(log.store, public)
+
+
 def test_every_row_must_name_the_trusted_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even unsampled, a row naming another signing key fails verification."""
     import oneoff._audit.verify as verify

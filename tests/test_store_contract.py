@@ -322,12 +322,13 @@ def test_checkpoint_states_flag_foreign_rows_and_rows_are_read_by_size(
 
     key = AuditKey(tmp_path)
     log = AuditLog(store, key)
-    for size in range(1, 4):
+    for _ in range(3):
         log.append("x", actor="me")
         log.checkpoint()
     rows = [tuple(r) for r in store.audit_checkpoint_rows()]
     states = [tuple(r) for r in store.audit_checkpoint_states(key_id(key.public()))]
-    assert states == [(r[0], r[5]) for r in rows] and [s for s, _ in states] == [1, 2, 3]
+    assert states == [(r[0], r[5]) for r in rows]
+    assert [s for s, _ in states] == [1, 2, 3]
     assert [tuple(r) for r in store.audit_checkpoint_states("0" * 32)] == [
         (1, None), (2, None), (3, None)
     ]  # fmt: skip

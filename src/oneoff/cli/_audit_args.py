@@ -47,7 +47,7 @@ def add_audit_commands(sub: Any, common: _Adder, json: _Adder) -> None:
     cmd.add_argument(
         "--all-signatures", action=argparse.BooleanOptionalAction, default=False,
         help="check every checkpoint's signature (default: the newest and a random sample of "
-        "64; every checkpoint's root is still checked against the events)",
+        "32 to 64 others; every checkpoint's tree state is still checked against the events)",
     )  # fmt: skip
     cmd.add_argument(
         "--witness", type=Path, action="append", default=[], metavar="PUB",
