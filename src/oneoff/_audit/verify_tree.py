@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from itertools import islice
 from typing import Any
 
 from oneoff._audit.merkle import EMPTY_ROOT
@@ -93,7 +92,8 @@ class Tree:
         cps, roots, first = self.checkpoints, self.roots, self.next_cp
         base, last, state, join = self.size, self._m, self._state, b"".join
         outer, limit, i = len(self.outer), size - self.size, len(cps)
-        for i, row in enumerate(islice(cps, first, None), first):
+        for i in range(first, len(cps)):  # (islice would walk the rows before ``first``)
+            row = cps[i]
             m = row[0] - base  # leaves of this block under the checkpoint
             if m > limit:
                 break
