@@ -38,12 +38,16 @@ _STATUS: tuple[tuple[type[OneoffError], int], ...] = (
 
 
 class ApiError(Exception):
-    """A oneoff error with an HTTP status other than its class's (401, 404, 409, 413, 422)."""
+    """A oneoff error with an HTTP status other than its class's (401, 404, 409, 413, 422,
+    429)."""
 
-    def __init__(self, status: int, error: OneoffError) -> None:
+    def __init__(
+        self, status: int, error: OneoffError, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(error.message)
         self.status = status
         self.error = error
+        self.headers = dict(headers or {})  # e.g. a 429's Retry-After
 
 
 def status_of(error: OneoffError) -> int:
@@ -68,7 +72,9 @@ def error_response(exc: OneoffError | ApiError) -> JSONResponse:
     from starlette.responses import JSONResponse
 
     if isinstance(exc, ApiError):
-        return JSONResponse(error_body(exc.error), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.error), status_code=exc.status, headers=exc.headers or None
+        )
     return JSONResponse(error_body(exc), status_code=status_of(exc))
 
 

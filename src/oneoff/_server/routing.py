@@ -26,6 +26,7 @@ from oneoff.errors import OneoffError, StoreError, UsageError
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from oneoff._app import App
     from oneoff._identity import Principal
     from oneoff._server.context import ServerContext, Worker
 
@@ -125,10 +126,8 @@ def _handle_once(
     ctx: ServerContext, spec: Spec, handler: Callable[[Call], Any], request: Request, raw: bytes
 ) -> Any:
     principal = None
-    if spec.auth == "sign":
-        principal = ctx.authenticate(request, raw)
-    elif spec.auth == "session":
-        principal = ctx.session(request)
+    if spec.auth != "none":
+        principal = _caller(ctx, spec, request, raw)
     body = None
     if spec.body is not None:
         body = parse_json(raw)
@@ -167,6 +166,45 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, UsageError(f"request body larger than {limit} bytes refused"))
+
+
+def _caller(ctx: ServerContext, spec: Spec, request: Request, raw: bytes) -> Principal:
+    """Who signed the call, or whose token it carries; each failure counts toward the
+    caller's address's limit, and an address over it is refused first (ratelimit)."""
+    import time
+
+    from oneoff._server.ratelimit import throttled
+
+    app = ctx.worker().app
+    address = client_address(request)
+    now = time.time()
+    refusal = throttled(app.store, address, now)
+    if refusal is not None:
+        raise refusal
+    try:
+        if spec.auth == "sign":
+            return ctx.authenticate(request, raw)
+        return ctx.session(request)
+    except ApiError as exc:
+        if exc.status in (401, 409):
+            counted_failure(app, address, now, request.url.path)
+        raise
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def counted_failure(app: App, address: str, now: float, path: str) -> None:
+    """Count one failed authentication from ``address``; audit the one that reaches the
+    limit (the refusals after it are not audited: a flood does not grow the log)."""
+    from oneoff._server.ratelimit import WINDOW, count_failure, limit
+
+    if count_failure(app.store, address, now):
+        app.audit.append(
+            "auth.throttled", actor="unknown",
+            payload={"address": address, "failures": limit(), "window": WINDOW, "path": path},
+        )  # fmt: skip
 
 
 def parse_json(raw: bytes) -> Any:

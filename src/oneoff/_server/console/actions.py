@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from oneoff._identity import Principal
     from oneoff._server.console.routes import Console
     from oneoff._server.console.session import Session
+    from oneoff._server.errors import ApiError
 
 __all__ = ["Actions", "deny_as"]
 
@@ -93,6 +94,14 @@ class Actions:
         from oneoff._server.console.session import cookie_name, origin_problem
 
         own = f"{request.url.scheme}://{request.url.netloc}"
+        # Redeeming login links counts toward the address's failure limit like the API's
+        # signatures and tokens (oneoff._server.ratelimit): an address over it is refused
+        # before its link is even decoded.
+        refusal = await run_in_threadpool(self._throttled, request)
+        if refusal is not None:
+            page = html(request, "login.html", status=429, error=refusal.error, server_url=own)
+            page.headers.update(refusal.headers)
+            return page
         problem = origin_problem(request.headers, own)
         form = await self._form(request) if problem is None else None
         try:
@@ -102,7 +111,7 @@ class Actions:
         except NotPermitted as exc:
             if problem is not None or form is None:  # else _login audited it
                 await run_in_threadpool(self._refused, request, None, exc.message)
-            own = f"{request.url.scheme}://{request.url.netloc}"
+            await run_in_threadpool(self._failed, request)
             return html(request, "login.html", status=401, error=exc, server_url=own)
         https = request.url.scheme == "https"
         response = redirect("/console/")
@@ -111,6 +120,23 @@ class Actions:
             secure=https, httponly=True, samesite="strict",
         )  # fmt: skip
         return response
+
+    def _throttled(self, request: Request) -> ApiError | None:
+        import time
+
+        from oneoff._server.ratelimit import throttled
+        from oneoff._server.routing import client_address
+
+        store = self.ctx.worker().app.store
+        return throttled(store, client_address(request), time.time())
+
+    def _failed(self, request: Request) -> None:
+        import time
+
+        from oneoff._server.routing import client_address, counted_failure
+
+        app = self.ctx.worker().app
+        counted_failure(app, client_address(request), time.time(), request.url.path)
 
     def _login(self, token: str) -> tuple[str, int]:
         from oneoff._auth.gate import _key_of

@@ -1,0 +1,96 @@
+"""A flood of failed authentications against REAL server processes: once an address has
+failed too often in a window, it is answered 429 with Retry-After before its credentials
+are looked at, the count is shared by every process on the store, and the flood stops
+growing the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from _access_kit import events
+from _serverproc import Response, ServerProc
+from test_attacks_server import console_login, console_post
+
+KEYS = dict[str, Path]
+LIMIT = 4
+
+
+@pytest.fixture(autouse=True)
+def _low_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers started by these tests allow LIMIT failures per address and window."""
+    monkeypatch.setenv("ONEOFF_SERVER_AUTH_FAILURES", str(LIMIT))
+
+
+def forged_read(server: ServerProc) -> Response:
+    return server.call("GET", "/v1/requests", headers={"Authorization": "Bearer forged.token"})
+
+
+def retry_after(answer: Response) -> int:
+    found = {k.lower(): v for k, v in answer.headers.items()}.get("retry-after")
+    assert found is not None, answer.headers
+    return int(found)
+
+
+def test_an_address_that_keeps_failing_is_throttled(server: ServerProc, server_keys: KEYS) -> None:
+    """LIMIT forged tokens are refused (401) and audited; then the address is answered 429
+    with Retry-After, even with valid credentials, and nothing more is audited."""
+    for _ in range(LIMIT):
+        assert forged_read(server).status == 401
+    throttled = forged_read(server)
+    assert throttled.status == 429, throttled
+    assert 1 <= retry_after(throttled) <= 60
+    assert throttled.error["exit"] == 3
+    assert "too many failed authentications" in throttled.error["message"]
+    refused = len(events(server.app_dir, "auth.refused"))
+    assert refused == LIMIT
+    assert len(events(server.app_dir, "auth.throttled")) == 1
+    valid = server.signed(server_keys["bob"], "POST", "/v1/session")
+    assert valid.status == 429, valid
+    for _ in range(20):
+        assert forged_read(server).status == 429
+    assert len(events(server.app_dir, "auth.refused")) == refused
+    assert len(events(server.app_dir, "auth.throttled")) == 1
+
+
+def test_successes_are_not_counted(server: ServerProc, server_keys: KEYS) -> None:
+    """Many good calls from one address are never throttled: only failures count."""
+    token = server.token(server_keys["bob"])
+    for _ in range(3 * LIMIT):
+        answer = server.call("GET", "/v1/requests", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status == 200, answer
+    assert server.signed(server_keys["bob"], "POST", "/v1/session").status == 200
+
+
+def test_the_count_is_shared_by_every_server_process(
+    server_app: Path, server_factory: Callable[..., ServerProc], server_keys: KEYS
+) -> None:
+    """Failures spread over two server processes on one store add up: the address is
+    throttled by both, and by a third that never saw a failure."""
+    first = server_factory(server_app)
+    second = server_factory(server_app)
+    for index in range(LIMIT):
+        assert forged_read((first, second)[index % 2]).status == 401
+    assert forged_read(first).status == 429
+    assert forged_read(second).status == 429
+    third = server_factory(server_app)  # never saw a failure itself
+    answer = third.signed(server_keys["bob"], "POST", "/v1/session")
+    assert answer.status == 429, answer
+
+
+def test_login_links_are_throttled_too(server: ServerProc, server_keys: KEYS) -> None:
+    """Forged login links count as failures: after LIMIT of them even a valid link is
+    answered 429 with Retry-After, without being spent or audited."""
+    for _ in range(LIMIT):
+        refused = console_post(server, "/console/login", {"token": "forged.link"}, {})
+        assert refused.status == 401, refused
+    answer = console_post(server, "/console/login", {"token": "forged.link"}, {})
+    assert answer.status == 429, answer
+    assert 1 <= retry_after(answer) <= 60
+    assert b"too many failed authentications" in answer.raw
+    logins = len(events(server.app_dir, "console.login"))
+    with pytest.raises(AssertionError):
+        console_login(server, server_keys["bob"])
+    assert len(events(server.app_dir, "console.login")) == logins
