@@ -17,9 +17,9 @@ store holds at most that many rows whatever addresses come (an IPv6 client has m
 addresses that share a bucket share its count. A bucket with failures in the current
 window is read from the store on every call; one without is read at most once per
 ``RECHECK`` seconds per process (calls from addresses that never fail cost no read), so
-another process's first failures may take that long to be seen. The address is the TCP peer's: behind a reverse
-proxy, every client is the proxy's address unless uvicorn is told to trust its forwarded
-headers.
+another process's first failures may take that long to be seen. The address is the TCP
+peer's: behind a reverse proxy, every client is the proxy's address unless uvicorn is
+told to trust its forwarded headers.
 """
 
 from __future__ import annotations
