@@ -5,6 +5,7 @@ growing the audit log."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,20 @@ def _low_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ONEOFF_SERVER_AUTH_FAILURES", str(LIMIT))
 
 
+def audited(server: ServerProc, kind: str) -> int:
+    """How many ``kind`` events the server's store holds (read there: the API would answer
+    this throttled address 429)."""
+    saved = os.environ.pop("ONEOFF_STORE_URL", None)
+    if server.store_url is not None:
+        os.environ["ONEOFF_STORE_URL"] = server.store_url
+    try:
+        return len(events(server.app_dir, kind))
+    finally:
+        os.environ.pop("ONEOFF_STORE_URL", None)
+        if saved is not None:
+            os.environ["ONEOFF_STORE_URL"] = saved
+
+
 def forged_read(server: ServerProc) -> Response:
     return server.call("GET", "/v1/requests", headers={"Authorization": "Bearer forged.token"})
 
@@ -34,6 +49,12 @@ def retry_after(answer: Response) -> int:
     return int(found)
 
 
+BOTH_STORES = pytest.mark.parametrize(
+    "server", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@BOTH_STORES
 def test_an_address_that_keeps_failing_is_throttled(server: ServerProc, server_keys: KEYS) -> None:
     """LIMIT forged tokens are refused (401) and audited; then the address is answered 429
     with Retry-After, even with valid credentials, and nothing more is audited."""
@@ -44,15 +65,14 @@ def test_an_address_that_keeps_failing_is_throttled(server: ServerProc, server_k
     assert 1 <= retry_after(throttled) <= 60
     assert throttled.error["exit"] == 3
     assert "too many failed authentications" in throttled.error["message"]
-    refused = len(events(server.app_dir, "auth.refused"))
-    assert refused == LIMIT
-    assert len(events(server.app_dir, "auth.throttled")) == 1
+    assert audited(server, "auth.refused") == LIMIT
+    assert audited(server, "auth.throttled") == 1
     valid = server.signed(server_keys["bob"], "POST", "/v1/session")
     assert valid.status == 429, valid
     for _ in range(20):
         assert forged_read(server).status == 429
-    assert len(events(server.app_dir, "auth.refused")) == refused
-    assert len(events(server.app_dir, "auth.throttled")) == 1
+    assert audited(server, "auth.refused") == LIMIT
+    assert audited(server, "auth.throttled") == 1
 
 
 def test_successes_are_not_counted(server: ServerProc, server_keys: KEYS) -> None:
@@ -64,18 +84,26 @@ def test_successes_are_not_counted(server: ServerProc, server_keys: KEYS) -> Non
     assert server.signed(server_keys["bob"], "POST", "/v1/session").status == 200
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_the_count_is_shared_by_every_server_process(
-    server_app: Path, server_factory: Callable[..., ServerProc], server_keys: KEYS
+    request: pytest.FixtureRequest,
+    server_app: Path,
+    server_factory: Callable[..., ServerProc],
+    server_keys: KEYS,
+    backend: str,
 ) -> None:
     """Failures spread over two server processes on one store add up: the address is
     throttled by both, and by a third that never saw a failure."""
-    first = server_factory(server_app)
-    second = server_factory(server_app)
+    url = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    first = server_factory(server_app, url)
+    second = server_factory(server_app, url)
     for index in range(LIMIT):
         assert forged_read((first, second)[index % 2]).status == 401
     assert forged_read(first).status == 429
     assert forged_read(second).status == 429
-    third = server_factory(server_app)  # never saw a failure itself
+    third = server_factory(server_app, url)  # never saw a failure itself
     answer = third.signed(server_keys["bob"], "POST", "/v1/session")
     assert answer.status == 429, answer
 
