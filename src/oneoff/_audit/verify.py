@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from oneoff._audit import verify_tree
@@ -43,7 +44,7 @@ from oneoff._audit.checkpoint import (
     key_id,
     verify_checkpoint,
 )
-from oneoff._audit.merkle import HASH_SIZE, consistency_proof, inclusion_proof
+from oneoff._audit.merkle import consistency_proof, inclusion_proof
 from oneoff._audit.verify_tree import Tree
 from oneoff._record import dataclass
 from oneoff._store.sqlite_audit import checkpoint_from_row
@@ -149,13 +150,10 @@ def _checkpoints(
             "the log has signed checkpoints but there is no audit public key to check them",
             hint="pass --key with the public key you kept (`oneoff audit key` printed it)",
         )
-    # The store checked every other field in SQL; the frontier's length is checked here.
-    bad = next(
-        (size for size, frontier in states
-         if frontier is None or len(frontier) != HASH_SIZE * size.bit_count()),
-        None,
-    )  # fmt: skip
-    if bad is not None:  # the full parse names the fault
+    # The store checked every field in SQL but the frontier's length, which the tree checks:
+    # the computed tree state of n events is popcount(n) hashes.
+    if None in map(itemgetter(1), states):  # a row refused: the full parse names the fault
+        bad = next(size for size, frontier in states if frontier is None)
         for row in store.audit_checkpoint_rows(size=bad):
             verify_checkpoint(_parse(row), key)  # every row must at least name the trusted key
         raise AuditError(f"checkpoint {bad!r} is malformed")
@@ -206,7 +204,6 @@ def verify_log(
     sample (module docstring).
     """
     checkpoints, roots = _checkpoints(store, key, all_signatures)
-    sizes = [row[0] for row in checkpoints]
     tree = Tree(checkpoints, roots, lambda size: _stored_root(store, size))
     prev, seq = _GENESIS, 0
     hashes: list[bytes] = []
@@ -240,17 +237,17 @@ def verify_log(
     # A root mismatch is reported after the chain: a broken link names the event.
     if tree.rewritten is not None:
         raise tree.rewritten
-    if tree.next_cp < len(sizes):
-        size = sizes[tree.next_cp]
+    if tree.next_cp < len(checkpoints):
+        size = checkpoints[tree.next_cp][0]
         raise AuditError(
             f"audit event {seq + 1} is missing: checkpoint {size} was signed over "
             f"{size} events but the log holds {seq} (events deleted)",
             hint="the audit log was truncated",
         )
-    covered = sizes[-1] if sizes else 0
+    covered = checkpoints[-1][0] if checkpoints else 0
     return VerifyReport(
         events=seq,
-        checkpoints=len(sizes),
+        checkpoints=len(checkpoints),
         checkpointed=covered,
         head=prev,
         signatures=len(roots),
