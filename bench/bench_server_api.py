@@ -2,12 +2,14 @@
 target >= 500 requests/s with p99 <= 50 ms on this 2-core machine).
 
 Usage: python bench/bench_server_api.py [--quick] [--clients N] [--threads N]
-       [--approvals N] [--rounds N]
+       [--approvals N] [--rounds N] [--workers 1,2]
 
-Starts a throw-away PostgreSQL (tests/_pgserver.py: fsync and synchronous_commit on) and a
-real ``oneoff server`` process on 127.0.0.1 (tests/_serverproc.py) serving the access
-tests' app (tests/_access_kit.py: migrate in production needs two approvals of the dba
-group: bob, carol and erin). Then, each round:
+Starts a throw-away PostgreSQL (tests/_pgserver.py: fsync and synchronous_commit on) and,
+for each count of ``--workers`` (default: 1 and the number of CPUs), a real ``oneoff
+server`` on 127.0.0.1 with that many worker processes (tests/_serverproc.py), all on one
+database, serving the access tests' app (tests/_access_kit.py: migrate in production needs
+two approvals of the dba group: bob, carol and erin). Then, each round, for each server in
+turn (interleaved, so that a change in the machine's load hits each alike):
 
 1. setup (not timed): alice asks for approval of ``approvals / 3`` plans through the API,
    from the client processes at once;
@@ -19,9 +21,11 @@ group: bob, carol and erin). Then, each round:
    loop: exactly its share of calls), and records each call's latency; every answer must
    be 201.
 
-Prints per round and as the median of rounds: requests/s (all calls over the time from
-the first start to the last end), median and p99 latency, and the server's CPU time per
-request; the machine's load average beside them (the machine is shared).
+Prints per round and as the median of rounds, for each worker count: requests/s (all
+calls over the time from the first start to the last end), median and p99 latency, and
+the server's CPU time per request (its worker processes' and its parent's); the machine's
+load average beside them (the machine is shared); then each count's rate against one
+worker's.
 """
 
 from __future__ import annotations
@@ -150,6 +154,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _server_cpu(server: Any) -> float:
+    """CPU seconds of a server's process and its live workers (its children)."""
+    pid = server.proc.pid
+    workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return _cpu_seconds(pid) + sum(_cpu_seconds(int(w)) for w in workers)
+
+
 def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) -> dict[str, Any]:
     """One measured round; requests/s, latencies and the server's CPU per request."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,10 +178,10 @@ def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) 
             line = proc.stdout.readline().strip()
             if line != "ready":
                 raise SystemExit(f"a client failed to start: {line!r} (exit {proc.wait()})")
-        cpu = _cpu_seconds(server.proc.pid)
+        cpu = _server_cpu(server)
         go.touch()
         outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
-        cpu = _cpu_seconds(server.proc.pid) - cpu
+        cpu = _server_cpu(server) - cpu
     statuses = [code for out in outs for code in out["statuses"]]
     bad = [code for code in statuses if code != 201]
     if bad:
@@ -193,6 +204,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="connections per client")
     parser.add_argument("--approvals", type=int, default=None, help="calls per round")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--workers", default=f"1,{len(os.sched_getaffinity(0))}",
+        help="comma-separated worker counts to compare (default: 1 and the CPUs)",
+    )  # fmt: skip
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -211,48 +226,60 @@ def main() -> int:
     if bindir is None:
         print("PostgreSQL is not installed: skipped")
         return 0
+    counts = sorted({int(n) for n in args.workers.split(",")})
     pg = PgServer(bindir)
     pg.start()
-    server = None
+    servers: dict[int, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             keys = make_keys(Path(tmp) / "keys")
             app_dir = make_access_app(Path(tmp) / "app", keys)
             url = pg.database("api")
             migrate(url)
-            server = ServerProc(app_dir, store_url=url).start()
-            spec = {
-                "keys": {name: str(path) for name, path in keys.items()},
-                "host": server.host, "port": server.port, "server_id": server.server_id,
-                "plan": _plan(app_dir), "threads": args.threads,
-            }  # fmt: skip
+            for n in counts:
+                servers[n] = ServerProc(app_dir, store_url=url, workers=n).start()
             print(
                 f"{args.clients} client processes x {args.threads} connections, "
                 f"{per_client * len(APPROVERS) * args.clients} signed approvals a round, "
-                f"{rounds} rounds; server (pid {server.proc.pid}) on PostgreSQL "
-                "(synchronous_commit on)",
+                f"{rounds} rounds; servers of {', '.join(map(str, counts))} worker processes "
+                f"on one PostgreSQL (synchronous_commit on), {len(os.sched_getaffinity(0))} "
+                "CPUs",
                 flush=True,
             )
-            results = []
+            plan = _plan(app_dir)
+            results: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
             for i in range(rounds):
-                result = run_round(server, spec, args.clients, per_client)
-                results.append(result)
+                for n, server in servers.items():
+                    spec = {
+                        "keys": {name: str(path) for name, path in keys.items()},
+                        "host": server.host, "port": server.port,
+                        "server_id": server.server_id, "plan": plan, "threads": args.threads,
+                    }  # fmt: skip
+                    result = run_round(server, spec, args.clients, per_client)
+                    results[n].append(result)
+                    print(
+                        f"  round {i + 1}, {n} worker(s): {result['rate']:,.0f} req/s, median "
+                        f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server "
+                        f"CPU {result['cpu_ms']:.2f} ms/req; load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
+            print("median of rounds:")
+            base = statistics.median(r["rate"] for r in results[counts[0]])
+            for n in counts:
+                rate = statistics.median(r["rate"] for r in results[n])
+                p99 = statistics.median(r["p99_ms"] for r in results[n])
+                median = statistics.median(r["median_ms"] for r in results[n])
+                cpu = statistics.median(r["cpu_ms"] for r in results[n])
+                ok = "ok " if rate >= TARGET_RATE and p99 <= TARGET_P99_MS else "LOW"
                 print(
-                    f"  round {i + 1}: {result['rate']:,.0f} req/s, median "
-                    f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server CPU "
-                    f"{result['cpu_ms']:.2f} ms/req; load {os.getloadavg()[0]:.1f}",
-                    flush=True,
+                    f"  {n} worker(s): {rate:,.0f} req/s (x{rate / base:.2f} of "
+                    f"{counts[0]}; target >= {TARGET_RATE}), median {median:.1f} ms, p99 "
+                    f"{p99:.1f} ms (target <= {TARGET_P99_MS:.0f}), server CPU {cpu:.2f} "
+                    f"ms/req {ok}"
                 )
-            rate = statistics.median(r["rate"] for r in results)
-            p99 = statistics.median(r["p99_ms"] for r in results)
-            median = statistics.median(r["median_ms"] for r in results)
-            ok = "ok " if rate >= TARGET_RATE and p99 <= TARGET_P99_MS else "LOW"
-            print(
-                f"median of rounds: {rate:,.0f} req/s (target >= {TARGET_RATE}), median "
-                f"{median:.1f} ms, p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}) {ok}"
-            )
+            print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
-        if server is not None:
+        for server in servers.values():
             server.stop()
         pg.stop()
     return 0

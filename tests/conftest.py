@@ -195,13 +195,14 @@ def server_app(tmp_path: Path, server_keys: dict[str, Path]) -> Path:
 
 @pytest.fixture
 def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerProc]]:
-    """``start(app_dir, store_url=None)``: start a server; every one is stopped at teardown."""
+    """``start(app_dir, store_url=None, workers=1)``: start a server; every one is stopped
+    at teardown."""
     from _serverproc import ServerProc
 
     started: list[ServerProc] = []
 
-    def start(app_dir: Path, store_url: str | None = None) -> ServerProc:
-        proc = ServerProc(app_dir, store_url=store_url)
+    def start(app_dir: Path, store_url: str | None = None, workers: int = 1) -> ServerProc:
+        proc = ServerProc(app_dir, store_url=store_url, workers=workers)
         started.append(proc)
         return proc.start()
 

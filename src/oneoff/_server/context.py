@@ -72,6 +72,9 @@ class ServerContext:
             # One per server (per store): every machine that talks to this server
             # fingerprints a plan's values with it, so a plan hashes the same everywhere.
             self.fingerprint_key = server_secret(app, SERVER_FINGERPRINT_KEY, _random_key)
+            # The audit (and grant) signing key, made now if new: every worker process
+            # forked after this signs with this one key, read from the state directory.
+            _audit_public_key(app)
         finally:
             app.close()
 

@@ -1,22 +1,32 @@
 """Serve the app with uvicorn on a local address; SIGTERM or SIGINT stop it gracefully.
 
-uvicorn's own handlers finish the requests in flight, run the lifespan's shutdown (which
-closes every store connection), then return: the process exits 0.
+The listening socket is bound here, before any worker starts: a port that is taken is one
+clear error, and with ``workers > 1`` every worker process accepts on that one socket
+(``oneoff._server.workers`` supervises them). uvicorn's own handlers finish the requests in
+flight, run the lifespan's shutdown (which closes every store connection), then return:
+the process exits 0.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from oneoff.errors import OneoffError
+
 if TYPE_CHECKING:
     from oneoff._server.context import ServerContext
 
-__all__ = ["parse_listen", "serve"]
+__all__ = ["BACKLOG", "bind", "parse_listen", "serve", "serve_socket"]
+
+#: Connections the kernel queues for the workers to accept (uvicorn's default).
+BACKLOG = 2048
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -29,16 +39,51 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(ctx: ServerContext, host: str, port: int, *, ready: str | None = None) -> int:
-    """Run until signalled. ``ready``: a file to write ``host:port`` to once listening
-    (tests wait for it, and port 0 needs it to be found)."""
-    import asyncio
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; OneoffError (one line) if it cannot be."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OneoffError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise OneoffError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
+
+def serve(
+    ctx: ServerContext, host: str, port: int, *, ready: str | None = None, workers: int = 1
+) -> int:
+    """Run until signalled. ``ready``: a file to write ``host:port`` to once every worker
+    listens (tests wait for it, and port 0 needs it to be found)."""
+    sock = bind(host, port)
+    bound = sock.getsockname()
+    where = f"{bound[0]}:{bound[1]}"
+    if workers > 1:
+        from oneoff._server.workers import supervise
+
+        return supervise(ctx, sock, workers, lambda: _announce(ready, where))
+    try:
+        return serve_socket(ctx, sock, lambda: _announce(ready, where))
+    finally:
+        sock.close()
+
+
+def serve_socket(ctx: ServerContext, sock: socket.socket, on_ready: Callable[[], None]) -> int:
+    """Serve on the listening ``sock`` in this process until SIGTERM or SIGINT; 0 once
+    stopped gracefully, 1 if it never started. ``on_ready`` runs once it accepts calls."""
     from oneoff._server.app import create_app
 
     config = uvicorn.Config(
-        create_app(ctx), host=host, port=port, log_level="warning", access_log=False,
-        lifespan="on", server_header=False, proxy_headers=False,
+        create_app(ctx), log_level="warning", access_log=False, lifespan="on",
+        server_header=False, proxy_headers=False, backlog=BACKLOG,
     )  # fmt: skip
     server = _Server(config)
 
@@ -46,16 +91,27 @@ def serve(ctx: ServerContext, host: str, port: int, *, ready: str | None = None)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, server.stop)
-        task = asyncio.ensure_future(server.serve())
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
-        if server.started and ready is not None:
-            bound = server.servers[0].sockets[0].getsockname()
-            _write_ready(ready, f"{bound[0]}:{bound[1]}")
+        if server.started:
+            on_ready()
         await task
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run())
     return 0 if server.started else 1
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the `server` extra brings it: it spends
+    less CPU per call), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 class _Server(uvicorn.Server):
@@ -68,6 +124,11 @@ class _Server(uvicorn.Server):
 
     def stop(self) -> None:
         self.should_exit = True
+
+
+def _announce(ready: str | None, where: str) -> None:
+    if ready is not None:
+        _write_ready(ready, where)
 
 
 def _write_ready(path: str, text: str) -> None:

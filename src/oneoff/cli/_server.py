@@ -10,6 +10,9 @@ __all__ = ["add_server_commands", "cmd_migrate", "cmd_pin", "cmd_serve"]
 
 _SERVE = "oneoff.cli._server:cmd_serve"
 DEFAULT_LISTEN = "127.0.0.1:8421"
+#: Workers a server on PostgreSQL starts unless told (each holds up to POOL_MAX connections).
+MAX_DEFAULT_WORKERS = 8
+MAX_WORKERS = 64
 
 
 def add_server_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -53,6 +56,11 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
         "--ready-file", metavar="FILE", default=argparse.SUPPRESS,
         help="write HOST:PORT to FILE once listening (for supervisors and tests)",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", metavar="N", type=int, default=argparse.SUPPRESS,
+        help="server processes sharing the port (default: one per CPU, at most "
+        f"{MAX_DEFAULT_WORKERS}, on PostgreSQL; 1 on SQLite)",
+    )  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -62,9 +70,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from oneoff.cli._common import app_from
 
     host, port = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
-    project = app_from(args).project
-    ctx = ServerContext(project)
-    return serve(ctx, host, port, ready=getattr(args, "ready_file", None))
+    app = app_from(args)
+    workers = _workers(getattr(args, "workers", None), postgres=app.store_url is not None)
+    ctx = ServerContext(app.project)
+    return serve(ctx, host, port, ready=getattr(args, "ready_file", None), workers=workers)
+
+
+def _workers(asked: int | None, *, postgres: bool) -> int:
+    """How many server processes: as asked, else one per usable CPU on PostgreSQL (the
+    GIL lets one process use one core) and one on SQLite (its writes take turns anyway)."""
+    import os
+
+    from oneoff.cli._common import bounded
+
+    if asked is None:
+        if not postgres:
+            return 1
+        return max(1, min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0))))
+    return bounded(asked, "--workers", 1, MAX_WORKERS)
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
