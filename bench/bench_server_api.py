@@ -173,15 +173,21 @@ def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) 
                 [sys.executable, __file__, "--client", str(own)], stdout=subprocess.PIPE,
                 text=True,
             ))  # fmt: skip
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            if line != "ready":
-                raise SystemExit(f"a client failed to start: {line!r} (exit {proc.wait()})")
-        cpu = _server_cpu(server)
-        go.touch()
-        outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
-        cpu = _server_cpu(server) - cpu
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                line = proc.stdout.readline().strip()
+                if line != "ready":
+                    raise SystemExit(f"a client failed to start: {line!r} (exit {proc.wait()})")
+            cpu = _server_cpu(server)
+            go.touch()
+            outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
+            cpu = _server_cpu(server) - cpu
+        finally:
+            for proc in procs:  # a failed client must not leave the others waiting for "go"
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
     statuses = [code for out in outs for code in out["statuses"]]
     bad = [code for code in statuses if code != 201]
     if bad:

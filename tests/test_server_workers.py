@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
 import pytest
 
 from _grant_kit import ask_grant, plan_for, runner_call, runner_checkout, start
@@ -193,3 +195,39 @@ def test_workers_must_be_a_positive_count(server_app: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "--workers must be between 1 and 64, not 0" in done.stderr
+
+
+def _sessions_at_once(server: ServerProc, key: Path, count: int) -> list[int]:
+    statuses: list[int] = []
+    start_all, lock = threading.Barrier(count), threading.Lock()
+
+    def send() -> None:
+        body = b"{}"
+        headers = signed_headers(key, "POST", "/v1/session", body, server.server_id)
+        start_all.wait()
+        status = server.call("POST", "/v1/session", body=body, headers=headers).status
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=send) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return statuses
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_threads_that_idled_out_give_their_store_connections_back(
+    server_app: Path, server_factory: Factory, server_keys: KEYS, pg_url: str
+) -> None:
+    """Busy spells with quiet spells between (the thread pool ends idle threads and starts
+    new ones) never exhaust the store's connection pool (10): every call still works."""
+    server = server_factory(server_app, pg_url)
+    for _spell in range(3):
+        assert _sessions_at_once(server, server_keys["bob"], 10) == [200] * 10
+        # No condition to wait for: the pool retires a thread that idled this long at the
+        # next call (anyio's WorkerThread.MAX_IDLE_TIME), and starts new ones for a burst.
+        time.sleep(11)
+    assert _sessions_at_once(server, server_keys["bob"], 10) == [200] * 10

@@ -61,6 +61,7 @@ class ServerContext:
         self.threads = threads
         self._local = threading.local()
         self._workers: list[Worker] = []
+        self._owners: dict[int, threading.Thread] = {}  # id(Worker) -> the thread it serves
         self._lock = threading.Lock()
         app = self._open_app()
         try:
@@ -89,6 +90,7 @@ class ServerContext:
         if found is None:
             from oneoff._server.pinning import PinnedGate
 
+            self._close_orphans()
             app = self._open_app()
             # The App's own reads of the access files (release checks) see the pinned bytes.
             app._access_files = self.files
@@ -98,7 +100,25 @@ class ServerContext:
             self._local.worker = found
             with self._lock:
                 self._workers.append(found)
+                self._owners[id(found)] = threading.current_thread()
         return found
+
+    def _close_orphans(self) -> None:
+        """Close the Workers of threads that have ended. The thread pool ends a thread
+        that idled for a while (anyio: 10 s) and starts new ones when calls come again;
+        each new thread opens its own Worker, so without this every quiet spell would leak
+        one store connection per thread, until the pool (``POOL_MAX``) has none left and
+        every call fails with 503."""
+        with self._lock:
+            dead = [w for w in self._workers if not self._owners[id(w)].is_alive()]
+            for worker in dead:
+                self._workers.remove(worker)
+                del self._owners[id(worker)]
+        for worker in dead:
+            # A PostgreSQL connection goes back to the pool. A SQLite one may be closed only
+            # by its own (ended) thread: dropping it lets the garbage collector close it.
+            with contextlib.suppress(Exception):
+                worker.app.close()
 
     def discard_worker(self) -> None:
         """Drop this thread's Worker after a store failure: its connection may be dead
@@ -110,6 +130,7 @@ class ServerContext:
         self._local.worker = None
         with self._lock:
             self._workers = [w for w in self._workers if w is not found]
+            self._owners.pop(id(found), None)
         with contextlib.suppress(Exception):  # closing a dead connection may fail too
             found.app.close()
 
@@ -155,6 +176,7 @@ class ServerContext:
     def close(self) -> None:
         with self._lock:
             workers, self._workers = self._workers, []
+            self._owners.clear()
         for worker in workers:
             # A SQLite connection can be closed only by the thread that opened it (a worker
             # thread, gone by now): the process is exiting and closes its files with it.
