@@ -63,9 +63,7 @@ class ServerProc:
     """One ``oneoff server`` subprocess; ``store_url`` None: the app's SQLite store;
     ``workers``: its worker processes (1 unless a test is about several)."""
 
-    def __init__(
-        self, app_dir: Path, *, store_url: str | None = None, workers: int = 1
-    ) -> None:
+    def __init__(self, app_dir: Path, *, store_url: str | None = None, workers: int = 1) -> None:
         self.app_dir = app_dir
         self.store_url = store_url
         self.workers = workers
