@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from oneoff._canonical import canonical_json
@@ -133,6 +133,42 @@ def _now() -> str:
     return utc_iso(timespec="microseconds")
 
 
+def _builder(
+    kind: str,
+    *,
+    actor: str,
+    environment: str | None = None,
+    task: str | None = None,
+    run_id: str | None = None,
+    release_id: str | None = None,
+    plan_hash: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> Callable[[int, bytes], AuditEvent]:
+    """How to build the event on the head it will follow; AuditError now if it cannot be
+    encoded (before any lock is taken)."""
+    fields: dict[str, Any] = {
+        "kind": kind, "actor": actor, "environment": environment, "task": task,
+        "run_id": run_id, "release_id": release_id, "plan_hash": plan_hash,
+    }  # fmt: skip
+    data = dict(payload or {})
+    try:
+        # Encode once before taking the write lock: refuse what cannot be hashed early.
+        canonical_json({**fields, "payload": data})
+    except ValueError as exc:
+        raise AuditError(f"audit event {kind!r} cannot be recorded: {exc}") from None
+
+    def build(prev_seq: int, prev_hash: bytes) -> AuditEvent:
+        # The timestamp is taken under the write lock so it never goes backwards.
+        ts = _now()
+        body = event_body(ts=ts, payload=data, **fields)
+        return AuditEvent(
+            seq=prev_seq + 1, ts=ts, payload=data, prev_hash=prev_hash,
+            hash=chain_hash(prev_hash, body), body=body, **fields,
+        )  # fmt: skip
+
+    return build
+
+
 class AuditLog:
     """Appends to and reads the audit log of one store."""
 
@@ -155,27 +191,20 @@ class AuditLog:
         """Append one event after the current head; appends never fork the chain. Durable
         when this returns, unless called inside a store transaction: then it lands (or not)
         with that transaction."""
-        fields: dict[str, Any] = {
-            "kind": kind, "actor": actor, "environment": environment, "task": task,
-            "run_id": run_id, "release_id": release_id, "plan_hash": plan_hash,
-        }  # fmt: skip
-        data = dict(payload or {})
-        try:
-            # Encode once before taking the write lock: refuse what cannot be hashed early.
-            canonical_json({**fields, "payload": data})
-        except ValueError as exc:
-            raise AuditError(f"audit event {kind!r} cannot be recorded: {exc}") from None
+        return self.store.audit_append(
+            _builder(
+                kind, actor=actor, environment=environment, task=task, run_id=run_id,
+                release_id=release_id, plan_hash=plan_hash, payload=payload,
+            )
+        )  # fmt: skip
 
-        def build(prev_seq: int, prev_hash: bytes) -> AuditEvent:
-            # The timestamp is taken under the write lock so it never goes backwards.
-            ts = _now()
-            body = event_body(ts=ts, payload=data, **fields)
-            return AuditEvent(
-                seq=prev_seq + 1, ts=ts, payload=data, prev_hash=prev_hash,
-                hash=chain_hash(prev_hash, body), body=body, **fields,
-            )  # fmt: skip
-
-        return self.store.audit_append(build)
+    def append_all(self, entries: Sequence[Mapping[str, Any]]) -> list[AuditEvent]:
+        """Append several events (each given as ``append``'s keyword arguments) one after
+        the other, nothing between them, in one commit: all of them or none. A call that
+        records a decision and its outcome waits for one durable commit, not two."""
+        if not entries:
+            return []
+        return self.store.audit_append_all([_builder(**entry) for entry in entries])
 
     def events(
         self, *, since: int = 0, run_id: str | None = None, kind: str | None = None

@@ -9,9 +9,10 @@ are importable from here too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from oneoff._access import approval_rule, approval_ttl
 from oneoff._auth.quorum import check_approvals, spend
@@ -26,7 +27,7 @@ from oneoff._identity import (
     utc_now,
 )
 from oneoff._store.interface import ApprovalRecord, RequestRecord
-from oneoff.errors import ApprovalError, NotPermitted
+from oneoff.errors import ApprovalError, NotPermitted, OneoffError
 
 if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
@@ -166,10 +167,15 @@ def record_approval(
     if problem is not None or when is None:
         gate.refuse(ApprovalError(str(problem)), "approval.refused", actor=person.name, **where)
     principal = Principal(person.name, person.groups, person.fingerprint)
+    # Cedar's decisions are audited with the approval's outcome in one commit (a server
+    # records hundreds of approvals a second: one durable commit each, not two).
+    decided: list[dict[str, Any]] = []
     try:
-        gate.decide_operation(principal, "approve", task, env, plan_hash=request.plan_hash)
+        gate.decide_operation(
+            principal, "approve", task, env, plan_hash=request.plan_hash, audit_into=decided
+        )
     except NotPermitted as exc:
-        gate.refuse(exc, "approval.refused", actor=person.name, **where)
+        _refuse(gate, decided, exc, actor=person.name, **where)
     record = ApprovalRecord(
         request_id=request.id,
         approver=person.name,
@@ -182,23 +188,34 @@ def record_approval(
     store = gate.app.store
     # One INSERT that refuses a second approval by the same person on its own: no need to
     # queue for the store-wide write lock (a server records many approvals at once).
-    added = store.add_approval(record)
+    try:
+        added = store.add_approval(record)
+    except BaseException:
+        with contextlib.suppress(OneoffError):  # the store may be gone: its error says so
+            gate.app.audit.append_all(decided)
+        raise
     if not added:
         error = ApprovalError(f"{person.name} already approved {request.id}; one approval each")
-        gate.refuse(error, "approval.refused", actor=person.name, **where)
-    gate.app.audit.append(
-        "request.approved",
-        actor=person.name,
-        **{
-            **where,
-            "payload": {
-                "request": request.id,
-                "expires_at": record.expires_at,
-                "key": person.fingerprint,
-            },
-        },
-    )
+        _refuse(gate, decided, error, actor=person.name, **where)
+    approved = {
+        "kind": "request.approved",
+        "actor": person.name,
+        **where,
+        "payload": {"request": request.id, "expires_at": record.expires_at,
+                    "key": person.fingerprint},
+    }  # fmt: skip
+    gate.app.audit.append_all([*decided, approved])
     return record
+
+
+def _refuse(
+    gate: Gate, decided: list[dict[str, Any]], error: OneoffError, **fields: Any
+) -> NoReturn:
+    """Audit the decisions made so far and the refusal (one commit), then raise it."""
+    payload = {"reason": error.message, **fields.pop("payload", {})}
+    gate.app.audit.append_all([*decided, {"kind": "approval.refused", **fields,
+                                          "payload": payload}])  # fmt: skip
+    raise error
 
 
 # A reason is a sentence for the audit log and the requester, not a report.

@@ -255,9 +255,13 @@ class Gate:
         plan_hash: str | None = None,
         now: _dt.datetime | None = None,
         require: bool = True,
+        audit_into: list[dict[str, Any]] | None = None,
     ) -> Decision:
         """Every Cedar action ``operation`` asks (see ``oneoff._auth.operations``), each
         audited; raises NotPermitted on the first denial (unless ``require`` is false).
+        ``audit_into``: a list the decisions' audit events are added to instead of being
+        appended now; the caller must append them (``AuditLog.append_all``) whatever
+        happens next, with the event of its outcome.
 
         The only way commands ask Cedar; ``policy test`` asks through the same mapping.
         """
@@ -268,7 +272,7 @@ class Gate:
         decision = decide_operation(
             lambda action: self.decide(
                 principal, action, info, environment, break_glass=break_glass,
-                plan_hash=plan_hash, now=when, require=False,
+                plan_hash=plan_hash, now=when, require=False, audit_into=audit_into,
             ),
             operation,
             info,
@@ -288,9 +292,11 @@ class Gate:
         plan_hash: str | None = None,
         now: _dt.datetime | None = None,
         require: bool = True,
+        audit_into: list[dict[str, Any]] | None = None,
     ) -> Decision:
-        """Cedar's decision on one action, audited; raises NotPermitted when denied (unless
-        ``require``). Commands call :meth:`decide_operation`, which asks every action."""
+        """Cedar's decision on one action, audited (or its event added to ``audit_into``);
+        raises NotPermitted when denied (unless ``require``). Commands call
+        :meth:`decide_operation`, which asks every action."""
         info = task_info(task)
         decision = self._decide_cached(
             principal.name,
@@ -302,13 +308,13 @@ class Gate:
             break_glass=break_glass,
             now=now or utc_now(),
         )
-        self.app.audit.append(
-            "access.decided",
-            actor=principal.name,
-            environment=environment.name,
-            task=info.name,
-            plan_hash=plan_hash,
-            payload={
+        event: dict[str, Any] = {
+            "kind": "access.decided",
+            "actor": principal.name,
+            "environment": environment.name,
+            "task": info.name,
+            "plan_hash": plan_hash,
+            "payload": {
                 "action": action,
                 "allowed": decision.allowed,
                 "reasons": decision.reasons,
@@ -317,7 +323,11 @@ class Gate:
                 "key": principal.key,
                 "policy_version": self.version,
             },
-        )
+        }
+        if audit_into is not None:
+            audit_into.append(event)
+        else:
+            self.app.audit.append(**event)
         if require and not decision.allowed:
             raise NotPermitted(decision.message)
         return decision

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from oneoff._record import asdict
-from oneoff._server.access_shown import checked_plan, request_json
+from oneoff._server.access_shown import request_json
 from oneoff._server.errors import ApiError
 from oneoff._server.routing import Call, api_route
 from oneoff.errors import ApprovalError, NotPermitted, UsageError
@@ -155,7 +155,7 @@ def approve(call: Call) -> dict[str, Any]:
         )
     if decode(body["signature"]).fingerprint != _who(call).key:
         raise NotPermitted("the approval must be signed with the key that signs the call")
-    checked_plan(gate, request)
+    # record_approval checks the stored plan against its hash (audited refusal): once.
     approval = record_approval(gate, request, body["signature"], body["time"])
     return {"approval": asdict(approval)}
 

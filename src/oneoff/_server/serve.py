@@ -106,8 +106,10 @@ def serve_socket(ctx: ServerContext, sock: socket.socket, on_ready: Callable[[],
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when it is installed (the `server` extra brings it: it spends
     less CPU per call), else asyncio's own."""
+    import importlib
+
     try:
-        import uvloop
+        uvloop = importlib.import_module("uvloop")  # optional: no stubs needed to check this
     except ImportError:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop

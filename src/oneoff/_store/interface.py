@@ -243,6 +243,13 @@ class AuditStore(Protocol):
         ``build`` in another thread): it returns once that commit is durable, or raises."""
         ...
 
+    def audit_append_all(
+        self, builds: Sequence[Callable[[int, bytes], AuditEvent]]
+    ) -> list[AuditEvent]:
+        """Append the events of ``builds`` as ``audit_append`` does one: consecutive (each
+        built on the one before), in one commit, all or none."""
+        ...
+
     def audit_rows(
         self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
     ) -> Iterator[tuple[int, bytes, bytes, bytes]]:

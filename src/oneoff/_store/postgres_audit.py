@@ -59,17 +59,26 @@ class AuditMixin:
         return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+        return self.audit_append_all([build])[0]
+
+    def audit_append_all(
+        self, builds: Sequence[Callable[[int, bytes], AuditEvent]]
+    ) -> list[AuditEvent]:
         if not self._depth:
             # Standing alone: share a commit with whatever else is being appended now.
-            return group_for(self.url).append(self, build)
+            return group_for(self.url).append_all(self, builds)
+        events = []
         with self.tx():  # joins the caller's transaction: lands (or not) with it
             seq, head = self.audit_head()
-            event = build(seq, head)
-            self.db.execute(
-                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (%s, %s, %s, %s)",
-                (event.seq, event.prev_hash, event.body, event.hash),
-            )
-        return event
+            for build in builds:
+                event = build(seq, head)
+                self.db.execute(
+                    "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (%s, %s, %s, %s)",
+                    (event.seq, event.prev_hash, event.body, event.hash),
+                )
+                events.append(event)
+                seq, head = event.seq, event.hash
+        return events
 
     def _pages(self, columns: str, since: int) -> Iterator[tuple[Any, ...]]:
         # Keyset pages: bounded memory, and no long transaction held open while iterating.

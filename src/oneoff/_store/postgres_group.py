@@ -30,7 +30,7 @@ are assigned in the order the leader takes the queue.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,7 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BATCH", "GroupCommit", "group_for"]
 
-#: Events written in one transaction at most (bounds its size and the lock's hold time).
+#: Builds one event on the head ``(seq, hash)`` it follows.
+Build = Callable[[int, bytes], "AuditEvent"]
+
+#: Appenders' items (an event or a few) written in one transaction at most (bounds its
+#: size and the lock's hold time).
 MAX_BATCH = 512
 
 _INSERT = (
@@ -51,22 +55,23 @@ _INSERT = (
 
 
 class _Pending:
-    """One appender's event: its builder, then its outcome; ``wake`` shares the queue's lock."""
+    """One appender's events (consecutive, all or none): their builders, then the outcome;
+    ``wake`` shares the queue's lock."""
 
-    __slots__ = ("build", "done", "error", "event", "wake")
+    __slots__ = ("builds", "done", "error", "events", "wake")
 
-    def __init__(self, build: Callable[[int, bytes], AuditEvent], lock: threading.Lock) -> None:
-        self.build = build
+    def __init__(self, builds: Sequence[Build], lock: threading.Lock) -> None:
+        self.builds = builds
         self.wake = threading.Condition(lock)
         self.done = False
-        self.event: AuditEvent | None = None
+        self.events: list[AuditEvent] | None = None
         self.error: BaseException | None = None
 
-    def outcome(self) -> AuditEvent:
+    def outcome(self) -> list[AuditEvent]:
         if self.error is not None:
             raise self.error
-        assert self.event is not None  # done without an error means written
-        return self.event
+        assert self.events is not None  # done without an error means written
+        return self.events
 
 
 class _Store(Protocol):
@@ -95,9 +100,14 @@ class GroupCommit:
         self.batches = 0
         self.events = 0
 
-    def append(self, store: _Store, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+    def append(self, store: _Store, build: Build) -> AuditEvent:
         """Append ``build(head_seq, head_hash)``; return once its batch is durable."""
-        mine = _Pending(build, self._lock)
+        return self.append_all(store, [build])[0]
+
+    def append_all(self, store: _Store, builds: Sequence[Build]) -> list[AuditEvent]:
+        """Append the events of ``builds``, one after the other with nothing between them,
+        all or none; return once their batch is durable."""
+        mine = _Pending(builds, self._lock)
         with self._lock:
             self._queue.append(mine)
             while not mine.done and (self._leading or self._queue[0] is not mine):
@@ -143,7 +153,7 @@ class GroupCommit:
                     batch = self._take()
                 for item in batch:
                     item.error = _shared_error(store.url, exc)
-                    item.event = None
+                    item.events = None
                     item.done = True
                     item.wake.notify()
             raise
@@ -153,16 +163,23 @@ class GroupCommit:
         seq, head = store.audit_head()
         events: list[AuditEvent] = []
         for item in batch:
+            built: list[AuditEvent] = []
             try:
-                event = item.build(seq, head)
-                if event.seq != seq + 1 or event.prev_hash != head:
-                    raise StoreError(f"audit event {event.seq} does not follow {seq}: not written")
+                for build in item.builds:
+                    last = (seq, head) if not built else (built[-1].seq, built[-1].hash)
+                    event = build(*last)
+                    if event.seq != last[0] + 1 or event.prev_hash != last[1]:
+                        raise StoreError(
+                            f"audit event {event.seq} does not follow {last[0]}: not written"
+                        )
+                    built.append(event)
             except Exception as exc:  # this appender's own fault: the others still go
                 item.error = exc
                 continue
-            item.event = event
-            events.append(event)
-            seq, head = event.seq, event.hash
+            item.events = built
+            events.extend(built)
+            if built:
+                seq, head = built[-1].seq, built[-1].hash
         if events:
             store.db.execute(
                 _INSERT,

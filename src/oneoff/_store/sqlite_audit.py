@@ -38,16 +38,25 @@ class AuditMixin:
         return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
+        return self.audit_append_all([build])[0]
+
+    def audit_append_all(
+        self, builds: Sequence[Callable[[int, bytes], AuditEvent]]
+    ) -> list[AuditEvent]:
         # BEGIN IMMEDIATE takes the write lock before reading the head, so two runners
         # can never both append after the same event.
+        events = []
         with self.tx():
             seq, head = self.audit_head()
-            event = build(seq, head)
-            self.db.execute(
-                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (?, ?, ?, ?)",
-                (event.seq, event.prev_hash, event.body, event.hash),
-            )
-        return event
+            for build in builds:
+                event = build(seq, head)
+                self.db.execute(
+                    "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (?, ?, ?, ?)",
+                    (event.seq, event.prev_hash, event.body, event.hash),
+                )
+                events.append(event)
+                seq, head = event.seq, event.hash
+        return events
 
     def audit_rows(
         self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
