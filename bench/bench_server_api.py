@@ -31,6 +31,7 @@ worker's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -161,7 +162,20 @@ def _server_cpu(server: Any) -> float:
     return _cpu_seconds(pid) + sum(_cpu_seconds(int(w)) for w in workers)
 
 
-def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) -> dict[str, Any]:
+def _pg_cpu(pg: Any) -> float:
+    """CPU seconds of a PostgreSQL cluster's postmaster and its live backends."""
+    pid = int((pg.data / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = _cpu_seconds(pid)
+    for child in children:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += _cpu_seconds(int(child))
+    return total
+
+
+def run_round(
+    server: Any, spec: dict[str, Any], clients: int, per_client: int, pg: Any
+) -> dict[str, Any]:
     """One measured round; requests/s, latencies and the server's CPU per request."""
     with tempfile.TemporaryDirectory() as tmp:
         go = Path(tmp) / "go"
@@ -179,10 +193,10 @@ def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) 
                 line = proc.stdout.readline().strip()
                 if line != "ready":
                     raise SystemExit(f"a client failed to start: {line!r} (exit {proc.wait()})")
-            cpu = _server_cpu(server)
+            cpu, db_cpu = _server_cpu(server), _pg_cpu(pg)
             go.touch()
             outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
-            cpu = _server_cpu(server) - cpu
+            cpu, db_cpu = _server_cpu(server) - cpu, _pg_cpu(pg) - db_cpu
         finally:
             for proc in procs:  # a failed client must not leave the others waiting for "go"
                 if proc.poll() is None:
@@ -199,6 +213,7 @@ def run_round(server: Any, spec: dict[str, Any], clients: int, per_client: int) 
         "median_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "cpu_ms": cpu / len(latencies) * 1000,
+        "db_cpu_ms": db_cpu / len(latencies) * 1000,
         "calls": len(latencies),
     }
 
@@ -261,12 +276,13 @@ def main() -> int:
                         "host": server.host, "port": server.port,
                         "server_id": server.server_id, "plan": plan, "threads": args.threads,
                     }  # fmt: skip
-                    result = run_round(server, spec, args.clients, per_client)
+                    result = run_round(server, spec, args.clients, per_client, pg)
                     results[n].append(result)
                     print(
                         f"  round {i + 1}, {n} worker(s): {result['rate']:,.0f} req/s, median "
                         f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server "
-                        f"CPU {result['cpu_ms']:.2f} ms/req; load {os.getloadavg()[0]:.1f}",
+                        f"CPU {result['cpu_ms']:.2f} ms/req, PostgreSQL CPU "
+                        f"{result['db_cpu_ms']:.2f} ms/req; load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
             print("median of rounds:")

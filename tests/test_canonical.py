@@ -57,3 +57,62 @@ def test_a_document_nested_too_deeply_is_refused_as_bad_input() -> None:
         deep = [deep]
     with pytest.raises(ValueError, match="nests too deeply"):
         canonical_json(deep)
+
+
+# Any JSON-like value, including what the fast path must hand to the exact one: keys and
+# strings beyond the BMP or with lone surrogates, floats, huge integers, tuples, subclasses.
+_texts = st.text(st.characters(codec=None, exclude_categories=()), max_size=6)
+_any_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**54), 2**54)
+    | st.floats(allow_nan=True)
+    | _texts
+    | st.sampled_from(["\ud800", "a\udfff", "\U0001f600", "\ue000", "\x7f", "\u2028"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(
+            _texts | st.sampled_from(["\U00010000", "\ue000", "\ud800", "é", ""]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+def _exact(value: object) -> bytes | str:
+    """The exact (slow) path alone: its bytes, or the refusal it words."""
+    from oneoff._canonical import _encode
+
+    parts: list[str] = []
+    try:
+        _encode(value, parts)
+    except ValueError as exc:
+        return f"refused: {exc}"
+    return "".join(parts).encode("utf-8")
+
+
+@given(_any_values)
+def test_the_fast_path_writes_exactly_what_the_exact_path_writes(value: object) -> None:
+    """For any value, canonical_json's bytes (or refusal) are the exact encoder's."""
+    try:
+        got: bytes | str = canonical_json(value)
+    except ValueError as exc:
+        got = f"refused: {exc}"
+    assert got == _exact(value)
+
+
+def test_the_fast_path_keeps_utf16_key_order_and_refusals() -> None:
+    """Keys beyond the BMP, lone surrogates in keys or values, and numbers the fast path
+    does not take are still ordered or refused as RFC 8785 says."""
+    assert canonical_json({"\ue000": 1, "\U00010000": 2, "a": 3}) == (
+        '{"a":3,"\U00010000":2,"\ue000":1}'.encode()
+    )
+    for bad in ({"k": "\ud800"}, {"\udc00": 1}, [1.0], {"n": 2**53}):
+        with pytest.raises(ValueError, match=r"surrogate|float|integer"):
+            canonical_json(bad)
+    assert (
+        canonical_json({"n": 2**53 - 1, "t": (1, True)}) == b'{"n":9007199254740991,"t":[1,true]}'
+    )

@@ -21,12 +21,49 @@ def canonical_json(value: Any) -> bytes:
     strings use the minimal JSON escapes. Floats, non-string keys and lone surrogates are
     refused with ``ValueError`` rather than encoded ambiguously.
     """
+    try:
+        if _plain(value):
+            return _plain_json(value).encode("utf-8")
+    except (RecursionError, UnicodeEncodeError):
+        pass  # nested deep, or a lone surrogate: the exact path below refuses it in words
     parts: list[str] = []
     try:
         _encode(value, parts)
     except RecursionError:  # only crafted documents nest this deep: refuse like the rest
         raise ValueError("document nests too deeply to encode") from None
     return "".join(parts).encode("utf-8")
+
+
+# The common case, written by the C encoder with sorted keys: for values made only of
+# dicts with string keys, lists, strings, safe integers, booleans and None, its output is
+# exactly RFC 8785's, provided no key holds a character beyond U+FFFF (only there do
+# code points and UTF-16 code units sort differently) and no string holds a lone
+# surrogate (then encoding the result to UTF-8 fails, and the exact path refuses it).
+# ``_plain`` checks the value first (a walk without string work); anything else takes the
+# exact path, which also words every refusal. tests/test_canonical.py compares the two.
+_plain_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False,
+    check_circular=False,
+).encode  # fmt: skip
+_BMP_END = "\U00010000"
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) < _BMP_END):
+                return False
+            if not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(map(_plain, value))
+    return False
 
 
 def canonical_hash(value: Any) -> str:
