@@ -231,3 +231,17 @@ def test_threads_that_idled_out_give_their_store_connections_back(
         # next call (anyio's WorkerThread.MAX_IDLE_TIME), and starts new ones for a burst.
         time.sleep(11)
     assert _sessions_at_once(server, server_keys["bob"], 10) == [200] * 10
+
+
+def test_workers_stop_when_their_parent_is_killed(two: ServerProc) -> None:
+    """SIGKILL of the supervising parent (nothing can catch it) still ends every worker:
+    they get SIGTERM from the kernel (PR_SET_PDEATHSIG) and stop; none serves orphaned."""
+    from _grant_kit import wait_for
+
+    pids = workers_of(two)
+    assert two.proc is not None
+    two.proc.kill()
+    two.proc.wait(timeout=60)
+    wait_for(lambda: all(gone(pid) for pid in pids), "every worker to stop")
+    with pytest.raises(ConnectionRefusedError):
+        two.call("GET", "/v1/health")
