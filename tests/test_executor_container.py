@@ -76,6 +76,11 @@ argv = ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo survi
 argv = ["sleep", "300"]
 timeout = 2
 grace = 1
+
+[tasks.stubborn]
+argv = ["sh", "-c", "trap '' TERM; sleep 300"]
+timeout = 2
+grace = 1
 """
 
 
@@ -223,7 +228,8 @@ def test_timed_out_container_is_gone_even_when_removal_fails_at_first(
 ) -> None:
     """The run returns only once the engine says the container is gone, retrying `rm`."""
     flaky = _flaky_engine(tmp_path, env, failures=2)
-    result = run_cli(["run", "slow", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
+    # A task that ignores SIGTERM: its container outlives the killed client until removed.
+    result = run_cli(["run", "stubborn", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
     assert result.exit_code == 124, result.stderr
     assert int((tmp_path / "rm-calls").read_text()) >= 3
     assert _containers(env, container_app) == []
@@ -234,7 +240,8 @@ def test_container_that_cannot_be_removed_fails_the_run_naming_it(
 ) -> None:
     """A container the engine will not remove is an error (exit 125), never a silent leftover."""
     flaky = _flaky_engine(tmp_path, env, failures=10_000)
-    result = run_cli(["run", "slow", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
+    # A task that ignores SIGTERM: nothing but `rm` would take its container away.
+    result = run_cli(["run", "stubborn", "--env", "boxed", "-q"], cwd=container_app, env=flaky)
     left = _containers(env, container_app)
     for name in left:
         subprocess.run(["podman", "rm", "--force", "--time", "0", name], env=env, check=False)
