@@ -41,18 +41,17 @@ def escape(text: str) -> str:
     for char in text:
         if char.isprintable():
             out.append(char)
-        elif char in _SHORT:
-            out.append(_SHORT[char])
         else:
-            code = ord(char)
-            out.append(
-                f"\\x{code:02x}"
-                if code < 0x100
-                else f"\\u{code:04x}"
-                if code < 0x10000
-                else f"\\U{code:08x}"
-            )
+            out.append(_SHORT.get(char) or spell(char))
     return "".join(out)
+
+
+def spell(char: str) -> str:
+    """One character as a Python string literal spells it (``\\x1b``, ``\\u202e``)."""
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def log(

@@ -15,6 +15,8 @@ from a server this client does not control.
 
 from __future__ import annotations
 
+from oneoff._log import spell
+
 __all__ = ["OutputEscaper", "check_text", "escape_lines", "text_problem", "unsafe_chars"]
 
 # Unicode categories that never belong in one line of typed text: control characters
@@ -119,14 +121,7 @@ class OutputEscaper:
             elif "\udc80" <= char <= "\udcff":  # an undecodable byte, kept by surrogateescape
                 out.append(f"\\x{ord(char) - 0xDC00:02x}")
             elif unicodedata.category(char) in _UNSAFE_CATEGORIES:
-                code = ord(char)
-                out.append(
-                    f"\\x{code:02x}"
-                    if code < 0x100
-                    else f"\\u{code:04x}"
-                    if code < 0x10000
-                    else f"\\U{code:08x}"
-                )
+                out.append(spell(char))
             else:
                 out.append(char)
         return "".join(out).encode("utf-8")
