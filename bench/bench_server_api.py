@@ -1,8 +1,9 @@
 """Signed approvals per second through a real `oneoff server` on PostgreSQL (issue #13:
 target >= 500 requests/s with p99 <= 50 ms on this 2-core machine).
 
-Usage: python bench/bench_server_api.py [--quick] [--clients N] [--threads N]
-       [--approvals N] [--rounds N] [--workers 1,2]
+Usage: python bench/bench_server_api.py [--quick] [--clients N] [--connections N]
+       [--approvals N] [--rounds N] [--workers 1,2] [--firing raw|threads]
+       [--baseline SRC_DIR]
 
 Starts a throw-away PostgreSQL (tests/_pgserver.py: fsync and synchronous_commit on) and,
 for each count of ``--workers`` (default: 1 and the number of CPUs), a real ``oneoff
@@ -15,17 +16,29 @@ turn (interleaved, so that a change in the machine's load hits each alike):
    from the client processes at once;
 2. each client process signs its share of approval calls in advance (the approver's
    SSHSIG over the plan hash inside the body, the API envelope over the call), as a client
-   that has already decided would send them;
-3. on a common start signal, every client process sends its calls from N threads, each
-   over its own keep-alive HTTP/1.1 connection to 127.0.0.1, one call at a time (a bounded
-   loop: exactly its share of calls), and records each call's latency; every answer must
-   be 201.
+   that has already decided would send them, and writes each call down as the exact
+   HTTP/1.1 request bytes it will send;
+3. timed: ONE process (this one) sends all the calls over ``--connections`` (16)
+   keep-alive connections to 127.0.0.1, one call at a time per connection (a bounded loop:
+   exactly the calls signed in 2, each sent once), reading each answer's status line and
+   body (Content-Length) with a selector; every answer must be 201. A call's latency runs
+   from its send to its whole answer.
 
-Prints per round and as the median of rounds, for each worker count: requests/s (all
-calls over the time from the first start to the last end), median and p99 latency, and
-the server's CPU time per request (its worker processes' and its parent's); the machine's
-load average beside them (the machine is shared); then each count's rate against one
-worker's.
+Why one process and raw sockets: the machine has 2 cores for the server, PostgreSQL AND
+the load generator. The first version fired from 4 processes x 4 ``http.client`` threads,
+and took about a third of the machine itself (``--firing threads`` still runs it, to
+compare); the selector loop costs a fraction of that, which the printout shows.
+
+Prints per round and as the median of rounds, for each server: requests/s (all calls over
+the time from the first send to the last answer), median and p99 latency, and CPU time per
+request of the server (its worker processes' and its parent's), of PostgreSQL (postmaster
+and backends) and of the load generator (the firing process or processes, timed phase
+only); the machine's load average beside them (the machine is shared); then each server's
+rate against the first's.
+
+``--baseline SRC_DIR`` also starts, for each worker count, a server running the code of
+another checkout's ``src`` (e.g. ``git worktree add --detach ../base main``) on its own
+database migrated by that code, measured in the same rounds, interleaved with this one.
 """
 
 from __future__ import annotations
@@ -35,7 +48,11 @@ import contextlib
 import http.client
 import json
 import os
+import pickle
+import re
+import selectors
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -93,6 +110,16 @@ def _approval_call(
     return path, body, signed_headers(keys[who], "POST", path, body, server_id)
 
 
+def _raw(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The exact HTTP/1.1 request ``http.client`` would send for this call (keep-alive)."""
+    lines = [
+        f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Accept-Encoding: identity",
+        "Content-Type: application/json", f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
 def _send(
     conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
 ) -> tuple[int, bytes]:
@@ -118,6 +145,11 @@ def client(spec: dict[str, Any]) -> int:
         made.append(json.loads(answer)["request"])
     conn.close()
     calls = [_approval_call(keys, who, r, server_id) for r in made for who in APPROVERS]
+    if spec["firing"] == "raw":  # the parent sends them: write them down, done
+        raw = [_raw(host, port, *call) for call in calls]
+        Path(spec["out"]).write_bytes(pickle.dumps(raw))
+        print("ready", flush=True)
+        return 0
     print("ready", flush=True)
     go = Path(spec["go"])
     while not go.exists():
@@ -140,14 +172,86 @@ def client(spec: dict[str, Any]) -> int:
 
     threads = spec["threads"]
     workers = [threading.Thread(target=fire, args=(calls[i::threads],)) for i in range(threads)]
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    end = time.time()
-    print(json.dumps({"start": start, "end": end, "latencies": latencies, "statuses": statuses}))
+    end, cpu = time.time(), time.process_time() - cpu
+    out = {"start": start, "end": end, "latencies": latencies, "statuses": statuses, "cpu": cpu}
+    print(json.dumps(out))
     return 0
+
+
+class _Conn:
+    """One keep-alive connection of the raw firing loop: its calls, its unread answer."""
+
+    __slots__ = ("buf", "calls", "next", "sent", "sock")
+
+    def __init__(self, sock: socket.socket, calls: list[bytes]) -> None:
+        self.sock, self.calls, self.next = sock, calls, 0
+        self.buf = bytearray()
+        self.sent = 0.0
+
+    def send(self) -> bool:
+        """Send the next call; False when all of this connection's calls were sent."""
+        if self.next == len(self.calls):
+            return False
+        self.sent = time.perf_counter()
+        self.sock.sendall(self.calls[self.next])
+        self.next += 1
+        return True
+
+    def answer(self) -> int | None:
+        """The status of the whole answer in the buffer (consumed), None if not all in."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.buf[:end]).lower()
+        found = re.search(rb"\r\ncontent-length: *(\d+)", head)
+        if found is None or not head.startswith(b"http/1.1 "):
+            raise SystemExit(f"an answer without Content-Length: {head[:200]!r}")
+        total = end + 4 + int(found.group(1))
+        if len(self.buf) < total:
+            return None
+        del self.buf[:total]
+        return int(head[9:12])
+
+
+def fire_raw(host: str, port: int, calls: list[bytes], connections: int) -> dict[str, Any]:
+    """Send every call once over ``connections`` keep-alive sockets, one call at a time on
+    each; each call's latency (send to whole answer) and status, and this process's CPU."""
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i in range(connections):
+        sock = socket.create_connection((host, port), timeout=120)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns.append(_Conn(sock, calls[i::connections]))
+    latencies: list[float] = []
+    statuses: list[int] = []
+    start, cpu = time.time(), time.process_time()
+    for conn in conns:
+        if conn.send():
+            sel.register(conn.sock, selectors.EVENT_READ, conn)
+    while sel.get_map():  # bounded: every connection stops after its share of calls
+        for key, _ in sel.select(timeout=120):
+            conn = key.data
+            chunk = conn.sock.recv(262144)
+            if not chunk:
+                raise SystemExit("the server closed a connection before answering")
+            conn.buf += chunk
+            status = conn.answer()
+            if status is None:
+                continue
+            latencies.append(time.perf_counter() - conn.sent)
+            statuses.append(status)
+            if not conn.send():
+                sel.unregister(conn.sock)
+    end, cpu = time.time(), time.process_time() - cpu
+    for conn in conns:
+        conn.sock.close()
+    sel.close()
+    return {"start": start, "end": end, "latencies": latencies, "statuses": statuses, "cpu": cpu}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -176,13 +280,14 @@ def _pg_cpu(pg: Any) -> float:
 def run_round(
     server: Any, spec: dict[str, Any], clients: int, per_client: int, pg: Any
 ) -> dict[str, Any]:
-    """One measured round; requests/s, latencies and the server's CPU per request."""
+    """One measured round; requests/s, latencies, CPU per request of each part."""
     with tempfile.TemporaryDirectory() as tmp:
         go = Path(tmp) / "go"
         procs = []
         for i in range(clients):
             own = Path(tmp) / f"client-{i}.json"  # a file: nothing of it in `ps`
-            own.write_text(json.dumps({**spec, "go": str(go), "requests": per_client}))
+            out = str(Path(tmp) / f"calls-{i}.pickle")
+            own.write_text(json.dumps({**spec, "go": str(go), "requests": per_client, "out": out}))
             procs.append(subprocess.Popen(
                 [sys.executable, __file__, "--client", str(own)], stdout=subprocess.PIPE,
                 text=True,
@@ -193,9 +298,18 @@ def run_round(
                 line = proc.stdout.readline().strip()
                 if line != "ready":
                     raise SystemExit(f"a client failed to start: {line!r} (exit {proc.wait()})")
-            cpu, db_cpu = _server_cpu(server), _pg_cpu(pg)
-            go.touch()
-            outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
+            if spec["firing"] == "raw":
+                calls = []
+                for i, proc in enumerate(procs):
+                    if proc.wait(timeout=900) != 0:
+                        raise SystemExit(f"a client failed (exit {proc.returncode})")
+                    calls.extend(pickle.loads((Path(tmp) / f"calls-{i}.pickle").read_bytes()))
+                cpu, db_cpu = _server_cpu(server), _pg_cpu(pg)
+                outs = [fire_raw(server.host, server.port, calls, spec["connections"])]
+            else:
+                cpu, db_cpu = _server_cpu(server), _pg_cpu(pg)
+                go.touch()
+                outs = [json.loads(proc.communicate(timeout=900)[0]) for proc in procs]
             cpu, db_cpu = _server_cpu(server) - cpu, _pg_cpu(pg) - db_cpu
         finally:
             for proc in procs:  # a failed client must not leave the others waiting for "go"
@@ -214,21 +328,48 @@ def run_round(
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "cpu_ms": cpu / len(latencies) * 1000,
         "db_cpu_ms": db_cpu / len(latencies) * 1000,
+        "client_cpu_ms": sum(o["cpu"] for o in outs) / len(latencies) * 1000,
         "calls": len(latencies),
     }
+
+
+class _BaseServer:
+    """A ``ServerProc`` running another checkout's ``src`` (``--baseline``)."""
+
+    @staticmethod
+    def make(src: Path, app_dir: Path, url: str, workers: int) -> Any:
+        from _serverproc import ServerProc
+
+        class Base(ServerProc):
+            def env(self) -> dict[str, str]:
+                return {**super().env(), "PYTHONPATH": str(src)}
+
+        return Base(app_dir, store_url=url, workers=workers)
+
+    @staticmethod
+    def migrate(src: Path, url: str) -> None:
+        code = "import sys; from oneoff._store.postgres import migrate; migrate(sys.argv[1])"
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        subprocess.run([sys.executable, "-c", code, url], env=env, check=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, one round")
-    parser.add_argument("--clients", type=int, default=4, help="client processes")
-    parser.add_argument("--threads", type=int, default=4, help="connections per client")
+    parser.add_argument("--clients", type=int, default=4, help="signing client processes")
+    parser.add_argument("--connections", type=int, default=16, help="connections (all)")
     parser.add_argument("--approvals", type=int, default=None, help="calls per round")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
         "--workers", default=f"1,{len(os.sched_getaffinity(0))}",
         help="comma-separated worker counts to compare (default: 1 and the CPUs)",
     )  # fmt: skip
+    parser.add_argument(
+        "--firing", choices=("raw", "threads"), default="raw",
+        help="raw: one process, a selector over raw sockets (default); threads: the client "
+        "processes fire from connections/clients http.client threads each (the old way)",
+    )  # fmt: skip
+    parser.add_argument("--baseline", type=Path, help="also run this checkout's src")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -250,54 +391,78 @@ def main() -> int:
     counts = sorted({int(n) for n in args.workers.split(",")})
     pg = PgServer(bindir)
     pg.start()
-    servers: dict[int, Any] = {}
+    servers: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             keys = make_keys(Path(tmp) / "keys")
             app_dir = make_access_app(Path(tmp) / "app", keys)
             url = pg.database("api")
             migrate(url)
+            base_url = ""
+            if args.baseline:
+                base_url = pg.database("base")
+                _BaseServer.migrate(args.baseline.resolve(), base_url)
             for n in counts:
-                servers[n] = ServerProc(app_dir, store_url=url, workers=n).start()
+                if args.baseline:
+                    servers[f"base, {n} worker(s)"] = _BaseServer.make(
+                        args.baseline.resolve(), app_dir, base_url, n
+                    ).start()
+                servers[f"{n} worker(s)"] = ServerProc(app_dir, store_url=url, workers=n).start()
+            firing = (
+                f"one process, {args.connections} raw keep-alive connections"
+                if args.firing == "raw"
+                else f"{args.clients} processes x {args.connections // args.clients} "
+                "http.client threads"
+            )
             print(
-                f"{args.clients} client processes x {args.threads} connections, "
-                f"{per_client * len(APPROVERS) * args.clients} signed approvals a round, "
-                f"{rounds} rounds; servers of {', '.join(map(str, counts))} worker processes "
-                f"on one PostgreSQL (synchronous_commit on), {len(os.sched_getaffinity(0))} "
-                "CPUs",
+                f"{per_client * len(APPROVERS) * args.clients} signed approvals a round "
+                f"(signed by {args.clients} processes, untimed), fired by {firing}; "
+                f"{rounds} rounds; servers: {', '.join(servers)} on one PostgreSQL "
+                f"(synchronous_commit on), {len(os.sched_getaffinity(0))} CPUs",
                 flush=True,
             )
             plan = _plan(app_dir)
-            results: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
             for i in range(rounds):
-                for n, server in servers.items():
+                for name, server in servers.items():
                     spec = {
-                        "keys": {name: str(path) for name, path in keys.items()},
+                        "keys": {k: str(path) for k, path in keys.items()},
                         "host": server.host, "port": server.port,
-                        "server_id": server.server_id, "plan": plan, "threads": args.threads,
+                        "server_id": server.server_id, "plan": plan, "firing": args.firing,
+                        "threads": max(1, args.connections // args.clients),
+                        "connections": args.connections,
                     }  # fmt: skip
                     result = run_round(server, spec, args.clients, per_client, pg)
-                    results[n].append(result)
+                    results[name].append(result)
                     print(
-                        f"  round {i + 1}, {n} worker(s): {result['rate']:,.0f} req/s, median "
-                        f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, server "
-                        f"CPU {result['cpu_ms']:.2f} ms/req, PostgreSQL CPU "
-                        f"{result['db_cpu_ms']:.2f} ms/req; load {os.getloadavg()[0]:.1f}",
+                        f"  round {i + 1}, {name}: {result['rate']:,.0f} req/s, median "
+                        f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; CPU "
+                        f"ms/req: server {result['cpu_ms']:.2f}, PostgreSQL "
+                        f"{result['db_cpu_ms']:.2f}, load generator "
+                        f"{result['client_cpu_ms']:.2f} (2 CPUs give "
+                        f"{2000 / result['rate']:.2f}); load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
             print("median of rounds:")
-            base = statistics.median(r["rate"] for r in results[counts[0]])
-            for n in counts:
-                rate = statistics.median(r["rate"] for r in results[n])
-                p99 = statistics.median(r["p99_ms"] for r in results[n])
-                median = statistics.median(r["median_ms"] for r in results[n])
-                cpu = statistics.median(r["cpu_ms"] for r in results[n])
-                ok = "ok " if rate >= TARGET_RATE and p99 <= TARGET_P99_MS else "LOW"
+            first = next(iter(servers))
+            base = statistics.median(r["rate"] for r in results[first])
+            for name in servers:
+                mid = {
+                    k: statistics.median(r[k] for r in results[name])
+                    for k in ("rate", "p99_ms", "median_ms", "cpu_ms", "db_cpu_ms",
+                              "client_cpu_ms")
+                }  # fmt: skip
+                ok = (
+                    "ok "
+                    if mid["rate"] >= TARGET_RATE and mid["p99_ms"] <= TARGET_P99_MS
+                    else "LOW"
+                )
                 print(
-                    f"  {n} worker(s): {rate:,.0f} req/s (x{rate / base:.2f} of "
-                    f"{counts[0]}; target >= {TARGET_RATE}), median {median:.1f} ms, p99 "
-                    f"{p99:.1f} ms (target <= {TARGET_P99_MS:.0f}), server CPU {cpu:.2f} "
-                    f"ms/req {ok}"
+                    f"  {name}: {mid['rate']:,.0f} req/s (x{mid['rate'] / base:.2f} of "
+                    f"{first}; target >= {TARGET_RATE}), median {mid['median_ms']:.1f} ms, "
+                    f"p99 {mid['p99_ms']:.1f} ms (target <= {TARGET_P99_MS:.0f}); CPU ms/req: "
+                    f"server {mid['cpu_ms']:.2f}, PostgreSQL {mid['db_cpu_ms']:.2f}, load "
+                    f"generator {mid['client_cpu_ms']:.2f} {ok}"
                 )
             print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
