@@ -256,6 +256,40 @@ def test_a_runs_tree_is_found_and_stopped_by_its_id_alone(tmp_path: Path) -> Non
         child.wait()
 
 
+def test_a_session_stays_the_runs_after_its_marked_leader_died(tmp_path: Path) -> None:
+    """An unmarked process left in a session that a marked process led is still the run's
+    once that leader is dead: stop() kills it and returns only when it is gone (it used to
+    report an empty tree while the orphan lived on)."""
+    run_id = f"rtest{os.getpid()}{time.monotonic_ns()}"
+    pid_file = tmp_path / "orphan"
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import os, subprocess, sys, time; "
+         "p = subprocess.Popen(['sleep', '300'], env={}); "
+         "open(sys.argv[1] + '.new', 'w').write(str(p.pid)); "
+         "os.rename(sys.argv[1] + '.new', sys.argv[1]); time.sleep(300)", str(pid_file)],
+        env={**os.environ, "ONEOFF_RUN_ID": run_id}, start_new_session=True,
+    )  # fmt: skip
+    orphan = None
+    try:
+        until = time.monotonic() + 30
+        while not pid_file.exists():
+            assert time.monotonic() < until, "the leader never started its child"
+            time.sleep(0.02)
+        orphan = int(pid_file.read_text())
+        tree = RunTree.find(run_id)
+        assert {leader.pid, orphan} <= tree.members()
+        leader.kill()  # the leader dies first, as a runner's task may
+        leader.wait(timeout=10)
+        assert alive(orphan)
+        assert tree.stop()
+        assert not alive(orphan)
+    finally:
+        leader.kill()
+        leader.wait()
+        if orphan is not None and alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
 RACING = """
 import os, signal, sys
 from pathlib import Path

@@ -107,6 +107,35 @@ class RunTree:
     def __init__(self, run_id: str, cgroup: str | None) -> None:
         self.run_id = run_id
         self.cgroup = cgroup
+        # Process groups and sessions a marked process was seen leading. They stay the
+        # run's after their leader dies, so an unmarked member left in one (a killed
+        # leader's `sleep`, still dying) is still found and waited for. Kept only while
+        # they have a member: Linux does not reuse an id as a pid while a group or session
+        # of that id has one, so a remembered id never names a stranger's.
+        self._groups: set[int] = set()
+        self._sessions: set[int] = set()
+
+    def _marked_members(self) -> set[int]:
+        """Marked processes and the live members of every group and session one led."""
+        mark, groups, sessions = _scan(self.run_id)
+        self._groups |= groups
+        self._sessions |= sessions
+        members: set[int] = set()
+        used_groups: set[int] = set()
+        used_sessions: set[int] = set()
+        for name in _pids():
+            stat = _stat(name)
+            if stat is None:
+                continue
+            used_groups.add(stat[1])
+            used_sessions.add(stat[2])
+            if stat[0] not in (b"Z", b"X") and (
+                stat[1] in self._groups or stat[2] in self._sessions or _marked(name, mark)
+            ):
+                members.add(int(name))
+        self._groups &= used_groups
+        self._sessions &= used_sessions
+        return members
 
     @classmethod
     def new(cls, run_id: str) -> RunTree:
@@ -160,7 +189,7 @@ class RunTree:
 
     def members(self) -> set[int]:
         """Every live process of the run we can find (never this process)."""
-        found = set(marked_processes(self.run_id))
+        found = self._marked_members()
         if self.cgroup is not None:
             for root, _dirs, _files in os.walk(self.cgroup):
                 with contextlib.suppress(OSError), open(os.path.join(root, "cgroup.procs")) as f:
@@ -190,8 +219,8 @@ class RunTree:
                 for pid in _procs(self.cgroup) - {os.getpid()}:
                     _kill_pid(pid)
         if marks:
-            mark, groups, sessions = _scan(self.run_id)
-            for pid in sorted(_members_of(mark, groups, sessions)):
+            mark = f"ONEOFF_RUN_ID={self.run_id}".encode()
+            for pid in sorted(self._marked_members()):
                 # Pin the pid, then check it is still one of the run's: a pid that ended
                 # and was reused since the scan is never signalled.
                 try:
@@ -199,7 +228,7 @@ class RunTree:
                 except OSError:
                     continue
                 try:
-                    if _belongs(str(pid), mark, groups, sessions):
+                    if _belongs(str(pid), mark, self._groups, self._sessions):
                         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 except OSError:
                     pass
@@ -214,7 +243,7 @@ class RunTree:
         marks = marks or self.cgroup is None  # without a cgroup, only the mark can confirm
         while True:
             self.kill(marks=marks)
-            empty = not self.populated() and not (marks and marked_processes(self.run_id))
+            empty = not self.populated() and not (marks and self._marked_members())
             if empty:
                 self.remove()
                 return True
