@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from _access_kit import Keys, events, release, run_as, signer
+from _agent import ssh_agent
 from oneoff._app import open_app
 from oneoff._auth.gate import Gate
 from oneoff._auth.grant import open_gate
@@ -140,21 +139,12 @@ def test_ssh_agent_signs_for_its_holder(
     root: Path, keys: Keys, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     """With dave's key in ssh-agent and ONEOFF_SIGNING_KEY naming it, the run is dave's."""
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.01)
+    with ssh_agent(tmp_path / "agent.sock") as sock:
         env = {**cli_env, "SSH_AUTH_SOCK": str(sock), "ONEOFF_SIGNING_KEY": f"{keys['dave']}.pub"}
         subprocess.run(["ssh-add", "-q", keys["dave"]], env=env, check=True, capture_output=True)
         result = run_cli(["run", "noop", "--env", "development"], cwd=root, env=env)
         assert result.exit_code == 0, result.stderr
         assert events(root, "run.started")[-1].actor == "dave"
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=10)
 
 
 def test_without_access_protected_environments_refuse(root: Path, keys: Keys) -> None:

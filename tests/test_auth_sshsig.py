@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import signal
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _agent import ssh_agent
 from oneoff._auth import Signers, decode, sign, verify
 from oneoff._auth.sshsig import armor, dearmor
 from oneoff.errors import NotPermitted, UsageError
@@ -156,22 +155,9 @@ def test_sha256_signatures_from_ssh_keygen_verify(
 
 @pytest.fixture
 def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    sock = tmp_path / "agent.sock"
-    proc = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", sock],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            if sock.exists():
-                break
-            time.sleep(0.01)
+    with ssh_agent(tmp_path / "agent.sock") as sock:
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         yield str(sock)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 def ssh_add(key: Path) -> None:
