@@ -13,7 +13,8 @@ from pathlib import Path
 from oneoff.testing import run_cli
 
 
-def read_until(fd: int, needle: bytes, timeout: float = 30) -> bytes:
+def read_until(fd: int, needle: bytes, timeout: float = 60) -> bytes:
+    # Generous: two Python start-ups and a REPL's on a loaded 2-core CI machine.
     seen = b""
     deadline = time.monotonic() + timeout
     while needle not in seen and time.monotonic() < deadline:
@@ -52,8 +53,8 @@ def test_console_on_a_terminal(example_app: Path, cli_env: dict[str, str]) -> No
         os.write(primary, b"print(6 * 7)\r")
         assert b"42" in read_until(primary, b"42")
         os.write(primary, b"\x04")  # ^D ends the REPL
-        proc.wait(timeout=30)
-        tail = read_until(primary, b"succeeded", timeout=10)
+        proc.wait(timeout=60)
+        tail = read_until(primary, b"succeeded", timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
