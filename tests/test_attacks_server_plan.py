@@ -6,6 +6,7 @@ document is never kept in its place."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,69 @@ def test_no_grant_for_a_run_in_another_working_directory(
     assert events(server.app_dir, "run.granted") == []
     honest = grant(server, server_keys, plan)
     assert honest.status in (200, 201), honest
+
+
+PROCFILE = (
+    'release: python -c "import sys; print(sys.argv[1:])" --database=$DB_NAME ${MODE:-safe}\n'
+)
+
+
+@pytest.fixture
+def release_server(
+    tmp_path: Path, server_keys: KEYS, server_factory: Callable[..., ServerProc]
+) -> ServerProc:
+    """A server whose app has a Procfile `release:` line with $VARs from its config."""
+    from _access_kit import make_access_app
+
+    env = "DATABASE_URL=postgres://app:prod-pass-999@db/app\nDB_NAME=main\n"
+    files = {"Procfile": PROCFILE, ".env.production": env}
+    return server_factory(make_access_app(tmp_path / "served", server_keys, extra_files=files))
+
+
+def test_a_release_lines_expanded_argv_is_accepted(
+    release_server: ServerProc, server_keys: KEYS
+) -> None:
+    """The release task's argv, its $VARs filled from config on the client, is accepted:
+    the server checks the values against the document's fingerprints of them."""
+    plan = plan_json(release_server.app_dir, task="release")
+    assert plan["document"]["argv"][3:] == ["--database=main", "safe"]
+    answer = ask(release_server, server_keys, "alice", plan)
+    assert answer.status == 201, answer
+
+
+RELEASE_EDITS = {
+    "other-value": ["--database=other", "safe"],
+    "other-flag": ["--flush=main", "safe"],
+    "default-over-a-set-value": ["--database=main", "fast"],
+    "extra-text": ["--database=main --noinput", "safe"],
+}
+
+
+@pytest.mark.parametrize("tail", RELEASE_EDITS.values(), ids=RELEASE_EDITS.keys())
+def test_a_release_line_with_other_arguments_is_refused(
+    release_server: ServerProc, server_keys: KEYS, tail: list[str]
+) -> None:
+    """A client that rewrites the release line's arguments (another database, another
+    flag, extra text) and hashes and signs that document itself is refused (400): the
+    server used to check only argv[0] of a Procfile line."""
+    plan = plan_json(release_server.app_dir, task="release")
+    argv = plan["document"]["argv"][:3] + tail
+    answer = ask(release_server, server_keys, "alice", rehashed(plan, argv=argv))
+    assert answer.status == 400, answer
+    assert "argv" in answer.error["message"]
+    assert requests_stored(release_server) == 0
+
+
+def test_a_release_line_checked_against_forged_fingerprints_is_refused(
+    release_server: ServerProc, server_keys: KEYS
+) -> None:
+    """Forging the document's fingerprint of a variable to match another value does not
+    help: without the server's key the fingerprint is not the server's."""
+    from oneoff._plan import fingerprint
+
+    plan = plan_json(release_server.app_dir, task="release")
+    argv = [*plan["document"]["argv"][:3], "--database=other", "safe"]
+    env = {**plan["document"]["env"], "DB_NAME": fingerprint(b"\0" * 32, "DB_NAME", "other")}
+    answer = ask(release_server, server_keys, "alice", rehashed(plan, argv=argv, env=env))
+    assert answer.status == 400, answer
+    assert requests_stored(release_server) == 0

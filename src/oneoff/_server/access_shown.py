@@ -77,7 +77,7 @@ def create_signed_request(
         raise UsageError(f"task {task.name!r} is not allowed in environment {env.name!r}")
     # Approvers must never be asked to approve what the manifest does not declare (another
     # directory, other code, other settings): a grant could not spend it anyway.
-    check_plan_document(task, env, document)
+    check_plan_document(task, env, document, app.fingerprint_key)
     _canonical(statement)
     principal = gate.authenticate(statement, signature, action="request", plan_hash=plan_hash)
     if principal.key != caller.key:

@@ -96,7 +96,7 @@ def plan_view(app: App, plan: object, plan_hash: object) -> PlanView:
     # What the server's own manifest says wins: a runner with an edited oneoff.toml cannot
     # drop a lock, unprotect an environment, run from another directory or change what the
     # task runs.
-    check_plan_document(task, env, doc)
+    check_plan_document(task, env, doc, app.fingerprint_key)
     current = app.store.current_release_id(env.name)
     if current is not None and doc.get("release") != current:
         raise ReleaseError(

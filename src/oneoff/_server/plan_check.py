@@ -7,8 +7,10 @@ manifest declares. So every field the manifest decides is compared with the mani
 value: protection, locks, risk, timeout and grace, interactivity, the executor, the
 working directory (which decides what code ``python -m ...`` finds), the params (declared
 names only, each value valid for its type: no path outside the app, no control or bidi
-character) and argv as the manifest renders it from those params. A mismatch is refused
-(400, exit 2) before anything is stored or granted.
+character) and argv as the manifest renders it from those params (a Procfile line's
+``$VAR``s against the document's fingerprints of their values:
+``oneoff._server.expanded_argv``). A mismatch is refused (400, exit 2) before anything is
+stored or granted.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ __all__ = ["check_plan_document"]
 _HINT = "plan from a checkout of the release the server serves"
 
 
-def check_plan_document(task: Task, env: Environment, doc: Mapping[str, Any]) -> None:
-    """UsageError unless ``doc`` is a plan of ``task`` in ``env`` as the manifest declares."""
+def check_plan_document(
+    task: Task, env: Environment, doc: Mapping[str, Any], fingerprint_key: bytes
+) -> None:
+    """UsageError unless ``doc`` is a plan of ``task`` in ``env`` as the manifest declares;
+    ``fingerprint_key`` (the server's) checks a Procfile line's ``$VAR`` expansions."""
     if doc.get("cwd") != task.cwd:
         raise UsageError(
             f"the plan's working directory {_shown(doc.get('cwd'))} is not task "
@@ -52,7 +57,7 @@ def check_plan_document(task: Task, env: Environment, doc: Mapping[str, Any]) ->
         if doc.get(name) != ours
     ]
     params = _checked_params(task, doc.get("params"))
-    if _argv_mismatch(task, doc.get("argv"), params):
+    if _argv_mismatch(task, doc.get("argv"), params, doc.get("env"), fingerprint_key):
         mismatch.append("argv")
     if mismatch:
         raise UsageError(
@@ -96,22 +101,32 @@ def _checked_params(task: Task, given: object) -> dict[str, str]:
     return values
 
 
-def _argv_mismatch(task: Task, argv: object, params: dict[str, str]) -> bool:
+def _argv_mismatch(
+    task: Task, argv: object, params: dict[str, str], env: object, key: bytes
+) -> bool:
     from oneoff._manifest import render_arg
+    from oneoff._server.expanded_argv import expansion_matches
 
     if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         return True
-    if argv[:1] != [task.argv[0]]:
-        return True
-    if task.expand_env:
-        return False  # $VAR expands from config values, which the server does not hold
-    if len(argv) != len(task.argv):
+    if argv[:1] != [task.argv[0]] or len(argv) != len(task.argv):
         return True
     try:
-        expected = [task.argv[0], *(render_arg(t, params) for t in task.argv[1:])]
+        expected = [render_arg(t, params) for t in task.argv[1:]]
     except KeyError:
-        return False  # a secret fills an element: the document shows it redacted
-    return argv != expected
+        # The manifest lets only declared, non-secret params with a value into argv: a
+        # document without one is not a plan of this task.
+        return True
+    if not task.expand_env:
+        return argv[1:] != expected
+    # A Procfile line: its $VARs were filled from config values the server does not
+    # hold; the document's fingerprints of them decide (oneoff._server.expanded_argv).
+    if not isinstance(env, dict):
+        return True
+    return not all(
+        expansion_matches(template, got, env, key)
+        for template, got in zip(expected, argv[1:], strict=True)
+    )
 
 
 def _shown(value: object) -> str:
