@@ -63,10 +63,18 @@ class ServerProc:
     """One ``oneoff server`` subprocess; ``store_url`` None: the app's SQLite store;
     ``workers``: its worker processes (1 unless a test is about several)."""
 
-    def __init__(self, app_dir: Path, *, store_url: str | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        app_dir: Path,
+        *,
+        store_url: str | None = None,
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.app_dir = app_dir
         self.store_url = store_url
         self.workers = workers
+        self.args = args  # more `oneoff server` options
         self.proc: subprocess.Popen[bytes] | None = None
         self.host, self.port = "127.0.0.1", 0
         self.server_id = ""
@@ -86,7 +94,7 @@ class ServerProc:
         argv = [
             sys.executable, "-m", "oneoff", "server", "--app", str(self.app_dir),
             "--listen", "127.0.0.1:0", "--ready-file", str(ready),
-            "--workers", str(self.workers),
+            "--workers", str(self.workers), *self.args,
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.env())

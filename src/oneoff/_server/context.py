@@ -43,7 +43,14 @@ class ServerContext:
     """Config, pinned access files, server id, token and fingerprint keys; a Worker per
     thread."""
 
-    def __init__(self, project: Project, *, max_body: int = MAX_BODY, threads: int = 8) -> None:
+    def __init__(
+        self,
+        project: Project,
+        *,
+        max_body: int = MAX_BODY,
+        threads: int = 8,
+        trusted_proxies: tuple[str, ...] = (),
+    ) -> None:
         from oneoff._access import access_config
         from oneoff._app import SERVER_FINGERPRINT_KEY
         from oneoff._server.pinning import load_pin, release_keys, server_id, server_secret
@@ -59,6 +66,9 @@ class ServerContext:
         self.config: AccessConfig = config
         self.max_body = max_body
         self.threads = threads
+        # Addresses (or networks) of reverse proxies whose X-Forwarded-For/-Proto name the
+        # client and scheme (``oneoff._server.proxies``); none by default.
+        self.trusted_proxies = trusted_proxies
         self._local = threading.local()
         self._workers: list[Worker] = []
         self._owners: dict[int, threading.Thread] = {}  # id(Worker) -> the thread it serves

@@ -18,8 +18,8 @@ addresses that share a bucket share its count. A bucket with failures in the cur
 window is read from the store on every call; one without is read at most once per
 ``RECHECK`` seconds per process (calls from addresses that never fail cost no read), so
 another process's first failures may take that long to be seen. The address is the TCP
-peer's: behind a reverse proxy, every client is the proxy's address unless uvicorn is
-told to trust its forwarded headers.
+peer's, or the one a reverse proxy named with ``--trusted-proxy`` forwards
+(``oneoff._server.proxies``); behind a proxy not named, every client is the proxy's address.
 """
 
 from __future__ import annotations

@@ -81,9 +81,13 @@ def serve_socket(ctx: ServerContext, sock: socket.socket, on_ready: Callable[[],
     stopped gracefully, 1 if it never started. ``on_ready`` runs once it accepts calls."""
     from oneoff._server.app import create_app
 
+    trusted = list(ctx.trusted_proxies)
     config = uvicorn.Config(
         create_app(ctx), log_level="warning", access_log=False, lifespan="on",
-        server_header=False, proxy_headers=False, backlog=BACKLOG,
+        server_header=False, backlog=BACKLOG,
+        # Forwarded headers only from the proxies named (oneoff._server.proxies): from
+        # anyone else they would let a client pick its own address and scheme.
+        proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
     )  # fmt: skip
     server = _Server(config)
 

@@ -57,6 +57,11 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
         help="write HOST:PORT to FILE once listening (for supervisors and tests)",
     )  # fmt: skip
     parser.add_argument(
+        "--trusted-proxy", metavar="ADDRESS", action="append", default=argparse.SUPPRESS,
+        help="a reverse proxy (IP address or network) whose X-Forwarded-For and "
+        "X-Forwarded-Proto name the client and scheme (repeatable; default: none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--workers", metavar="N", type=int, default=argparse.SUPPRESS,
         help="server processes sharing the port (default: one per CPU, at most "
         f"{MAX_DEFAULT_WORKERS}, on PostgreSQL; 1 on SQLite)",
@@ -72,7 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
     app = app_from(args)
     workers = _workers(getattr(args, "workers", None), postgres=app.store_url is not None)
-    ctx = ServerContext(app.project)
+    from oneoff._server.proxies import trusted_proxies
+
+    proxies = trusted_proxies(getattr(args, "trusted_proxy", []))
+    ctx = ServerContext(app.project, trusted_proxies=proxies)
     return serve(ctx, host, port, ready=getattr(args, "ready_file", None), workers=workers)
 
 
