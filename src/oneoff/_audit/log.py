@@ -206,6 +206,16 @@ class AuditLog:
             return []
         return self.store.audit_append_all([_builder(**entry) for entry in entries])
 
+    def append_with(
+        self, write: Callable[[Store], Sequence[Mapping[str, Any]]]
+    ) -> list[AuditEvent]:
+        """Run ``write(store)`` (writes through the store it is given; returns the events to
+        append, as ``append_all`` takes them) and append its events, in one commit: its
+        writes and their audit land together or not at all (``Store.audit_append_with``)."""
+        return self.store.audit_append_with(
+            lambda store: [_builder(**entry) for entry in write(store)]
+        )
+
     def events(
         self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
     ) -> Iterator[AuditEvent]:

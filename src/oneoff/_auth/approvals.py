@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import secrets
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from oneoff._access import approval_rule, approval_ttl
 from oneoff._auth.quorum import check_approvals, spend
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from oneoff._auth.gate import Gate
     from oneoff._auth.shown import ShownPlan
     from oneoff._plan import Plan
+    from oneoff._store.interface import Store
 
 __all__ = [
     "approval_statement",
@@ -117,10 +118,31 @@ def approve(gate: Gate, request_id: str, signer: Signer) -> ApprovalRecord:
     return record_approval(gate, request, signature.decode("ascii"), time)
 
 
+class CallNonce(Protocol):
+    """A signed API call's nonce, spent with the approval it carries (a server's
+    ``PendingNonce``): ``spend`` is False for a replay, refused with ``error``."""
+
+    spent: bool
+    replayed: bool
+
+    def spend(self, store: Store) -> bool: ...
+
+    def refusal(self) -> dict[str, Any]: ...
+
+    def error(self) -> Exception: ...
+
+
 def record_approval(
-    gate: Gate, request: RequestRecord, signature: str, time: str
+    gate: Gate,
+    request: RequestRecord,
+    signature: str,
+    time: str,
+    *,
+    nonce: CallNonce | None = None,
 ) -> ApprovalRecord:
-    """Check and store an approval signed elsewhere (a server receives it this way)."""
+    """Check and store an approval signed elsewhere (a server receives it this way). A
+    server's ``nonce`` is spent in the transaction that stores the approval and audits it:
+    one durable commit for the whole call, all of it or none."""
     from oneoff._auth.gate import MAX_SKEW, _key_of
     from oneoff._auth.sshsig import verify
 
@@ -185,18 +207,6 @@ def record_approval(
         # Shown to people only: quorum.py recomputes the expiry from the signed time.
         expires_at=iso(when + _dt.timedelta(seconds=approval_ttl(gate.config, env))),
     )
-    store = gate.app.store
-    # One INSERT that refuses a second approval by the same person on its own: no need to
-    # queue for the store-wide write lock (a server records many approvals at once).
-    try:
-        added = store.add_approval(record)
-    except BaseException:
-        with contextlib.suppress(OneoffError):  # the store may be gone: its error says so
-            gate.app.audit.append_all(decided)
-        raise
-    if not added:
-        error = ApprovalError(f"{person.name} already approved {request.id}; one approval each")
-        _refuse(gate, decided, error, actor=person.name, **where)
     approved = {
         "kind": "request.approved",
         "actor": person.name,
@@ -204,7 +214,32 @@ def record_approval(
         "payload": {"request": request.id, "expires_at": record.expires_at,
                     "key": person.fingerprint},
     }  # fmt: skip
-    gate.app.audit.append_all([*decided, approved])
+    refused: list[Exception] = []
+
+    def write(store: Store) -> list[dict[str, Any]]:
+        # In one transaction with its audit: spend the call's nonce, store the approval
+        # (one INSERT that refuses a second one by the same person on its own), audit the
+        # decisions and the outcome. Decided from row counts: nothing here raises to say no.
+        refused.clear()
+        if nonce is not None and not nonce.spend(store):
+            refused.append(nonce.error())
+            return [nonce.refusal()]
+        if not store.add_approval(record):
+            error = ApprovalError(f"{person.name} already approved {request.id}; one approval each")
+            refused.append(error)
+            return [*decided, _refusal(error, actor=person.name, **where)]
+        return [*decided, approved]
+
+    try:
+        gate.app.audit.append_with(write)
+    except BaseException:
+        if nonce is not None:  # rolled back with the rest: not spent
+            nonce.spent = nonce.replayed = False
+        with contextlib.suppress(OneoffError):  # the store may be gone: its error says so
+            gate.app.audit.append_all(decided)
+        raise
+    if refused:
+        raise refused[0]
     return record
 
 
@@ -212,10 +247,14 @@ def _refuse(
     gate: Gate, decided: list[dict[str, Any]], error: OneoffError, **fields: Any
 ) -> NoReturn:
     """Audit the decisions made so far and the refusal (one commit), then raise it."""
-    payload = {"reason": error.message, **fields.pop("payload", {})}
-    gate.app.audit.append_all([*decided, {"kind": "approval.refused", **fields,
-                                          "payload": payload}])  # fmt: skip
+    gate.app.audit.append_all([*decided, _refusal(error, **fields)])
     raise error
+
+
+def _refusal(error: OneoffError, **fields: Any) -> dict[str, Any]:
+    """The ``approval.refused`` event of ``error`` (``AuditLog.append_all``'s form)."""
+    payload = {"reason": error.message, **fields.get("payload", {})}
+    return {"kind": "approval.refused", **fields, "payload": payload}
 
 
 # A reason is a sentence for the audit log and the requester, not a report.

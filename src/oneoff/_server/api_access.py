@@ -156,7 +156,7 @@ def approve(call: Call) -> dict[str, Any]:
     if decode(body["signature"]).fingerprint != _who(call).key:
         raise NotPermitted("the approval must be signed with the key that signs the call")
     # record_approval checks the stored plan against its hash (audited refusal): once.
-    approval = record_approval(gate, request, body["signature"], body["time"])
+    approval = record_approval(gate, request, body["signature"], body["time"], nonce=call.nonce)
     return {"approval": asdict(approval)}
 
 
@@ -213,6 +213,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         api_route(
             ctx, "POST", "/v1/requests/{id}/approvals", approve, auth="sign", body=APPROVAL,
             status=201, summary="Approve a request: a signature over its plan hash",
+            spends_nonce=True,
         ),
         api_route(
             ctx, "POST", "/v1/requests/{id}/denials", denial, auth="sign", body=DENIAL,

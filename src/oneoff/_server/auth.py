@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from oneoff._server.pinning import PinnedGate
     from oneoff._store.interface import Store
 
-__all__ = ["SESSION_TTL", "check_envelope", "check_token", "make_token"]
+__all__ = ["SESSION_TTL", "PendingNonce", "check_envelope", "check_token", "make_token"]
 
 SESSION_TTL = _dt.timedelta(minutes=15)
 _MAX_TOKEN = 2048
@@ -55,6 +55,53 @@ def refuse(gate: PinnedGate, error: ApiError, actor: str, where: dict[str, str])
     raise error
 
 
+class PendingNonce:
+    """A checked call's nonce, not spent yet: its handler spends it in the transaction that
+    records the call's outcome (``spend``), so the call costs one durable commit, not two.
+
+    Why that is as safe as spending it first: the nonce's primary key still decides which
+    of two copies of a call wins, inside the transaction that would record it, so a copy
+    never acts twice; a call refused by its handler spends its nonce afterwards
+    (``oneoff._server.routing``), so it cannot be replayed later when it might pass; only
+    a call whose transaction failed (nothing of it written: the store said no) leaves it
+    unspent, and sending that same call again does once what its signer asked, as their
+    own retry would, within the 5 minutes its statement is good for."""
+
+    __slots__ = ("gate", "nonce", "person", "replayed", "seen_at", "spent", "where")
+
+    def __init__(
+        self, gate: PinnedGate, nonce: str, person: str, seen_at: str, where: dict[str, str]
+    ) -> None:
+        self.gate, self.nonce, self.person, self.seen_at = gate, nonce, person, seen_at
+        self.where = where
+        self.spent = False
+        self.replayed = False
+
+    def spend(self, store: Store) -> bool:
+        """Spend it through ``store`` (in the caller's transaction); False for a replay,
+        whose refusal the caller then audits (``refusal``) and raises (``error``)."""
+        fresh = store.remember_nonce(self.nonce, self.person, self.seen_at)
+        self.spent, self.replayed = True, not fresh
+        return fresh
+
+    def refusal(self) -> dict[str, Any]:
+        """The ``auth.refused`` event of a replay (``AuditLog.append_all``'s form)."""
+        error = self.error()
+        return {"kind": "auth.refused", "actor": self.person,
+                "payload": {"reason": error.error.message, **self.where}}  # fmt: skip
+
+    def error(self) -> ApiError:
+        return ApiError(
+            409,
+            NotPermitted(f"call from {self.person} refused: statement replayed (nonce used)"),
+        )
+
+    def spend_alone(self) -> None:
+        """Spend it in its own commit (the handler did not); 409, audited, for a replay."""
+        if not self.spend(self.gate.app.store):
+            refuse(self.gate, self.error(), self.person, self.where)
+
+
 def check_envelope(
     gate: PinnedGate,
     headers: dict[str, str],
@@ -65,8 +112,10 @@ def check_envelope(
     body: bytes,
     server_id: str,
     now: _dt.datetime | None = None,
+    defer: list[PendingNonce] | None = None,
 ) -> Principal:
-    """The person whose signed statement authorises this exact call; audited refusals."""
+    """The person whose signed statement authorises this exact call; audited refusals.
+    With ``defer``, the nonce is not spent here but put there (``PendingNonce``)."""
     from oneoff._auth.gate import _key_of
     from oneoff._auth.sshsig import verify
 
@@ -98,17 +147,15 @@ def check_envelope(
             gate, unauthorized(f"call from {person.name} refused: {problem}"), person.name, where
         )
     store = gate.app.store
-    # One statement, outside the store-wide write lock: the nonce's primary key alone makes
-    # a replay lose (of two calls with one nonce, one INSERT wins), so concurrent calls do
-    # not queue for the lock one durable commit at a time (their commits share WAL flushes).
-    fresh = store.remember_nonce(statement["nonce"], person.name, iso(now))
+    pending = PendingNonce(gate, statement["nonce"], person.name, iso(now), where)
     _forget_stale_nonces(store, now)
-    if not fresh:
-        error = ApiError(
-            409,
-            NotPermitted(f"call from {person.name} refused: statement replayed (nonce used)"),
-        )
-        refuse(gate, error, person.name, where)
+    if defer is not None:
+        defer.append(pending)
+    else:
+        # One statement, outside the store-wide write lock: the nonce's primary key alone
+        # makes a replay lose (of two calls with one nonce, one INSERT wins), so concurrent
+        # calls do not queue for the lock one durable commit at a time.
+        pending.spend_alone()
     return Principal(person.name, person.groups, person.fingerprint)
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from oneoff._auth.files import AccessFiles
     from oneoff._identity import Principal
     from oneoff._manifest import Project
+    from oneoff._server.auth import PendingNonce
     from oneoff._server.pinning import PinnedGate
 
 __all__ = ["MAX_BODY", "ServerContext", "Worker"]
@@ -144,8 +145,11 @@ class ServerContext:
         with contextlib.suppress(Exception):  # closing a dead connection may fail too
             found.app.close()
 
-    def authenticate(self, request: Request, body: bytes) -> Principal:
-        """The person whose signed envelope authorises this acting call (in a thread)."""
+    def authenticate(
+        self, request: Request, body: bytes, *, defer: list[PendingNonce] | None = None
+    ) -> Principal:
+        """The person whose signed envelope authorises this acting call (in a thread); with
+        ``defer``, its nonce is left there for the handler to spend."""
         from oneoff._server.auth import check_envelope
 
         return check_envelope(
@@ -156,6 +160,7 @@ class ServerContext:
             query=request.scope.get("query_string", b"").decode("latin-1"),
             body=body,
             server_id=self.server_id,
+            defer=defer,
         )
 
     def session(self, request: Request) -> Principal:

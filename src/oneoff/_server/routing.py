@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from oneoff._app import App
     from oneoff._identity import Principal
+    from oneoff._server.auth import PendingNonce
     from oneoff._server.context import ServerContext, Worker
 
 __all__ = ["ApiRoute", "Call", "Spec", "api_route", "documented", "read_body"]
@@ -46,6 +47,9 @@ class Call:
     params: dict[str, str]
     query: dict[str, str]
     raw_body: bytes = b""
+    #: The call's nonce, for a route whose handler spends it with its outcome
+    #: (``spends_nonce``); spent afterwards if the handler did not.
+    nonce: PendingNonce | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Spec:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: int = 200
     response: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+    spends_nonce: bool = False
 
 
 class ApiRoute(Route):
@@ -78,15 +83,20 @@ def api_route(
     query: dict[str, dict[str, Any]] | None = None,
     status: int = 200,
     response: dict[str, Any] | None = None,
+    spends_nonce: bool = False,
 ) -> ApiRoute:
-    """Declare one route; ``handler(call)`` runs in a worker thread and returns JSON."""
+    """Declare one route; ``handler(call)`` runs in a worker thread and returns JSON.
+    ``spends_nonce``: the handler spends the signed call's nonce (``call.nonce``) in the
+    transaction that records its outcome (see ``oneoff._server.auth.PendingNonce``)."""
     if method != "GET" and auth == "session":
         raise TypeError(f"{method} {path}: a call that acts must be signed, not a session")
+    if spends_nonce and auth != "sign":
+        raise TypeError(f"{method} {path}: only a signed call has a nonce to spend")
     spec = Spec(
         method, path, auth, summary,
         body=None if body is None else check_schema(body),
         query={k: check_schema(v) for k, v in (query or {}).items()},
-        status=status, response=response or {"type": "object"},
+        status=status, response=response or {"type": "object"}, spends_nonce=spends_nonce,
     )  # fmt: skip
 
     async def endpoint(request: Request) -> Response:
@@ -126,8 +136,9 @@ def _handle_once(
     ctx: ServerContext, spec: Spec, handler: Callable[[Call], Any], request: Request, raw: bytes
 ) -> Any:
     principal = None
+    pending: list[PendingNonce] | None = [] if spec.spends_nonce else None
     if spec.auth != "none":
-        principal = _caller(ctx, spec, request, raw)
+        principal = _caller(ctx, spec, request, raw, pending)
     body = None
     if spec.body is not None:
         body = parse_json(raw)
@@ -139,8 +150,38 @@ def _handle_once(
         if name not in spec.query:
             raise ApiError(422, UsageError(f"unknown query parameter {name[:40]!r}"))
         _validate(value, spec.query[name], f"query parameter {name}")
-    call = Call(ctx, ctx.worker(), principal, body, dict(request.path_params), query, raw)
-    return handler(call)
+    nonce = pending[0] if pending else None
+    call = Call(ctx, ctx.worker(), principal, body, dict(request.path_params), query, raw, nonce)
+    if nonce is None:
+        return handler(call)
+    try:
+        result = handler(call)
+    except StoreError:
+        raise  # nothing of the call was written: the same call may be sent again
+    except BaseException:
+        if not nonce.spent:  # refused: spent all the same, never to pass later
+            _spend(ctx, request, nonce)
+        elif nonce.replayed:
+            counted_failure(ctx.worker().app, client_address(request), _now(), request.url.path)
+        raise
+    if not nonce.spent:
+        _spend(ctx, request, nonce)
+    return result
+
+
+def _spend(ctx: ServerContext, request: Request, nonce: PendingNonce) -> None:
+    """Spend a call's nonce in its own commit; a replay is 409, audited and counted."""
+    try:
+        nonce.spend_alone()
+    except ApiError:
+        counted_failure(ctx.worker().app, client_address(request), _now(), request.url.path)
+        raise
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
 
 
 def _validate(value: Any, schema: dict[str, Any], where: str) -> None:
@@ -168,7 +209,13 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, UsageError(f"request body larger than {limit} bytes refused"))
 
 
-def _caller(ctx: ServerContext, spec: Spec, request: Request, raw: bytes) -> Principal:
+def _caller(
+    ctx: ServerContext,
+    spec: Spec,
+    request: Request,
+    raw: bytes,
+    defer: list[PendingNonce] | None = None,
+) -> Principal:
     """Who signed the call, or whose token it carries; each failure counts toward the
     caller's address's limit, and an address over it is refused first (ratelimit)."""
     import time
@@ -183,7 +230,7 @@ def _caller(ctx: ServerContext, spec: Spec, request: Request, raw: bytes) -> Pri
         raise refusal
     try:
         if spec.auth == "sign":
-            return ctx.authenticate(request, raw)
+            return ctx.authenticate(request, raw, defer=defer)
         return ctx.session(request)
     except ApiError as exc:
         if exc.status in (401, 409):

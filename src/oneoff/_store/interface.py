@@ -250,6 +250,20 @@ class AuditStore(Protocol):
         built on the one before), in one commit, all or none."""
         ...
 
+    def audit_append_with(
+        self, write: Callable[[Store], Sequence[Callable[[int, bytes], AuditEvent]]]
+    ) -> list[AuditEvent]:
+        """Run ``write(store)`` inside one write transaction, then append the events of the
+        builders it returns in the same transaction: its writes and its events commit
+        together, all or none (a call spends its nonce, stores its outcome and audits it
+        with one durable commit). ``write`` must write through the store it is given (a
+        backend may run it on another connection and thread, with other appenders in the
+        same commit), and must decide what to audit from what its writes report (an
+        ``ON CONFLICT DO NOTHING``'s row count), not from an error: if it raises, nothing
+        of it is written and its error is raised here; the others in that commit still go.
+        Inside an open tx it joins it."""
+        ...
+
     def audit_rows(
         self, *, since: int = 0, run_id: str | None = None, kind: str | None = None
     ) -> Iterator[tuple[int, bytes, bytes, bytes]]:

@@ -67,17 +67,33 @@ class AuditMixin:
         if not self._depth:
             # Standing alone: share a commit with whatever else is being appended now.
             return group_for(self.url).append_all(self, builds)
-        events = []
         with self.tx():  # joins the caller's transaction: lands (or not) with it
-            seq, head = self.audit_head()
-            for build in builds:
-                event = build(seq, head)
-                self.db.execute(
-                    "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (%s, %s, %s, %s)",
-                    (event.seq, event.prev_hash, event.body, event.hash),
-                )
-                events.append(event)
-                seq, head = event.seq, event.hash
+            return self._append_in_tx(builds)
+
+    def audit_append_with(
+        self, write: Callable[[Any], Sequence[Callable[[int, bytes], AuditEvent]]]
+    ) -> list[AuditEvent]:
+        if not self._depth:
+            # The writes ride the group commit's transaction, on its leader's connection.
+            return group_for(self.url).append_with(self, write)
+        with self.tx():
+            return self._append_in_tx(write(self))
+
+    def _append_in_tx(
+        self, builds: Sequence[Callable[[int, bytes], AuditEvent]]
+    ) -> list[AuditEvent]:
+        events: list[AuditEvent] = []
+        if not builds:
+            return events
+        seq, head = self.audit_head()
+        for build in builds:
+            event = build(seq, head)
+            self.db.execute(
+                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (%s, %s, %s, %s)",
+                (event.seq, event.prev_hash, event.body, event.hash),
+            )
+            events.append(event)
+            seq, head = event.seq, event.hash
         return events
 
     def _pages(self, columns: str, since: int) -> Iterator[tuple[Any, ...]]:

@@ -25,6 +25,14 @@ What it promises, the same as one commit per append:
 
 Only the ``seq`` numbers an appender would have got may differ from a serial run: they
 are assigned in the order the leader takes the queue.
+
+An appender may bring writes of its own (``append_with``): a function the leader runs
+inside the batch's transaction, through its own connection, just before building that
+appender's events, which it returns (they may depend on what its writes found, e.g. a
+nonce already spent). So an API call spends its nonce, stores its outcome and audits it
+in the one commit it shares with the others: all of it lands, or none. If one appender's
+function raises, the leader rolls the batch back, fails that appender alone with its
+error, and writes the batch again without it: nobody else's writes depend on its.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ __all__ = ["MAX_BATCH", "GroupCommit", "group_for"]
 
 #: Builds one event on the head ``(seq, hash)`` it follows.
 Build = Callable[[int, bytes], "AuditEvent"]
+#: An appender's own writes, run by the leader in the batch's transaction through the
+#: store it is given; returns that appender's event builders.
+Write = Callable[[Any], Sequence[Build]]
 
 #: Appenders' items (an event or a few) written in one transaction at most (bounds its
 #: size and the lock's hold time).
@@ -58,10 +69,13 @@ class _Pending:
     """One appender's events (consecutive, all or none): their builders, then the outcome;
     ``wake`` shares the queue's lock."""
 
-    __slots__ = ("builds", "done", "error", "events", "wake")
+    __slots__ = ("builds", "done", "error", "events", "wake", "write")
 
-    def __init__(self, builds: Sequence[Build], lock: threading.Lock) -> None:
+    def __init__(
+        self, builds: Sequence[Build], lock: threading.Lock, write: Write | None = None
+    ) -> None:
         self.builds = builds
+        self.write = write
         self.wake = threading.Condition(lock)
         self.done = False
         self.events: list[AuditEvent] | None = None
@@ -83,6 +97,14 @@ class _Store(Protocol):
     def tx(self) -> AbstractContextManager[object]: ...
 
     def audit_head(self) -> tuple[int, bytes]: ...
+
+
+class _Undo(Exception):
+    """One appender's own writes failed: roll the batch back and write it without them."""
+
+    def __init__(self, item: _Pending, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.item, self.error = item, error
 
 
 class GroupCommit:
@@ -107,7 +129,15 @@ class GroupCommit:
     def append_all(self, store: _Store, builds: Sequence[Build]) -> list[AuditEvent]:
         """Append the events of ``builds``, one after the other with nothing between them,
         all or none; return once their batch is durable."""
-        mine = _Pending(builds, self._lock)
+        return self._join(store, _Pending(builds, self._lock))
+
+    def append_with(self, store: _Store, write: Write) -> list[AuditEvent]:
+        """Run ``write(leader's store)`` in the batch's transaction, then append the events
+        of the builders it returns; return once that batch is durable, or raise what
+        ``write`` raised (nothing of it written)."""
+        return self._join(store, _Pending((), self._lock, write))
+
+    def _join(self, store: _Store, mine: _Pending) -> list[AuditEvent]:
         with self._lock:
             self._queue.append(mine)
             while not mine.done and (self._leading or self._queue[0] is not mine):
@@ -134,26 +164,38 @@ class GroupCommit:
 
     def _lead(self, store: _Store) -> list[_Pending]:
         batch: list[_Pending] = []
+        undone: list[_Pending] = []
         try:
-            with store.tx():
-                # Under the write lock now: everything queued so far rides this commit.
-                with self._lock:
-                    batch = self._take()
-                written = self._write(store, batch)
+            while True:
+                try:
+                    with store.tx():
+                        # Under the write lock now: everything queued so far rides this
+                        # commit (taken once: a batch written again keeps its members).
+                        if not batch:
+                            with self._lock:
+                                batch = self._take()
+                        written = self._write(store, batch)
+                    break
+                except _Undo as undo:  # rolled back: that appender fails, the rest retry
+                    undo.item.error = _own_error(store.url, undo.error)
+                    undo.item.events = None
+                    batch.remove(undo.item)
+                    undone.append(undo.item)
             # COMMIT returned: the WAL holding the whole batch is flushed.
             with self._lock:
                 self.batches += 1
                 self.events += written
-                for item in batch:
+                for item in batch + undone:
                     item.done = True
-            return batch
+            return batch + undone
         except BaseException as exc:
             with self._lock:
-                if not batch:  # the transaction never started: fail what is queued
+                if not batch and not undone:  # the transaction never started: fail the queue
                     batch = self._take()
                 for item in batch:
                     item.error = _shared_error(store.url, exc)
                     item.events = None
+                for item in batch + undone:  # the undone keep their own errors
                     item.done = True
                     item.wake.notify()
             raise
@@ -163,9 +205,16 @@ class GroupCommit:
         seq, head = store.audit_head()
         events: list[AuditEvent] = []
         for item in batch:
+            item.error, item.events = None, None
             built: list[AuditEvent] = []
+            builds = item.builds
+            if item.write is not None:
+                try:
+                    builds = item.write(store)
+                except BaseException as exc:
+                    raise _Undo(item, exc) from exc
             try:
-                for build in item.builds:
+                for build in builds:
                     last = (seq, head) if not built else (built[-1].seq, built[-1].hash)
                     event = build(*last)
                     if event.seq != last[0] + 1 or event.prev_hash != last[1]:
@@ -174,6 +223,8 @@ class GroupCommit:
                         )
                     built.append(event)
             except Exception as exc:  # this appender's own fault: the others still go
+                if item.write is not None:
+                    raise _Undo(item, exc) from exc  # its writes must not land alone
                 item.error = exc
                 continue
             item.events = built
@@ -205,6 +256,16 @@ def _shared_error(url: str, exc: BaseException) -> BaseException:
     if isinstance(exc, OneoffError):
         return type(exc)(exc.message, hint=exc.hint)
     return StoreError(f"the audit batch was not written ({type(exc).__name__}: {exc})")
+
+
+def _own_error(url: str, exc: BaseException) -> BaseException:
+    """What an appender whose own writes failed raises: its error, a StoreError for
+    anything the store said."""
+    import psycopg
+
+    from oneoff._store.postgres_errors import store_error
+
+    return store_error(url, exc) if isinstance(exc, psycopg.Error) else exc
 
 
 _groups: dict[str, GroupCommit] = {}

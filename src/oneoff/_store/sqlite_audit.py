@@ -45,17 +45,29 @@ class AuditMixin:
     ) -> list[AuditEvent]:
         # BEGIN IMMEDIATE takes the write lock before reading the head, so two runners
         # can never both append after the same event.
-        events = []
         with self.tx():
+            return self._append_in_tx(builds)
+
+    def audit_append_with(
+        self, write: Callable[[Any], Sequence[Callable[[int, bytes], AuditEvent]]]
+    ) -> list[AuditEvent]:
+        with self.tx():  # one transaction: an error in write or the append undoes both
+            return self._append_in_tx(write(self))
+
+    def _append_in_tx(
+        self, builds: Sequence[Callable[[int, bytes], AuditEvent]]
+    ) -> list[AuditEvent]:
+        events = []
+        if builds:
             seq, head = self.audit_head()
-            for build in builds:
-                event = build(seq, head)
-                self.db.execute(
-                    "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (?, ?, ?, ?)",
-                    (event.seq, event.prev_hash, event.body, event.hash),
-                )
-                events.append(event)
-                seq, head = event.seq, event.hash
+        for build in builds:
+            event = build(seq, head)
+            self.db.execute(
+                "INSERT INTO audit_events (seq, prev_hash, body, hash) VALUES (?, ?, ?, ?)",
+                (event.seq, event.prev_hash, event.body, event.hash),
+            )
+            events.append(event)
+            seq, head = event.seq, event.hash
         return events
 
     def audit_rows(
