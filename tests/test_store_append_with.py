@@ -119,13 +119,14 @@ def test_one_appenders_failure_spares_the_others_in_its_batch(pg_url: str) -> No
     make_request(stores[0])
     group = group_for(pg_url)
     batches = group.batches
-    release = threading.Event()
+    release, holding = threading.Event(), threading.Event()
     results: dict[int, Any] = {}
 
     def one(i: int) -> None:
         write = writes(f"n{i}", approval("q1", f"p{i}"), fail=i == 3)
 
         def first(store: Store) -> Sequence[dict[str, Any]]:
+            holding.set()
             assert release.wait(120)  # holds the batch open while the others queue
             return write(store)  # type: ignore[no-any-return]
 
@@ -137,7 +138,7 @@ def test_one_appenders_failure_spares_the_others_in_its_batch(pg_url: str) -> No
     threads = [threading.Thread(target=one, args=(i,)) for i in range(THREADS)]
     try:
         threads[0].start()
-        wait_for(lambda: group._leading, "the first batch is open")
+        wait_for(holding.is_set, "the first batch is open")
         for t in threads[1:]:
             t.start()
         wait_for(lambda: len(group._queue) == THREADS - 1, "the others are queued")
@@ -164,3 +165,22 @@ def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.005)
+
+
+def test_the_stale_nonce_sweep_uses_an_index(store: Store) -> None:
+    """The sweep's DELETE of stale nonces finds them through the ``seen_at`` index (a
+    migration of both schemas), not by reading every nonce of the last minutes."""
+    db: Any = store.db  # type: ignore[attr-defined]
+    sweep = "DELETE FROM nonces WHERE seen_at < '2026-12-07T00:00:00Z'"
+    if type(store).__name__ == "SQLiteStore":
+        plan = " ".join(str(row) for row in db.execute("EXPLAIN QUERY PLAN " + sweep))
+    else:
+        with store.tx():  # planner settings for this transaction only
+            db.execute("SET LOCAL enable_seqscan = off")
+            plan = " ".join(str(row) for row in db.execute("EXPLAIN " + sweep))
+    assert "nonces_seen_at" in plan, plan
+    store.remember_nonce("old", "bob", "2026-12-06T00:00:00Z")
+    store.remember_nonce("new", "bob", "2026-12-08T00:00:00Z")
+    store.forget_nonces("2026-12-07T00:00:00Z")
+    assert store.remember_nonce("old", "bob", "2026-12-06T00:00:00Z")  # forgotten
+    assert not store.remember_nonce("new", "bob", "2026-12-08T00:00:00Z")  # kept

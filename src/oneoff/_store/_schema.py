@@ -164,4 +164,9 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     )
     """,
+    # v6 (team server, #13): the sweep of stale API nonces (every second per server
+    # process) finds them through an index instead of reading the whole table.
+    """
+    CREATE INDEX nonces_seen_at ON nonces (seen_at)
+    """,
 ]
