@@ -16,7 +16,10 @@ Prints medians per size and the ratio largest/smallest per unit of work (1.00 = 
 * `audit verify` of 10k / 100k / 1M events with one signed checkpoint per 3 events (one per
   run: started, finished, checkpoint), default mode (target: >= 300,000 events/s at every
   size), and the same with ``--all-signatures``; smaller logs are verified more times a
-  round (as many events in all, up to 300k), so their medians are not one preempted run's;
+  round (as many events in all, up to 300k), so their medians are not one preempted run's.
+  Beside them, a gauge of the host's speed measured in every round (seconds for 1M SHA-256
+  of 200 bytes, as in the README: 0.46 s in this host's fast phases, 0.74-0.81 s in its slow
+  ones) and the load average, so figures from different phases can be told apart;
 * loading a manifest with 1k and 10k tasks (per task; it was quadratic: 10k took 18 s).
 
 Stores are generated in bulk through the store's own SQL, in the format oneoff writes.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import statistics
 import sys
@@ -77,6 +81,16 @@ def fill_runs(db_path: Path, n: int) -> None:
                 ),
             )  # fmt: skip
     store.close()
+
+
+def gauge() -> float:
+    """Seconds 1M SHA-256 of 200 bytes take now (200k of them, scaled): this host's CPU
+    speed swings by up to 1.7x within minutes, and audit verify's work is mostly hashing."""
+    data, sha256 = b"x" * 200, hashlib.sha256
+    start = time.process_time()
+    for _ in range(200_000):
+        sha256(data).digest()
+    return (time.process_time() - start) * 5
 
 
 def per_call_us(fn: Callable[[], object], count: int) -> float:
@@ -205,6 +219,7 @@ def bench_verify(sizes: list[int], rounds: int) -> None:
             print(f"  (built {n:,} events in {time.perf_counter() - start:.0f} s)", flush=True)
         times: dict[int, list[float]] = {n: [] for n in sizes}
         cpu: dict[int, list[float]] = {n: [] for n in sizes}
+        gauges, loads = [gauge()], [os.getloadavg()[0]]
         for _ in range(rounds):
             for n, store, public in logs:
                 # Smaller logs are verified more times a round (as many events in all, up to
@@ -216,6 +231,8 @@ def bench_verify(sizes: list[int], rounds: int) -> None:
                     cpu[n].append(time.process_time() - start_cpu)
                     assert report.events == n, report
                     assert report.signatures <= 65, report
+            gauges.append(gauge())
+            loads.append(os.getloadavg()[0])
         # Every signature costs the same at every size: measured once, on the smallest log.
         n, store, public = logs[0]
         start = time.perf_counter()
@@ -225,6 +242,10 @@ def bench_verify(sizes: list[int], rounds: int) -> None:
             store.close()
     rates = [n / statistics.median(times[n]) for n in sizes]
     cpu_rates = [n / statistics.median(cpu[n]) for n in sizes]
+    row("host speed gauge: CPU s for 1M SHA-256 of 200 B",
+        f"{statistics.median(gauges):.2f} s ({min(gauges):.2f}-{max(gauges):.2f})")  # fmt: skip
+    row("load average (median, range)",
+        f"{statistics.median(loads):.1f} ({min(loads):.1f}-{max(loads):.1f})")  # fmt: skip
     for n, rate, cpu_rate in zip(sizes, rates, cpu_rates, strict=True):
         row(f"{n:>9,} events, {n // 3:,} checkpoints ({len(times[n])} runs)",
             f"{rate:,.0f} events/s", ">= 300,000 events/s")  # fmt: skip
