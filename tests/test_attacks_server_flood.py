@@ -5,6 +5,7 @@ growing the audit log."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -122,3 +123,38 @@ def test_login_links_are_throttled_too(server: ServerProc, server_keys: KEYS) ->
     with pytest.raises(AssertionError):
         console_login(server, server_keys["bob"])
     assert len(events(server.app_dir, "console.login")) == logins
+
+
+def test_forged_run_tokens_are_throttled_too(server: ServerProc) -> None:
+    """A runner's calls carry a run token, not a signature: LIMIT forged tokens are
+    refused (403) and counted, then the address is answered 429 before its token is
+    checked (they used to be refused forever at the cost of a check each)."""
+    path = "/v1/runs/r20261207000000deadbeef/heartbeat"
+    body = json.dumps({"run_token": "forged"}).encode()
+    for _ in range(LIMIT):
+        refused = server.call("POST", path, body=body)
+        assert refused.status == 403, refused
+        assert "no valid run token" in refused.error["message"]
+    throttled = server.call("POST", path, body=body)
+    assert throttled.status == 429, throttled
+    assert 1 <= retry_after(throttled) <= 60
+    assert audited(server, "auth.throttled") == 1
+
+
+def test_forged_and_replayed_grants_count_as_failures(
+    server_app: Path, server_factory: Callable[..., ServerProc], server_keys: KEYS, tmp_path: Path
+) -> None:
+    """Starting a run with an altered grant, or with a grant spent already, counts toward
+    the limit like a bad signature: the address is throttled once it reaches it."""
+    from _grant_kit import ask_grant, plan_for, runner_checkout, start
+
+    server = server_factory(server_app)
+    runner = runner_checkout(server_app, tmp_path / "runner")
+    answer = ask_grant(server, server_keys["alice"], plan_for(runner, "noop", "development"))
+    assert answer.status == 200, answer
+    assert start(server, answer).status == 200
+    statuses = [start(server, answer).status for _ in range(LIMIT - 1)]  # replays
+    answer.json["grant"]["locks"] = ["forged"]  # no longer what the server signed
+    statuses.append(start(server, answer).status)
+    assert statuses == [409] * (LIMIT - 1) + [403], statuses
+    assert start(server, answer).status == 429

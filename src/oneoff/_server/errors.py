@@ -23,7 +23,14 @@ from oneoff.errors import (
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
 
-__all__ = ["ApiError", "error_body", "error_response", "status_of", "unauthorized"]
+__all__ = [
+    "ApiError",
+    "RefusedCredential",
+    "error_body",
+    "error_response",
+    "status_of",
+    "unauthorized",
+]
 
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUS: tuple[tuple[type[OneoffError], int], ...] = (
@@ -48,6 +55,12 @@ class ApiError(Exception):
         self.status = status
         self.error = error
         self.headers = dict(headers or {})  # e.g. a 429's Retry-After
+
+
+class RefusedCredential(ApiError):
+    """A runner's credential refused: a run token or run grant that does not check, or a
+    grant spent already. Counted toward the caller's address's failure limit like a bad
+    signature (``oneoff._server.ratelimit``); answered as its ``error`` says."""
 
 
 def status_of(error: OneoffError) -> int:

@@ -104,6 +104,7 @@ def _operation(spec: Any) -> dict[str, Any]:
             "none": [],
             "sign": [{"signedStatement": []}],
             "session": [{"session": []}],
+            "runner": [],  # a run token or grant in the body, not an HTTP credential
         }[spec.auth],
     }
     if spec.body is not None:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from oneoff._record import dataclass, field
-from oneoff._server.errors import ApiError, error_response
+from oneoff._server.errors import ApiError, RefusedCredential, error_response
 from oneoff._server.schema import SchemaViolation, check_schema, validate
 from oneoff.errors import OneoffError, StoreError, UsageError
 
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ApiRoute", "Call", "Spec", "api_route", "documented", "read_body"]
 
-Auth = Literal["none", "sign", "session"]
+# "runner": the body carries a run token or run grant, which the handler checks; a refused
+# one (RefusedCredential) counts toward the address's failure limit like a bad signature.
+Auth = Literal["none", "sign", "session", "runner"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ def _handle_once(
 ) -> Any:
     principal = None
     pending: list[PendingNonce] | None = [] if spec.spends_nonce else None
-    if spec.auth != "none":
+    if spec.auth == "runner":
+        _not_throttled(ctx, request)
+    elif spec.auth != "none":
         principal = _caller(ctx, spec, request, raw, pending)
     body = None
     if spec.body is not None:
@@ -152,6 +156,12 @@ def _handle_once(
         _validate(value, spec.query[name], f"query parameter {name}")
     nonce = pending[0] if pending else None
     call = Call(ctx, ctx.worker(), principal, body, dict(request.path_params), query, raw, nonce)
+    if spec.auth == "runner":
+        try:
+            return handler(call)
+        except RefusedCredential:
+            counted_failure(ctx.worker().app, client_address(request), _now(), request.url.path)
+            raise
     if nonce is None:
         return handler(call)
     try:
@@ -236,6 +246,15 @@ def _caller(
         if exc.status in (401, 409):
             counted_failure(app, address, now, request.url.path)
         raise
+
+
+def _not_throttled(ctx: ServerContext, request: Request) -> None:
+    """429 for an address over its failure limit, before its credentials are looked at."""
+    from oneoff._server.ratelimit import throttled
+
+    refusal = throttled(ctx.worker().app.store, client_address(request), _now())
+    if refusal is not None:
+        raise refusal
 
 
 def client_address(request: Request) -> str:

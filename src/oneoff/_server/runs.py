@@ -35,6 +35,7 @@ from oneoff._clock import utc_iso
 from oneoff._output import stored_digest
 from oneoff._pipeline import audit_run
 from oneoff._remote.grant import check_run_token, verify_grant
+from oneoff._server.errors import RefusedCredential
 from oneoff._server.run_output import known_secrets, parse_chunk, seq_of
 from oneoff.errors import LockBusy, NotPermitted, OneoffError, StoreError, UsageError
 
@@ -116,7 +117,7 @@ class RunDesk:
 
     def authorize(self, app: App, run_id: str, token: object) -> RunRecord:
         if not isinstance(token, str) or not check_run_token(self.public_key(), run_id, token):
-            raise NotPermitted(f"no valid run token for run {run_id}")
+            raise RefusedCredential(403, NotPermitted(f"no valid run token for run {run_id}"))
         return app.store.get_run(run_id)
 
     def granted(self, app: App, run_id: str) -> Mapping[str, Any]:
@@ -138,10 +139,13 @@ class RunDesk:
         plan_hash = body.get("plan_hash")
         if not isinstance(plan_hash, str):
             raise UsageError("start needs the plan_hash the runner is about to run")
-        doc = verify_grant(
-            self.public_key(), body.get("grant"), body.get("signature"), run_id=run_id,
-            plan_hash=plan_hash, now=now, server_id=self.server_id,
-        )  # fmt: skip
+        try:
+            doc = verify_grant(
+                self.public_key(), body.get("grant"), body.get("signature"), run_id=run_id,
+                plan_hash=plan_hash, now=now, server_id=self.server_id,
+            )  # fmt: skip
+        except NotPermitted as exc:
+            raise RefusedCredential(403, exc) from None
         if plan_hash != run.plan_hash:  # cannot differ for a genuine grant; belt and braces
             raise NotPermitted(f"run {run_id} is for plan {run.plan_hash}, not {plan_hash}")
         self._running(run)
@@ -149,8 +153,8 @@ class RunDesk:
         granted = self.granted(app, run_id)
         with store.tx():
             if not store.remember_nonce("grant:" + doc["id"], run.principal, utc_iso(now)):
-                raise Conflict(
-                    NotPermitted(f"run grant refused: grant {doc['id']} was already used")
+                raise RefusedCredential(
+                    409, NotPermitted(f"run grant refused: grant {doc['id']} was already used")
                 )
             self._renew(app, run, granted)
             audit_run(
