@@ -93,7 +93,9 @@ def parse_dotenv(text: str, source: str = "<dotenv>") -> dict[str, str]:
         while pos < n and text[pos] in " \t":
             pos += 1
         if pos >= n or text[pos] != "=":
-            raise ConfigError(f"{source}:{start_line}: expected '=' after {key}")
+            # The word is not echoed: a line holding only a value (a secrets CLI printing a
+            # bare token, a pasted key) would put that secret on the terminal.
+            raise ConfigError(f"{source}:{start_line}: expected KEY=value ('=' missing)")
         pos += 1
         while pos < n and text[pos] in " \t":
             pos += 1

@@ -234,7 +234,9 @@ def validate_param(spec: ParamSpec, value: str, *, app_root: Path | None) -> str
             raise ParamError(f"{label} must be a date YYYY-MM-DD{shown}") from None
     if spec.type == "path":
         return _validate_path(spec, value, app_root, label, shown)
-    # secret: any printable text; its length was checked above.
+    # secret: any text of the declared length and, if declared, pattern (never echoed).
+    if spec._regex is not None and not spec._regex.match(value):
+        raise ParamError(f"{label} does not match pattern {spec.pattern!r}")
     return value
 
 

@@ -195,7 +195,14 @@ def build_plan(
         raise UsageError(
             f"task {task.name!r} may not run in {environment.name!r} (only: {allowed})"
         )
-    params = resolve_params(task.params, given, task=task.name, app_root=project.root)
+    try:
+        params = resolve_params(task.params, given, task=task.name, app_root=project.root)
+    except ParamError as exc:
+        # The message quotes the refused value, which may be a secret pasted into the
+        # wrong param: redact it like every other text shown (config errors first: a value
+        # we cannot check against the secrets is not shown at all).
+        env = materialize(project, environment, run_vars={}, operator_env=operator_env)
+        raise _redacted(exc, env, task, given) from None
     env = materialize(project, environment, run_vars={}, operator_env=operator_env)
     argv = [task.argv[0]]
     for template in task.argv[1:]:
@@ -203,8 +210,13 @@ def build_plan(
         # A whole-argument param that starts with '-' would be read as an option.
         if value.startswith("-") and template.startswith("{") and not template.startswith("{{"):
             name = template[1 : template.index("}")]
-            raise ParamError(
-                f"param {name!r} starts with '-' and would be read as an option (got {value!r})"
+            raise _redacted(
+                ParamError(
+                    f"param {name!r} starts with '-' and would be read as an option (got {value!r})"
+                ),
+                env,
+                task,
+                given,
             )
         argv.append(value)
     if task.expand_env:
@@ -235,6 +247,23 @@ def build_plan(
     )
     digest = "sha256:" + canonical_hash(plan_document(partial))
     return replace(partial, hash=digest)
+
+
+def _redacted(
+    exc: ParamError, env: Materialized, task: Task, given: Mapping[str, str]
+) -> ParamError:
+    """``exc`` with every secret of the environment and of the given secret params redacted
+    from its message and hint (they go to a terminal, a CI log, a JSON log line)."""
+    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+    secrets = env.secret_values()
+    for name, value in given.items():
+        spec = task.params.get(name)
+        if spec is not None and spec.secret and value:
+            secrets[f"param:{name}"] = value
+    redact = Redactor(secrets, min_length=MIN_SAFE_LENGTH, skip_short=True).redact_text
+    hint = None if exc.hint is None else redact(exc.hint)
+    return ParamError(redact(exc.message), hint=hint)
 
 
 def _with_secret_param(env: Materialized, name: str, value: str) -> Materialized:
