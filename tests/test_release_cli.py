@@ -387,9 +387,10 @@ def test_bad_release_table_fails_at_load(rapp: Path, env: dict[str, str]) -> Non
 def test_links_loops_and_non_utf8_names_are_recorded_and_named(
     rapp: Path, env: dict[str, str]
 ) -> None:
-    """A symlink loop is recorded, not followed; a changed non-UTF-8 name is named escaped."""
-    (rapp / "loop").symlink_to("loop")
-    (rapp / "etc").symlink_to("/etc")
+    """A link is recorded by its target, and a changed one named; so is a changed non-UTF-8
+    name, escaped. (Links leading out of the release: tests/test_attacks_release_links.py.)"""
+    (rapp / "loop").symlink_to("manage.py")
+    (rapp / "models").symlink_to("app")
     odd = os.fsencode(rapp) + b"/caf\xe9.py"
     with open(odd, "wb") as fh:
         fh.write(b"x = 1\n")
@@ -398,7 +399,7 @@ def test_links_loops_and_non_utf8_names_are_recorded_and_named(
     with open(odd, "wb") as fh:
         fh.write(b"x = 2\n")
     (rapp / "loop").unlink()
-    (rapp / "loop").symlink_to("elsewhere")
+    (rapp / "loop").symlink_to("app/models.py")
     result = cli(rapp, env, "run", "noop", "--env", "development")
     assert result.exit_code == 6
     assert "2 files differ: caf\\xe9.py (modified), loop (modified)" in result.stderr

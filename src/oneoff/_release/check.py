@@ -19,8 +19,10 @@ from oneoff._identity import os_user
 from oneoff._release.configdigest import ConfigSnapshot, config_digest, diff_config
 from oneoff._release.deps import DepsSnapshot, diff_deps
 from oneoff._release.document import Release, release_from_record, verify_signature
+from oneoff._release.links import describe_links, escaping_links, escaping_links_of
 from oneoff._release.settings import env_settings, release_ignore
 from oneoff._release.stage import Checked
+from oneoff._release.statcache import _NO_DIGEST
 from oneoff._release.strays import cached_strays, describe_strays, strays
 from oneoff._release.tree import StatCache, TreeSnapshot, describe, snapshot, unchanged, verify
 from oneoff._release.warm import SignatureCache, cached_deps
@@ -193,6 +195,9 @@ def drift(app: App, release: Release, env: Materialized, *, use_cache: bool = Tr
     stray = _strays(app, release, cache if warm else None, use_cache)
     if stray:
         lines.append(describe_strays(stray))
+    links = _escaping_links(app, release, cache if warm else None)
+    if links:
+        lines.append(describe_links(links))
     if access is not None:
         lines += _access_drift(access, release, cache if warm else None, app.project)
     if manifest_digest(app.project) != release.manifest:
@@ -235,6 +240,29 @@ def _strays(app: App, release: Release, cache: StatCache | None, use_cache: bool
     return cached_strays(
         app.root, released, [venv], state_dir=app.state_dir, key=key, tag=release.code_digest
     )
+
+
+def _escaping_links(app: App, release: Release, cache: StatCache | None) -> list[str]:
+    """The release's symlinks that lead out of what it contains (``oneoff._release.links``).
+
+    ``cache``, when given, has just proved the tree is the release's, so its recorded
+    links and paths are the release's.
+    """
+    if cache is None:
+        return escaping_links_of(app.root, release.code.entries)
+    warm = cache
+    links = [p.decode("utf-8", "surrogateescape") for p in warm.links()]
+    if not links:
+        return []
+
+    def released_file(rel: str) -> bool:
+        digest = warm.digest_of(rel.encode("utf-8", "surrogateescape"))
+        return digest is not None and digest != _NO_DIGEST
+
+    def released_dir(rel: str) -> bool:
+        return bool(warm.paths_under(rel.encode("utf-8", "surrogateescape") + b"/"))
+
+    return escaping_links(app.root, links, released_file, released_dir)
 
 
 def _access_files(app: App) -> AccessFiles | None:

@@ -39,6 +39,7 @@ from oneoff._release.document import (
     sign_release,
 )
 from oneoff._release.floor import check_floor, next_floor
+from oneoff._release.links import describe_links, escaping_links_of
 from oneoff._release.settings import env_settings, load_signing_key
 from oneoff._release.tree import TreeSnapshot, describe, diff
 from oneoff._store.interface import ReleaseRecord
@@ -216,10 +217,20 @@ def create_release(
     environment = app.project.environment(env_name)
     actor = authorize_release(app, environment, signer, {"create": environment.name})
     materialized = materialize(app.project, environment, run_vars={}, operator_env=environ)
+    code = local_code(app)
+    links = escaping_links_of(app.root, code.entries)
+    if links:
+        refused = ReleaseError(
+            describe_links(links),
+            hint="a release holds a link, not what it leads to: commit the file itself, or "
+            "link only to files the release contains",
+        )
+        refuse_release(app, refused, actor=actor, environment=environment.name,
+                       operation="create")  # fmt: skip
     return _record(
         app,
         environment,
-        code=local_code(app),
+        code=code,
         deps=local_deps(app),
         config=local_config(app, materialized),
         key_file=key_file,

@@ -30,6 +30,8 @@ _CACHE_MAGIC: Final = b"ONEOFFSC\x00\x03"
 _CACHE_HEADER: Final = struct.Struct("<10sIBc32s32s32s32s")
 _KEY_SIZE: Final = KEY.size
 _NO_DIGEST: Final = NO_STATE  # no digest recorded (32 zero bytes, like "no git state")
+# Byte 33 of a key (bits 8-15 of st_mode) -> 1 where the file type is a symlink (0o120000).
+_LINK_TYPE: Final = bytes(1 if b >> 4 == 0xA else 0 for b in range(256))
 
 
 class StatCache:
@@ -293,6 +295,16 @@ class StatCache:
         if i == len(rels) or rels[i] != rel:
             return None
         return self._digests[i * 32 : (i + 1) * 32]
+
+    def links(self) -> list[bytes]:
+        """The recorded paths that were symbolic links (by their recorded mode)."""
+        # The mode is the key's last field (little-endian uint32): its file type is the
+        # high nibble of the key's byte 33. One C-speed pass finds the S_IFLNK ones.
+        types = self._keys[_KEY_SIZE - 3 :: _KEY_SIZE].translate(_LINK_TYPE)
+        if b"\x01" not in types:
+            return []
+        rels = self._rels() or []
+        return [rels[i] for i, flag in enumerate(types) if flag and i < len(rels)]
 
     def paths_under(self, prefix: bytes) -> list[bytes]:
         """The recorded paths that start with ``prefix``."""

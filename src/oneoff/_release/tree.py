@@ -17,10 +17,11 @@ Ignore patterns (fnmatch globs, case-sensitive)
 
 What is recorded
     Regular files (mode bits ``st_mode & 0o7777`` and a SHA-256 of the contents) and
-    symbolic links (SHA-256 of the target bytes, mode 0). Links are never followed, so a
-    link pointing outside the root, or a loop, is just a recorded link. Anything else (a
-    FIFO, socket, device, an uninitialized submodule directory) is refused with
-    ``ReleaseError``: hashing it could hang or would not mean anything.
+    symbolic links (SHA-256 of the target bytes, mode 0). Links are never followed here;
+    that each one leads to content the release holds (not outside the root, nowhere or
+    round in a loop) is checked by ``oneoff._release.links`` on create and every run.
+    Anything else (a FIFO, socket, device, an uninitialized submodule directory) is refused
+    with ``ReleaseError``: hashing it could hang or would not mean anything.
 
 Paths are the raw bytes the OS returns. In Python they are ``str`` decoded as UTF-8 with
 ``surrogateescape`` (independent of the locale), so a non-UTF-8 name round-trips exactly
