@@ -201,3 +201,20 @@ def test_a_corrupt_lease_end_blocks_only_runs_needing_that_lock(
     result = invoke(["run", "migrate", "--wait", "5"])
     refused(result, 7, "lock 'database': its lease end")
     assert "migrated" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["a{99999999999}", "(" * 1000 + "a" + ")" * 1000, "(?:" * 5000 + "a" + ")" * 5000],
+    ids=["repeat-overflow", "nested-groups", "nested-non-capturing"],
+)
+def test_a_param_pattern_too_large_or_deep_is_refused_at_load(bad_app: Path, pattern: str) -> None:
+    """A pattern Python's re cannot compile for its size or depth (OverflowError,
+    RecursionError, not re.error) is a manifest error, not a traceback."""
+    (bad_app / "oneoff.toml").write_text(
+        MANIFEST.replace(
+            '{ type = "string", default = "world" }',
+            f'{{ type = "string", pattern = "{pattern}", default = "a" }}',
+        )
+    )
+    refused(invoke(["tasks"]), 2, "pattern does not compile")

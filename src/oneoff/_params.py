@@ -108,6 +108,10 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
             regex = re.compile(rf"(?:{pattern})\Z")
         except re.error as exc:
             raise ManifestError(f"{ctx}: pattern does not compile: {exc}") from None
+        except (OverflowError, RecursionError):  # a{99999999999}; 1,000 nested groups
+            raise ManifestError(
+                f"{ctx}: pattern does not compile: too large or nested too deeply"
+            ) from None
     choices = raw.get("choices", [])
     if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
         raise ManifestError(f"{ctx}: choices must be a list of strings")
