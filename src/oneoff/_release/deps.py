@@ -40,11 +40,14 @@ from oneoff._record import dataclass
 from oneoff.errors import ReleaseError
 
 __all__ = [
+    "PATH_VARS",
     "SITE_PATHS",
     "DepsSnapshot",
     "Distribution",
     "diff_deps",
     "normalize_name",
+    "probe_env",
+    "shaped_by_operator",
     "snapshot_deps",
 ]
 
@@ -334,7 +337,9 @@ def _probe_here() -> dict[str, Any]:
 def _probe_other(python: str) -> dict[str, Any]:
     argv = [python, "-S", "-c", _PROBE + _CHILD_MAIN]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=_PROBE_TIMEOUT, check=False)
+        proc = subprocess.run(
+            argv, capture_output=True, env=probe_env(), timeout=_PROBE_TIMEOUT, check=False
+        )
     except OSError as exc:
         raise ReleaseError(f"cannot run interpreter {python}: {exc.strerror or exc}") from exc
     except subprocess.TimeoutExpired as exc:
@@ -356,12 +361,38 @@ def _probe_other(python: str) -> dict[str, Any]:
     return data
 
 
+# What shapes an interpreter's sys.path from its environment. A task never gets these from
+# the operator (oneoff._environ.materialize), and its HOME is the OS user's.
+PATH_VARS: Final = (
+    "PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONUSERBASE",
+    "PYTHONPLATLIBDIR",
+)  # fmt: skip
+
+
+def probe_env() -> dict[str, str]:
+    """The environment the deps probe runs in: what a task's interpreter starts with, as far
+    as its ``sys.path`` goes (so the operator's ``PYTHONPATH`` cannot hide a changed
+    dependency from the check, nor add one the task will never see)."""
+    import pwd
+
+    return {"HOME": pwd.getpwuid(os.getuid()).pw_dir, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+def shaped_by_operator() -> bool:
+    """Whether this process's own ``sys.path`` differs from a task's by what the operator's
+    environment set; the in-process probe then does not describe the task."""
+    if any(var in os.environ for var in PATH_VARS):
+        return True
+    return os.environ.get("HOME") != probe_env()["HOME"]
+
+
 def snapshot_deps(python: str | None = None) -> DepsSnapshot:
-    """Snapshot the current interpreter (``None``) or the one at path/command ``python``."""
-    if python is None or python == sys.executable:
+    """Snapshot the current interpreter (``None``) or the one at path/command ``python``,
+    with ``sys.path`` as a task started by oneoff gets it."""
+    if (python is None or python == sys.executable) and not shaped_by_operator():
         data = _probe_here()
     else:
-        data = _probe_other(os.fspath(python))
+        data = _probe_other(os.fspath(python or sys.executable))
     if set(data) != {"implementation", "python_version", "distributions", "unrecorded"}:
         raise ReleaseError("deps probe returned unexpected fields")
     return _parse(data, normalized=False)

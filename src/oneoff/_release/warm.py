@@ -27,7 +27,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from oneoff._release.deps import SITE_PATHS, DepsSnapshot, snapshot_deps
+from oneoff._release.deps import (
+    SITE_PATHS,
+    DepsSnapshot,
+    probe_env,
+    shaped_by_operator,
+    snapshot_deps,
+)
 from oneoff.errors import ReleaseError
 
 __all__ = ["SignatureCache", "cached_deps"]
@@ -136,6 +142,7 @@ def _other_paths(python: str) -> list[str]:
         done = subprocess.run(
             [python, "-S", "-c", SITE_PATHS + "import json; print(json.dumps(site_paths()))"],
             capture_output=True,
+            env=probe_env(),
             timeout=60,
             check=True,
         )
@@ -149,7 +156,7 @@ def _other_paths(python: str) -> list[str]:
 
 def cached_deps(python: str, state_dir: Path, key: bytes) -> DepsSnapshot:
     """``snapshot_deps(python)``, answered from the cache when nothing it depends on moved."""
-    here = python == sys.executable
+    here = python == sys.executable and not shaped_by_operator()
     path = state_dir / "depscache"
     cached = _read_signed(path, key)
     if here:
