@@ -148,3 +148,29 @@ def test_a_config_command_printing_a_bare_secret_is_refused_without_showing_it(
         assert result.exit_code == 2, result.output
         assert "expected KEY=value" in result.stderr
         _assert_not_shown(result.output, TOKEN)
+
+
+DEBUGGING_VAULT = f"""
+import base64, json, sys
+print("API_TOKEN={TOKEN}")
+print("DATABASE_URL=postgres://app:{DB_PASSWORD}@db/app")
+body = json.dumps({{"SecretString": "{TOKEN}"}})
+print("DEBUG response body: " + body, file=sys.stderr)
+print("DEBUG encoded: " + base64.b64encode(b"{TOKEN}").decode(), file=sys.stderr)
+print("DEBUG dsn password: {DB_PASSWORD}", file=sys.stderr)
+"""
+
+
+def test_a_config_commands_debug_output_is_shown_redacted(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A secrets CLI that logs its response on stderr (as ``aws --debug`` does) has its
+    messages shown, with every value it handed over redacted."""
+    app = _app(tmp_path)
+    (app / "vault.py").write_text(DEBUGGING_VAULT)
+    for command in (["run", "echo", "--env", "vault", "-p", "note=x"], ["env", "--env", "vault"]):
+        result = run_cli(command, cwd=app, env=cli_env)
+        assert result.exit_code == 0, result.output
+        assert "DEBUG response body" in result.stderr
+        assert "[REDACTED:API_TOKEN]" in result.stderr
+        _assert_not_shown(result.output, TOKEN, DB_PASSWORD)

@@ -260,7 +260,7 @@ def _run_command_source(
             cwd=project.root,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            capture_output=True,
             timeout=source.timeout,
             check=False,
         )
@@ -268,10 +268,34 @@ def _run_command_source(
         raise ConfigError(f"{where}: command not found") from None
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{where}: timed out after {source.timeout:g}s") from None
-    if done.returncode != 0:
-        raise ConfigError(f"{where}: exited with {done.returncode}")
+    values: dict[str, str] = {}
     try:
-        text = done.stdout.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: printed non-UTF-8 output") from None
-    return parse_dotenv(text, where)
+        if done.returncode != 0:
+            raise ConfigError(f"{where}: exited with {done.returncode}")
+        try:
+            text = done.stdout.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: printed non-UTF-8 output") from None
+        values = parse_dotenv(text, where)
+        return values
+    finally:
+        _show_stderr(done.stderr, values)
+
+
+def _show_stderr(data: bytes, values: Mapping[str, str]) -> None:
+    """The config command's own messages, shown once it is done, with every value it
+    printed redacted: a secrets CLI's debug output (``aws --debug`` prints the response
+    body) would otherwise put the secrets on the terminal."""
+    if not data:
+        return
+    from oneoff._embedded import embedded_passwords
+    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
+
+    secrets = {key: value for key, value in values.items() if value}
+    for key, value in values.items():
+        for i, password in enumerate(embedded_passwords(value)):
+            secrets[f"{key}:password{i + 1 if i else ''}"] = password
+    redactor = Redactor(secrets, min_length=MIN_SAFE_LENGTH, skip_short=True)
+    text = redactor.redact_text(data.decode("utf-8", "replace"))
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.stderr.flush()
