@@ -9,6 +9,9 @@ is hidden too without network), or leave anything running (a new pid namespace: 
 task ends its init dies and the kernel kills everything left in it). It keeps every
 capability dropped, so even as root it cannot remount its way out.
 
+It cannot read or change oneoff's own state either (the app's ``.oneoff/``: the store with
+every run's output, the audit signing key): an empty tmpfs covers it.
+
 Not defended: the kernel itself, and files outside the homes that the operator can read
 (the sandbox sees the host's ``/`` read-only, like the task would without it).
 """
@@ -81,6 +84,12 @@ def bwrap_argv(plan: Plan, env: Mapping[str, str], bwrap: str, hide: list[str]) 
                 f"sandbox writable path {rel!r} is not an existing directory inside the app"
             )
         argv += ["--bind", str(target), str(target)]
+    # oneoff's own state (the store with every run's output and approvals, the audit
+    # signing key) is not the task's to read or change, even where the app is writable.
+    state = os.path.join(root, ".oneoff")
+    for path in dict.fromkeys([state, os.path.realpath(state)]):
+        if os.path.isdir(path):
+            argv += ["--tmpfs", path]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not plan.task.network:
         argv.append("--unshare-net")
