@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +220,52 @@ def test_a_param_pattern_too_large_or_deep_is_refused_at_load(bad_app: Path, pat
         )
     )
     refused(invoke(["tasks"]), 2, "pattern does not compile")
+
+
+SECRET_TASK = """
+[tasks.login]
+argv = ["python", "-c", "import os; print(len(os.environ['ONEOFF_PARAM_PW']))"]
+params.pw = { type = "secret", min_length = 10 }
+"""
+
+
+def test_an_endless_secret_file_is_refused_without_reading_it_all(bad_app: Path) -> None:
+    """``-p pw=@/dev/zero`` stops reading past the longest allowed value and exits 2,
+    instead of filling memory until the OOM killer ends oneoff."""
+    write_manifest(bad_app, SECRET_TASK)
+    result = invoke(["run", "login", "-p", "pw=@/dev/zero"])
+    refused(result, 2, "param 'pw' is longer than 4096 characters")
+
+
+def test_an_endless_secret_on_stdin_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """``yes | oneoff run ... -p pw=@-`` is refused once past the bound (the pipe never ends)."""
+    root = make_app(tmp_path / "app", MANIFEST + SECRET_TASK, {".env": "GREETING=hi\n"})
+    yes = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "oneoff", "run", "login", "-p", "pw=@-"],
+            cwd=root, env=cli_env, stdin=yes.stdout, capture_output=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        yes.kill()
+        yes.wait()
+        assert yes.stdout is not None
+        yes.stdout.close()
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr
+    assert b"param 'pw' is longer than 4096 characters" in done.stderr
+
+
+def test_a_secret_that_is_not_utf8_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """A secret file or stdin that is not UTF-8 is exit 2 with one line, not a traceback."""
+    root = make_app(tmp_path / "app", MANIFEST + SECRET_TASK, {".env": "GREETING=hi\n"})
+    (root / "pw.bin").write_bytes(b"\xff\xfeabcdefghijk")
+    for param, stdin in (("pw=@pw.bin", b""), ("pw=@-", b"\xff\xfeabcdefghijk")):
+        done = subprocess.run(
+            [sys.executable, "-m", "oneoff", "run", "login", "-p", param],
+            cwd=root, env=cli_env, input=stdin, capture_output=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.decode().splitlines() == [
+            "oneoff: error: secret param 'pw' is not valid UTF-8"
+        ]

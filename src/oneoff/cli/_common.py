@@ -82,7 +82,7 @@ def read_params(task: Task, pairs: list[str], *, interactive: bool) -> dict[str,
             raise UsageError(f"param {name!r} given twice")
         spec = task.params.get(name)
         if spec is not None and spec.secret:
-            value = _secret_value(name, value)
+            value = _secret_value(name, value, spec.max_length)
         values[name] = value
     for name, spec in task.params.items():
         if spec.secret and name not in values and spec.required and interactive:
@@ -92,13 +92,18 @@ def read_params(task: Task, pairs: list[str], *, interactive: bool) -> dict[str,
     return values
 
 
-def _secret_value(name: str, value: str) -> str:
+def _secret_value(name: str, value: str, max_length: int) -> str:
+    # At most 4 bytes a character plus a line ending: anything longer is refused without
+    # reading on (``@/dev/zero`` or ``yes |`` must not fill memory until the OOM killer).
+    limit = max_length * 4 + 2
+    raw: bytes | str
     if value == "@-":
-        data = sys.stdin.read()
+        stream = getattr(sys.stdin, "buffer", None)
+        raw = stream.read(limit + 1) if stream is not None else sys.stdin.read(limit + 1)
     elif value.startswith("@"):
         try:
-            with open(value[1:], encoding="utf-8") as fh:
-                data = fh.read()
+            with open(value[1:], "rb") as fh:
+                raw = fh.read(limit + 1)
         except OSError as exc:
             raise ParamError(
                 f"secret param {name!r}: cannot read {value[1:]}: {exc.strerror}"
@@ -109,6 +114,13 @@ def _secret_value(name: str, value: str) -> str:
             "(visible in ps and shell history)",
             hint=f"use --param {name}=@FILE, --param {name}=@- (stdin), or let oneoff ask",
         )
+    if len(raw) > limit:
+        raise ParamError(f"param {name!r} is longer than {max_length} characters")
+    try:
+        data = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data.encode("utf-8")  # a text stream may hold lone surrogates
+    except UnicodeError:
+        raise ParamError(f"secret param {name!r} is not valid UTF-8") from None
     return data.removesuffix("\n").removesuffix("\r")
 
 
