@@ -59,8 +59,14 @@ def test_sources_apply_in_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "ENV", "PYTHONSTARTUP", "LD_AUDIT"]
-)
+    "name",
+    [
+        "LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "ENV", "PYTHONSTARTUP", "LD_AUDIT",
+        # Each names a file or command that some program loads or runs:
+        "OPENSSL_CONF", "OPENSSL_MODULES", "GIT_CONFIG_COUNT", "GIT_CONFIG_PARAMETERS",
+        "GIT_PROXY_COMMAND", "SSH_ASKPASS", "ZDOTDIR", "LESSOPEN", "LUA_INIT", "GLIBC_TUNABLES",
+    ],
+)  # fmt: skip
 def test_dangerous_variables_refused_from_dotenv(tmp_path: Path, name: str) -> None:
     """A config source may not set variables that load code from elsewhere."""
     p = project(tmp_path, 'config = [{ dotenv = ".env" }]\n', {".env": f"{name}=/tmp/x\n"})
@@ -174,3 +180,28 @@ def test_a_name_both_secret_and_not_secret_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ManifestError, match="both secrets and not_secret"):
         project(tmp_path, 'secrets = ["A_KEY"]\nnot_secret = ["A_KEY"]\n')
+
+
+def test_git_config_from_config_cannot_make_git_run_a_command(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """GIT_CONFIG_COUNT/KEY/VALUE in a dotenv would set core.fsmonitor, a command every
+    `git status` runs: refused (exit 2) before the task starts."""
+    import subprocess
+
+    from oneoff.testing import run_cli
+
+    root = make_app(
+        tmp_path / "app",
+        '[environments.e]\nconfig = [{ dotenv = ".env" }]\n'
+        '[tasks.status]\nargv = ["git", "status", "--short"]\n',
+        {
+            ".env": "GIT_CONFIG_COUNT=1\nGIT_CONFIG_KEY_0=core.fsmonitor\n"
+            "GIT_CONFIG_VALUE_0=echo PLANTED >&2; false\n"
+        },
+    )
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    done = run_cli(["run", "status"], cwd=root, env=cli_env)
+    assert done.exit_code == 2, done.output
+    assert "sets GIT_CONFIG_COUNT" in done.stderr
+    assert "PLANTED" not in done.output
