@@ -356,6 +356,27 @@ def test_break_glass_reason_cannot_forge_a_notification_line(
     assert not events(root, "run.started")
 
 
+def test_a_secret_in_a_break_glass_reason_is_redacted_everywhere_it_goes(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token pasted into --reason reaches neither the notifier, the run record nor the
+    audit log: each gets the reason with the secret redacted, and the run still goes."""
+    token = "Zq8xPlm3Rt7vWk2nQ"
+    files = {".env.production": f"DATABASE_URL=sqlite:///x\nAPI_TOKEN={token}\n"}
+    root = bound_app(tmp_path / "app", keys, files=files)
+    done = break_glass(root, keys, monkeypatch, f"INC-42 rotated token {token} after a leak")
+    assert done.exit_code == 0, done.stderr
+    assert "noop ran" in done.stdout
+    notified = (root / "notified").read_text()
+    assert notified == "INC-42 rotated token [REDACTED:API_TOKEN] after a leak"
+    audit = json.dumps([{"kind": e.kind, "payload": e.payload} for e in events(root)])
+    runs = oneoff(root, monkeypatch, "runs", "--json")
+    assert runs.exit_code == 0, runs.stderr
+    for text in (audit, runs.stdout, done.output):
+        assert token not in text
+    assert last(root, "run.break_glass").payload["reason"] == notified
+
+
 NOTIFIER = "#!/bin/sh\nprintf '%s' \"$ONEOFF_BREAK_GLASS_REASON\" > notified\n"
 
 

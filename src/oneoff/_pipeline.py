@@ -183,9 +183,12 @@ def run_task(
     # [stage: approve] quorum of approvals over plan.hash.
     from oneoff._auth.grant import authorize_run
 
+    # A break-glass reason is stored, shown to reviewers and sent to the notifier: a secret
+    # pasted into it is redacted there like in every other text oneoff shows or stores.
+    reason = plan.redactor.redact_text(request.reason) if request.reason else request.reason
     grant = authorize_run(
         app, plan, request.signer, request_id=request.request_id,
-        break_glass=request.break_glass, reason=request.reason,
+        break_glass=request.break_glass, reason=reason,
     )  # fmt: skip
     principal = grant.principal.name
     from oneoff._proc import resolve_command
