@@ -220,3 +220,46 @@ def test_planted_pth_does_not_run_inside_the_release_check(
     (site / "planted.pth").write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n")
     assert_refused(root, run_job(root, monkeypatch), "planted.pth")
     assert not marker.exists()
+
+
+ENTRY_MANIFEST = """
+[release]
+trusted_keys = ["{trusted}"]
+
+[environments.production]
+config = [{{ dotenv = ".env.production" }}]
+
+[tasks.script]
+argv = ["python", "my-tools/run.py"]
+
+[tasks.here]
+argv = ["python", "-c", "import json; print(json.dumps('released json'))"]
+cwd = "my-tools"
+"""
+
+
+@pytest.mark.parametrize("task", ["script", "here"])
+def test_untracked_module_in_a_tasks_non_identifier_entry_directory_is_refused(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, task: str
+) -> None:
+    """``my-tools/`` is no identifier, but it is ``sys.path[0]`` of a task that runs
+    ``my-tools/run.py`` or works there: an untracked ``json.py`` in it refuses the run."""
+    root = make_app(
+        tmp_path / "app",
+        ENTRY_MANIFEST.format(trusted=release_key[1]),
+        {
+            ".env.production": "DATABASE_URL=sqlite:///x\n",
+            "my-tools/run.py": "import json; print(json.dumps('released json'))\n",
+        },
+    )
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "app"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv], cwd=root, check=True
+        )
+    release(root, "production", release_key[0])
+    monkeypatch.chdir(root)
+    ran = invoke(["run", task, "--env", "production"])
+    assert ran.exit_code == 0, ran.stderr
+    assert "released json" in ran.stdout
+    (root / "my-tools" / "json.py").write_text(EVIL)
+    assert_refused(root, invoke(["run", task, "--env", "production"]), "my-tools/json.py", 1)

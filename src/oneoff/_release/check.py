@@ -23,7 +23,7 @@ from oneoff._release.links import describe_links, escaping_links, escaping_links
 from oneoff._release.settings import env_settings, release_ignore
 from oneoff._release.stage import Checked
 from oneoff._release.statcache import _NO_DIGEST
-from oneoff._release.strays import cached_strays, describe_strays, strays
+from oneoff._release.strays import cached_strays, describe_strays, entry_dirs, strays
 from oneoff._release.tree import StatCache, TreeSnapshot, describe, snapshot, unchanged, verify
 from oneoff._release.warm import SignatureCache, cached_deps
 from oneoff.errors import DriftError, ReleaseError, UsageError
@@ -234,12 +234,17 @@ def _strays(app: App, release: Release, cache: StatCache | None, use_cache: bool
 
     # The app's virtualenv belongs to the dependency check: bin/python -> the venv.
     venv = os.path.dirname(os.path.dirname(app_python(app.project)))
+    project = app.project
+    commands = [(t.cwd, t.argv) for t in project.tasks.values()]
+    commands += [(".", argv) for argv in project.processes.values()]
+    entering = entry_dirs(app.root, commands)
     key = app.cache_key("strays") if use_cache else None
     if key is None:
-        return strays(app.root, released, [venv])
+        return strays(app.root, released, [venv], entering)
     return cached_strays(
-        app.root, released, [venv], state_dir=app.state_dir, key=key, tag=release.code_digest
-    )
+        app.root, released, [venv], state_dir=app.state_dir, key=key, tag=release.code_digest,
+        entry_dirs=entering,
+    )  # fmt: skip
 
 
 def _escaping_links(app: App, release: Release, cache: StatCache | None) -> list[str]:

@@ -25,6 +25,10 @@ so the result still holds: one ``lstat`` per directory instead of a listing. Dir
 touched in the last two seconds make the result unsaved (racy, as in git's index), and
 the cache only answers for the same release code digest and virtualenv.
 
+Also walked, whatever their names: every directory that is some task's or process type's
+``sys.path[0]``: its working directory and the directory of a script its argv names
+(``python my-tools/run.py``), so an untracked ``my-tools/json.py`` is found too.
+
 Not covered: code that puts a non-identifier directory on ``sys.path`` itself, or imports
 through ``importlib`` by a name that is no identifier.
 """
@@ -40,7 +44,7 @@ from typing import Final
 
 from oneoff._release.listing import _dec, _display
 
-__all__ = ["LOADABLE", "cached_strays", "describe_strays", "strays"]
+__all__ = ["LOADABLE", "cached_strays", "describe_strays", "entry_dirs", "strays"]
 
 LOADABLE: Final = (".py", ".pyc", ".pyo", ".pyw", ".pyd", ".so", ".pth")
 _LOADABLE_B: Final = tuple(s.encode("ascii") for s in LOADABLE)
@@ -68,9 +72,39 @@ def strays(
     root: str | os.PathLike[str],
     released: Callable[[bytes], bool],
     skip_dirs: Iterable[str] = (),
+    entry_dirs: Iterable[str] = (),
 ) -> list[str]:
-    """Importable files under ``root`` for which ``released(rel)`` is false, sorted."""
-    return _scan(root, released, skip_dirs)[0]
+    """Importable files under ``root`` for which ``released(rel)`` is false, sorted.
+
+    ``entry_dirs`` (relative to ``root``) are walked whatever their names: each is some
+    task's ``sys.path[0]`` (its working directory, or the directory of the script it runs).
+    """
+    return _scan(root, released, skip_dirs, entry_dirs)[0]
+
+
+def entry_dirs(
+    root: str | os.PathLike[str], commands: Iterable[tuple[str, Iterable[str]]]
+) -> list[str]:
+    """The directories under ``root`` that can be a task's ``sys.path[0]``: each command's
+    working directory (``python -c``, ``-m``, a console) and the directory of every file
+    under ``root`` its argv names (``python my-tools/run.py``: Python puts the script's
+    directory first on ``sys.path``). ``commands``: (cwd, argv) pairs."""
+    real_root = os.path.realpath(root)
+    found: set[str] = set()
+    for cwd, argv in commands:
+        base = os.path.join(real_root, cwd)
+        candidates = [base]
+        for arg in argv:
+            if "{" in arg or arg.startswith("-") or ("/" not in arg and not arg.endswith(".py")):
+                continue
+            path = os.path.realpath(os.path.join(base, arg))
+            if os.path.isfile(path):
+                candidates.append(os.path.dirname(path))
+        for directory in candidates:
+            real = os.path.realpath(directory)
+            if real != real_root and real.startswith(real_root + os.sep) and os.path.isdir(real):
+                found.add(os.path.relpath(real, real_root))
+    return sorted(found)
 
 
 def cached_strays(
@@ -81,6 +115,7 @@ def cached_strays(
     state_dir: Path,
     key: bytes,
     tag: str,
+    entry_dirs: Iterable[str] = (),
 ) -> list[str]:
     """``strays()``, answered from ``state_dir/straycache`` while no walked directory moved.
 
@@ -89,13 +124,14 @@ def cached_strays(
     """
     from oneoff._release.warm import _read_signed, _write_signed
 
-    skip_dirs = list(skip_dirs)
+    skip_dirs, entry_dirs = list(skip_dirs), list(entry_dirs)
     path = state_dir / "straycache"
     tag = f"{tag}\x00{os.fspath(root)}\x00" + "\x00".join(skip_dirs)
+    tag += "\x00\x00" + "\x00".join(entry_dirs)
     cached = _read_signed(path, key)
     if isinstance(cached, dict) and cached.get("tag") == tag and _dirs_unchanged(root, cached):
         return []
-    found, dirs = _scan(root, released, skip_dirs)
+    found, dirs = _scan(root, released, skip_dirs, entry_dirs)
     newest = max((max(k[0], k[1]) for _, k in dirs), default=0)
     if not found and newest < time.time_ns() - _RACY_NS:
         entries = [[rel.hex(), *k] for rel, k in dirs]
@@ -123,6 +159,7 @@ def _scan(
     root: str | os.PathLike[str],
     released: Callable[[bytes], bool],
     skip_dirs: Iterable[str],
+    entry_dirs: Iterable[str] = (),
 ) -> tuple[list[str], _Dirs]:
     root_b = os.fsencode(root)
     real_root = os.path.realpath(root_b)
@@ -134,8 +171,13 @@ def _scan(
     found: list[bytes] = []
     dirs: _Dirs = []
     stack: list[bytes] = [b""]
+    stack += [os.fsencode(d).rstrip(b"/") + b"/" for d in entry_dirs]
+    seen: set[bytes] = set()
     while stack:
         prefix = stack.pop()
+        if prefix in seen or prefix.rstrip(b"/") in skip:
+            continue
+        seen.add(prefix)
         directory = os.path.join(root_b, prefix) if prefix else root_b
         try:
             # Stat before listing: a change after this point shows up next time.
