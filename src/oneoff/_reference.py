@@ -410,7 +410,8 @@ TABLES: tuple[Table, ...] = (
                 "pattern",
                 "string (regex)",
                 "none",
-                "string: the whole value must match; without it shell metacharacters are refused",
+                "string or secret: the whole value must match (a secret is never echoed); "
+                "without it a string may not contain shell metacharacters",
                 'pattern = "[0-9]{4}"',
             ),
             Key("max_length", "integer", "256 (secret: 4096)", "longest value", "max_length = 64"),
