@@ -124,3 +124,26 @@ def test_a_released_absolute_link_that_leaves_a_moved_app_refuses_the_run(
     assert failed
     assert "helper.py" in failed[-1].payload["error"]
     assert len(events(deployed, "run.started")) == 1  # only the run before the move
+
+
+def test_the_apps_own_virtualenv_links_are_left_to_the_dependency_check(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside git with its virtualenv in the tree, ``venv/bin/python`` leads to the
+    system's interpreter: the dependency check owns it, so it does not refuse the release."""
+    import sys
+
+    root = make_app(
+        tmp_path / "app",
+        MANIFEST.format(trusted=release_key[1]).replace(
+            '[app]\nname = "linked"', '[app]\nname = "linked"\npython = "venv/bin/python"'
+        ),
+        {".env.production": "DATABASE_URL=sqlite:///x\n", "helper.py": GOOD},
+    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    assert (root / "venv" / "bin" / "python").is_symlink()
+    created = create(root, release_key[0], monkeypatch)
+    assert created.exit_code == 0, created.output
+    done = cli(root, monkeypatch, "run", "job", "--env", "production")
+    assert done.exit_code == 0, done.output
+    assert "the released helper" in done.stdout

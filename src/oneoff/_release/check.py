@@ -47,6 +47,7 @@ __all__ = [
     "local_deps",
     "manifest_digest",
     "now",
+    "own_venv",
     "resolve",
     "verify_for_run",
 ]
@@ -253,8 +254,9 @@ def _escaping_links(app: App, release: Release, cache: StatCache | None) -> list
     ``cache``, when given, has just proved the tree is the release's, so its recorded
     links and paths are the release's.
     """
+    skip = own_venv(app)
     if cache is None:
-        return escaping_links_of(app.root, release.code.entries)
+        return escaping_links_of(app.root, release.code.entries, skip)
     warm = cache
     links = [p.decode("utf-8", "surrogateescape") for p in warm.links()]
     if not links:
@@ -267,7 +269,18 @@ def _escaping_links(app: App, release: Release, cache: StatCache | None) -> list
     def released_dir(rel: str) -> bool:
         return bool(warm.paths_under(rel.encode("utf-8", "surrogateescape") + b"/"))
 
-    return escaping_links(app.root, links, released_file, released_dir)
+    return escaping_links(app.root, links, released_file, released_dir, skip)
+
+
+def own_venv(app: App) -> list[str]:
+    """The app's virtualenv relative to its root, if it lives there (else nothing)."""
+    import os
+
+    from oneoff._environ import app_python
+
+    venv = os.path.realpath(os.path.dirname(os.path.dirname(app_python(app.project))))
+    root = os.path.realpath(app.root)
+    return [os.path.relpath(venv, root)] if venv.startswith(root + os.sep) else []
 
 
 def _access_files(app: App) -> AccessFiles | None:

@@ -28,6 +28,7 @@ from oneoff._release.check import (
     local_deps,
     manifest_digest,
     now,
+    own_venv,
 )
 from oneoff._release.configdigest import ConfigSnapshot, diff_config
 from oneoff._release.deps import DepsSnapshot, diff_deps
@@ -218,12 +219,12 @@ def create_release(
     actor = authorize_release(app, environment, signer, {"create": environment.name})
     materialized = materialize(app.project, environment, run_vars={}, operator_env=environ)
     code = local_code(app)
-    links = escaping_links_of(app.root, code.entries)
+    links = escaping_links_of(app.root, code.entries, own_venv(app))
     if links:
         refused = ReleaseError(
             describe_links(links),
-            hint="a release holds a link, not what it leads to: commit the file itself, or "
-            "link only to files the release contains",
+            hint="a release holds a link, not what it leads to: commit the file itself, link "
+            "only to files the release contains, or leave the link out ([release] ignore)",
         )
         refuse_release(app, refused, actor=actor, environment=environment.name,
                        operation="create")  # fmt: skip

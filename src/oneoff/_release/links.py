@@ -32,11 +32,17 @@ def escaping_links(
     links: Iterable[str],
     released_file: Callable[[str], bool],
     released_dir: Callable[[str], bool],
+    skip: Iterable[str] = (),
 ) -> list[str]:
-    """The links (paths relative to ``root``) that do not resolve to released content."""
+    """The links (paths relative to ``root``) that do not resolve to released content;
+    links under a ``skip`` directory (the app's virtualenv, which the dependency check
+    owns: its ``bin/python`` leads to the system's interpreter) are not looked at."""
     real_root = os.path.realpath(root)
+    skipped = tuple(d.rstrip("/") + "/" for d in skip)
     bad = []
     for rel in links:
+        if skipped and rel.startswith(skipped):
+            continue
         try:
             target = os.path.realpath(os.path.join(real_root, rel))
         except (OSError, ValueError):
@@ -51,7 +57,9 @@ def escaping_links(
     return sorted(bad)
 
 
-def escaping_links_of(root: str | os.PathLike[str], entries: Mapping[str, Entry]) -> list[str]:
+def escaping_links_of(
+    root: str | os.PathLike[str], entries: Mapping[str, Entry], skip: Iterable[str] = ()
+) -> list[str]:
     """``escaping_links`` for the symlinks among a snapshot's (or a release's) entries."""
     links = [path for path, entry in entries.items() if entry.kind == "symlink"]
     if not links:
@@ -66,7 +74,7 @@ def escaping_links_of(root: str | os.PathLike[str], entries: Mapping[str, Entry]
         i = bisect.bisect_left(paths, rel + "/")
         return i < len(paths) and paths[i].startswith(rel + "/")
 
-    return escaping_links(root, links, released_file, released_dir)
+    return escaping_links(root, links, released_file, released_dir, skip)
 
 
 def describe_links(bad: list[str]) -> str:
