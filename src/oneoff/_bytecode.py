@@ -20,6 +20,15 @@ its dependencies on every start (seconds for a large framework). When no private
 directory can be had, a fresh private temporary one is used per process: slower, not
 weaker.
 
+One cache per verified release, and one for everything unverified: Python trusts a cached
+pyc whose recorded source mtime and size match, so a development run (no release) or a
+drift-allowed one, compiling a modified file that kept the released file's size and had
+its mtime set back, would otherwise leave bytecode that a later *verified* run of the
+restored file executes. A release's cache is written only by runs verified against it
+with no drift. (A file swapped between the check and the import still wins that one run,
+and its bytecode stays in that release's cache: whoever can write the tree while a run
+starts is beyond what a release check can stop.)
+
 A *sourceless* ``name.pyc`` (outside ``__pycache__``), imported when no ``name.py``
 exists, is refused by the release check instead (``oneoff._release.strays``).
 """
@@ -33,10 +42,11 @@ from pathlib import Path
 __all__ = ["bytecode_env"]
 
 
-def _prefix(app_root: Path) -> str:
+def _prefix(app_root: Path, release: str | None) -> str:
     from oneoff._userkey import private_dir
 
-    tag = hashlib.sha256(os.fsencode(os.path.realpath(app_root))).hexdigest()[:24]
+    seed = os.fsencode(os.path.realpath(app_root)) + b"\x00" + (release or "").encode()
+    tag = hashlib.sha256(seed).hexdigest()[:24]
     directory = private_dir("pycache", tag)
     if directory is not None:
         return str(directory)
@@ -45,6 +55,10 @@ def _prefix(app_root: Path) -> str:
     return tempfile.mkdtemp(prefix="oneoff-pycache-")  # mode 0700, new: nothing planted
 
 
-def bytecode_env(app_root: Path) -> dict[str, str]:
-    """What to add to a task's environment so it runs no bytecode from the app's tree."""
-    return {"PYTHONPYCACHEPREFIX": _prefix(app_root)}
+def bytecode_env(app_root: Path, release: str | None = None) -> dict[str, str]:
+    """What to add to a task's environment so it runs no bytecode from the app's tree.
+
+    ``release``: the release this run's tree was verified against with no drift, or None
+    (no release, or drift allowed). Each gets a cache of its own: see the module docstring.
+    """
+    return {"PYTHONPYCACHEPREFIX": _prefix(app_root, release)}

@@ -301,7 +301,7 @@ def _execute_and_record(
     from oneoff._bytecode import bytecode_env
 
     # Bytecode only from oneoff's private cache: never a __pycache__ planted in the tree.
-    env.update(bytecode_env(app.root))
+    env.update(bytecode_env(app.root, None if run.allow_drift else plan.release_id))
     # [stage: output] redaction, terminal and stored output.
     on_output = OutputRecorder(
         store, run.id, redactors, {1: stdout, 2: stderr}, cap=cap,

@@ -166,8 +166,9 @@ def run_remote(
 
     with hold_signals():
         status, code, result, finished = _execute(
-            app, plan, executor, redactors, cap, stdout, stderr, channel, answer
-        )
+            app, plan, executor, redactors, cap, stdout, stderr, channel, answer,
+            verified=None if _checked.drift else plan.release_id,
+        )  # fmt: skip
     assert result is not None
     fields = {
         "id": run_id, "task": plan.task.name, "environment": plan.environment.name,
@@ -218,6 +219,8 @@ def _execute(
     stderr: IO[bytes],
     channel: Channel,
     answer: dict[str, Any],
+    *,
+    verified: str | None,
 ) -> tuple[str, int | None, Any, dict[str, Any]]:
     from oneoff._bytecode import bytecode_env
     from oneoff._contain import RunTree
@@ -237,7 +240,7 @@ def _execute(
     )
     if plan.release_id:
         env["ONEOFF_RELEASE"] = plan.release_id
-    env.update(bytecode_env(app.root))
+    env.update(bytecode_env(app.root, verified))
     grace = float(plan.task.grace)
 
     def lost(why: str) -> None:

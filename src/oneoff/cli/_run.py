@@ -188,7 +188,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         env["ONEOFF_RELEASE"] = checked.release_id
     from oneoff._bytecode import bytecode_env
 
-    env.update(bytecode_env(app.root))  # as for a one-off run: no planted bytecode
+    # As for a one-off run: no planted bytecode, and the release's own cache only if no drift.
+    env.update(bytecode_env(app.root, None if checked.drift else checked.release_id))
     from oneoff._procfile import expand_vars
 
     where = f"process {args.process!r}"
