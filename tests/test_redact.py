@@ -490,3 +490,25 @@ def test_base64_wrapped_at_any_width_from_64_is_redacted_at_every_phase() -> Non
                 joined = out.replace(b"\r", b"").replace(b"\n", b"")
                 for core, _, _ in _b64_cores(value.encode()):
                     assert core not in joined, (width, pad, crlf)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ['ab"c\\d\te/fQ9x7Lm', "it's-a-S3cret\\x", "p\u00e4ss\u00f6rd-Zq8x", "line1\nline2-Zq8x"],
+    ids=["double-quote", "single-quote", "non-ascii", "newline"],
+)
+def test_python_repr_of_a_secret_is_redacted_under_any_chunking(secret: str) -> None:
+    """print(settings), %r and f"{x!r}" show Python's repr, which escapes differently from
+    JSON (a " stays, \\' and \\xNN appear): the str's and the bytes' repr are redacted."""
+    redactor = Redactor({"DB_PASSWORD": secret})
+    lines = [
+        repr({"password": secret}),
+        repr(secret.encode()),
+        f"connecting with {secret!r}",
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    for cuts in ([], [7], [3, 11, 19, 40], list(range(1, len(data), 5))):
+        out = stream(redactor, chunked(data, cuts)).decode("utf-8", "replace")
+        assert out.count("[REDACTED:DB_PASSWORD]") == 3, out
+        for piece in (repr(secret)[1:-1], repr(secret.encode())[2:-1]):
+            assert piece not in out

@@ -13,6 +13,7 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 - hex, lower and upper case;
 - JSON string escaping as Python (``ensure_ascii`` on and off), JavaScript, Go (``\\u003c
   \\u003e \\u0026``, U+2028/9 escaped) and PHP (``\\/``) write it, ``\\uXXXX`` in either case.
+- Python's ``repr`` of ``s`` and of its UTF-8 bytes (``print(settings)``, ``%r``).
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
 base64 wrapped at fewer than 64 columns, wrapped URL-safe base64.
@@ -91,6 +92,12 @@ def _json_forms(secret: str) -> set[str]:
     return forms
 
 
+def _repr_forms(secret: str, raw: bytes) -> set[str]:
+    # What print(settings_dict), logging's %r and f"{x!r}" show: Python's repr of the str
+    # (quotes chosen by its content, \\ \n \t \' escaped) and of its UTF-8 bytes (\xNN).
+    return {repr(secret)[1:-1], repr(raw)[2:-1]}
+
+
 def _url_forms(secret: str) -> set[str]:
     quoted = {
         quote(secret, safe=""),
@@ -122,6 +129,8 @@ def forms(secret: str) -> dict[bytes, Form]:
     for quoted in _url_forms(secret):
         add(quoted.encode(), text=True)
     for escaped in _json_forms(secret):
+        add(escaped.encode("utf-8", "surrogateescape"), text=True)
+    for escaped in _repr_forms(secret, raw):
         add(escaped.encode("utf-8", "surrogateescape"), text=True)
     add(raw.hex().encode())
     add(raw.hex().upper().encode())
