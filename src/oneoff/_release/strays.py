@@ -171,7 +171,10 @@ def _scan(
     found: list[bytes] = []
     dirs: _Dirs = []
     stack: list[bytes] = [b""]
-    stack += [os.fsencode(d).rstrip(b"/") + b"/" for d in entry_dirs]
+    for entry in (os.fsencode(d).rstrip(b"/") for d in entry_dirs):
+        # The app's virtualenv (venv/bin/python as argv[0]) stays the dependency check's.
+        if not any(entry == s or entry.startswith(s + b"/") for s in skip):
+            stack.append(entry + b"/")
     seen: set[bytes] = set()
     while stack:
         prefix = stack.pop()
