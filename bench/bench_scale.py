@@ -1,6 +1,7 @@
 """Cost per unit of work as the store and the manifest grow (issue #11): it must stay flat.
 
 Usage: python bench/bench_scale.py [--quick] [--rounds N] [--whole-runs N] [--only SECTION]
+                                   [--baseline SRC]
 
 Prints medians per size and the ratio largest/smallest per unit of work (1.00 = flat):
 
@@ -19,7 +20,10 @@ Prints medians per size and the ratio largest/smallest per unit of work (1.00 = 
   round (as many events in all, up to 300k), so their medians are not one preempted run's.
   Beside them, a gauge of the host's speed measured in every round (seconds for 1M SHA-256
   of 200 bytes, as in the README: 0.46 s in this host's fast phases, 0.74-0.81 s in its slow
-  ones) and the load average, so figures from different phases can be told apart;
+  ones) and the load average, so figures from different phases can be told apart; with
+  ``--baseline SRC`` (another checkout's ``src``, e.g. of main: ``git worktree add --detach
+  /tmp/base main``), that code's verify of the same logs, in a process of its own, taking
+  turns with this code's in every round, and the ratio of the two;
 * loading a manifest with 1k and 10k tasks (per task; it was quadratic: 10k took 18 s).
 
 Stores are generated in bulk through the store's own SQL, in the format oneoff writes.
@@ -31,8 +35,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -205,7 +211,58 @@ def bench_runs(sizes: list[int], rounds: int, whole_runs: int) -> None:
         row("  the same, CPU time", ratio([med(x.whole_cpu) for x in at]), "<= 1.10x")
 
 
-def bench_verify(sizes: list[int], rounds: int) -> None:
+# Another checkout's verify_log, in a process of its own (two versions of one package cannot
+# share a process): it verifies a log as often as asked and answers with the times.
+_BASELINE = """
+import json, sys, time
+from pathlib import Path
+import oneoff
+from oneoff._audit.keys import AuditKey
+from oneoff._audit.verify import verify_log
+from oneoff._store.sqlite import SQLiteStore
+print(json.dumps(oneoff.__file__), flush=True)
+opened = {}
+for line in sys.stdin:
+    root, count = json.loads(line)
+    if root not in opened:
+        opened[root] = SQLiteStore(Path(root) / "state.db"), AuditKey(Path(root)).public()
+    store, public = opened[root]
+    times = []
+    for _ in range(count):
+        start, cpu = time.perf_counter(), time.process_time()
+        events = verify_log(store, public).events
+        times.append((time.perf_counter() - start, time.process_time() - cpu, events))
+    print(json.dumps(times), flush=True)
+"""
+
+
+class Baseline:
+    """The verify of the checkout whose ``src`` is given, run on request."""
+
+    def __init__(self, src: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(src)}  # ahead of this checkout's install
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BASELINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env,
+        )  # fmt: skip
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        self.where = Path(json.loads(self.stdout.readline())).parent
+        if not self.where.is_relative_to(src.resolve()):
+            sys.exit(f"--baseline: {src} did not provide oneoff (got {self.where})")
+
+    def verify(self, root: Path, count: int) -> list[tuple[float, float, int]]:
+        self.stdin.write(json.dumps([str(root), count]) + "\n")
+        self.stdin.flush()
+        return [(float(t), float(c), int(n)) for t, c, n in json.loads(self.stdout.readline())]
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def bench_verify(sizes: list[int], rounds: int, baseline: Baseline | None = None) -> None:
     print(
         f"-- audit verify, one checkpoint per 3 events: medians of {rounds} rounds, sizes "
         "interleaved in each round"
@@ -215,30 +272,37 @@ def bench_verify(sizes: list[int], rounds: int) -> None:
         for n in sizes:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             start = time.perf_counter()
-            logs.append((n, build_log(tmp, n, 3), AuditKey(tmp).public()))
+            logs.append((n, build_log(tmp, n, 3), AuditKey(tmp).public(), tmp))
             print(f"  (built {n:,} events in {time.perf_counter() - start:.0f} s)", flush=True)
         times: dict[int, list[float]] = {n: [] for n in sizes}
         cpu: dict[int, list[float]] = {n: [] for n in sizes}
+        base: dict[int, list[tuple[float, float, int]]] = {n: [] for n in sizes}
         gauges, loads = [gauge()], [os.getloadavg()[0]]
-        for _ in range(rounds):
-            for n, store, public in logs:
+        for turn in range(rounds):
+            for n, store, public, root in logs:
                 # Smaller logs are verified more times a round (as many events in all, up to
                 # 300k): a 30 ms run's median of 3 mostly measures who else had the CPU.
-                for _ in range(max(1, 300_000 // n)):
+                count = max(1, 300_000 // n)
+                if baseline is not None and turn % 2 == 0:  # first every other round
+                    base[n] += baseline.verify(root, count)
+                for _ in range(count):
                     start, start_cpu = time.perf_counter(), time.process_time()
                     report = verify_log(store, public)
                     times[n].append(time.perf_counter() - start)
                     cpu[n].append(time.process_time() - start_cpu)
                     assert report.events == n, report
                     assert report.signatures <= 65, report
+                if baseline is not None and turn % 2 == 1:
+                    base[n] += baseline.verify(root, count)
+                assert all(events == n for _, _, events in base[n]), base[n]
             gauges.append(gauge())
             loads.append(os.getloadavg()[0])
         # Every signature costs the same at every size: measured once, on the smallest log.
-        n, store, public = logs[0]
+        n, store, public, _ = logs[0]
         start = time.perf_counter()
         full = verify_log(store, public, all_signatures=True)
         all_rate = n / (time.perf_counter() - start)
-        for _, store, _ in logs:
+        for _, store, _, _ in logs:
             store.close()
     rates = [n / statistics.median(times[n]) for n in sizes]
     cpu_rates = [n / statistics.median(cpu[n]) for n in sizes]
@@ -251,6 +315,12 @@ def bench_verify(sizes: list[int], rounds: int) -> None:
             f"{rate:,.0f} events/s", ">= 300,000 events/s")  # fmt: skip
         # On a shared machine the wall clock also counts time spent waiting for a CPU.
         row("  the same, per second of this process's CPU time", f"{cpu_rate:,.0f} events/s")
+        if baseline is not None:
+            old = n / statistics.median(t for t, _, _ in base[n])
+            old_cpu = n / statistics.median(c for _, c, _ in base[n])
+            row("  baseline, wall / CPU time", f"{old:,.0f} / {old_cpu:,.0f}")
+            row("  this code / baseline, wall / CPU time",
+                f"{rate / old:.2f}x / {cpu_rate / old_cpu:.2f}x")  # fmt: skip
     row(f"  --all-signatures ({full.checkpoints:,} checkpoints)", f"{all_rate:,.0f} events/s")
     row("verify time per event, largest/smallest", ratio([1 / r for r in rates]), "flat")
     row("  the same, CPU time", ratio([1 / r for r in cpu_rates]), "flat")
@@ -291,6 +361,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--whole-runs", type=int, default=3, help="`oneoff run`s per round")
     parser.add_argument("--only", choices=("runs", "verify", "manifest"), help="one section")
+    parser.add_argument(
+        "--baseline", type=Path, metavar="SRC", help="another checkout's src: its verify beside"
+    )
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}")
     quick = args.quick
@@ -298,7 +371,13 @@ def main() -> int:
         sizes = [1_000, 10_000] if quick else [10_000, 100_000, 1_000_000]
         bench_runs(sizes, args.rounds, whole_runs=2 if quick else args.whole_runs)
     if args.only in (None, "verify"):
-        bench_verify([3_000, 30_000] if quick else [10_000, 100_000, 1_000_000], args.rounds)
+        baseline = Baseline(args.baseline) if args.baseline else None
+        if baseline is not None:
+            print(f"baseline: {baseline.where}")
+        sizes = [3_000, 30_000] if quick else [10_000, 100_000, 1_000_000]
+        bench_verify(sizes, args.rounds, baseline)
+        if baseline is not None:
+            baseline.close()
     if args.only in (None, "manifest"):
         bench_manifest([100, 1_000] if quick else [1_000, 10_000], args.rounds)
     return 0
