@@ -98,14 +98,24 @@ class ApprovalRule:
         return f"{self.quorum} approval(s) {who} ({self.source})"
 
 
+# An approval outliving a year is no approval of *this* change; past date arithmetic's
+# range (9999999999999h) it was an OverflowError when the approval was signed.
+MAX_TTL = 366 * 86400
+
+
 def _duration(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
+    seconds = 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str):
         match = _DURATION.match(value.strip())
-        if match and int(match.group(1)) > 0:
-            return int(match.group(1)) * _UNITS[match.group(2)]
-    raise ManifestError(f'{where}: must be a positive duration like 900, "15m", "1h"')
+        if match:
+            seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if 0 < seconds <= MAX_TTL:
+        return seconds
+    raise ManifestError(
+        f'{where}: must be a positive duration like 900, "15m", "1h", at most 366 days'
+    )
 
 
 def _notifier(value: Any, where: str) -> Notifier:

@@ -264,7 +264,7 @@ TABLES: tuple[Table, ...] = (
                 "ttl",
                 "duration",
                 "[access] approval_ttl",
-                "how long an approval stays valid here (from its signed time)",
+                "how long an approval stays valid here (from its signed time; at most 366 days)",
                 'ttl = "15m"',
             ),
         ),
@@ -504,7 +504,7 @@ TABLES: tuple[Table, ...] = (
                 "approval_ttl",
                 "duration",
                 '"1h"',
-                "how long an approval stays valid",
+                "how long an approval stays valid (at most 366 days)",
                 'approval_ttl = "15m"',
             ),
             Key(
