@@ -142,12 +142,13 @@ def is_secret_key(env: Environment, key: str) -> bool:
 @functools.cache
 def secret_key_matcher(patterns: tuple[str, ...]) -> Callable[[str], object]:
     """One compiled regex for all of an environment's secret-name patterns (fnmatch syntax,
-    case-sensitive): one match per key instead of one fnmatch per pattern."""
+    any case: ``db_password`` is as secret as ``DB_PASSWORD``): one match per key instead of
+    one fnmatch per pattern."""
     import re
 
     if not patterns:
         return lambda key: None
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE).match
 
 
 def default_path(project: Project) -> str:

@@ -24,9 +24,11 @@ __all__ = [
 
 MANIFEST = "oneoff.toml"
 RISKS = ("low", "high", "critical")
+# Matched without regard to case (db_password is as secret as DB_PASSWORD). "*PASSWORD"
+# without the underscore: libpq's PGPASSWORD; "*_PWD": MySQL's MYSQL_PWD.
 DEFAULT_SECRET_PATTERNS = (
-    "*_PASSWORD", "*_PASSWD", "*_TOKEN", "*_SECRET", "*_KEY", "SECRET_*", "*_CREDENTIALS",
-    "*_PRIVATE_KEY", "*_API_KEY",
+    "*PASSWORD", "*PASSWD", "*_PWD", "*PASSPHRASE", "*_TOKEN", "*_SECRET", "*_KEY", "SECRET_*",
+    "*_CREDENTIALS", "*_PRIVATE_KEY", "*_API_KEY",
 )  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -107,7 +107,8 @@ TABLES: tuple[Table, ...] = (
                 "list of strings",
                 "[]",
                 "more secret name patterns "
-                "(fnmatch), besides *_PASSWORD, *_TOKEN, *_SECRET, *_KEY, SECRET_*, ...",
+                "(fnmatch, any case), besides *PASSWORD, *_PWD, *_TOKEN, *_SECRET, *_KEY, "
+                "SECRET_*, ...",
                 'secret_patterns = ["*_DSN"]',
             ),
             Key(

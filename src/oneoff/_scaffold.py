@@ -67,7 +67,7 @@ def scaffold(root: Path, environ: Mapping[str, str]) -> str:
         "# [environments.production]",
         "# protected = true            # never a default target; critical tasks ask to confirm",
         '# config = [{ inherit = ["DATABASE_URL", "SECRET_KEY"] }]',
-        '# secrets = ["SENTRY_DSN"]     # *_PASSWORD, *_TOKEN, *_SECRET, *_KEY are secret anyway',
+        '# secrets = ["SENTRY_DSN"]     # *PASSWORD, *_TOKEN, *_SECRET, *_KEY are secret anyway',
         "",
     ]
     if django:
