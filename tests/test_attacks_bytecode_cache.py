@@ -74,3 +74,23 @@ def test_a_development_run_cannot_leave_bytecode_for_a_verified_run(
         assert done.exit_code == 0, done.output
         assert "the released code" in done.stdout
         assert "PLANTED" not in done.stdout
+
+
+def test_release_caches_are_separate_and_only_the_newest_are_kept(tmp_path: Path) -> None:
+    """Each verified release gets its own cache, unverified runs another; making a fourth
+    release cache removes the least recently used one, never the unverified one."""
+    from oneoff._bytecode import KEEP_RELEASES, bytecode_env
+
+    app = tmp_path / "app"
+    app.mkdir()
+    unverified = Path(bytecode_env(app)["PYTHONPYCACHEPREFIX"])
+    made = []
+    for i in range(KEEP_RELEASES + 2):
+        prefix = Path(bytecode_env(app, f"rel_{i:08x}")["PYTHONPYCACHEPREFIX"])
+        assert prefix not in made
+        assert prefix != unverified
+        os.utime(prefix, ns=(i * 10**9, i * 10**9))  # a distinct last use each
+        made.append(prefix)
+    assert unverified.is_dir()
+    assert [p.is_dir() for p in made] == [False, False, True, True, True]
+    assert Path(bytecode_env(app, "rel_00000004")["PYTHONPYCACHEPREFIX"]) == made[-1]

@@ -27,7 +27,8 @@ its mtime set back, would otherwise leave bytecode that a later *verified* run o
 restored file executes. A release's cache is written only by runs verified against it
 with no drift. (A file swapped between the check and the import still wins that one run,
 and its bytecode stays in that release's cache: whoever can write the tree while a run
-starts is beyond what a release check can stop.)
+starts is beyond what a release check can stop.) The newest ``KEEP_RELEASES`` release
+caches of an app are kept, by last use; an older one is removed when a run needs a new one.
 
 A *sourceless* ``name.pyc`` (outside ``__pycache__``), imported when no ``name.py``
 exists, is refused by the release check instead (``oneoff._release.strays``).
@@ -42,17 +43,40 @@ from pathlib import Path
 __all__ = ["bytecode_env"]
 
 
+#: Release caches kept per app (the newest by use), besides the unverified one: a rollback
+#: to a recent release finds its bytecode; older ones are removed when a new one is made.
+KEEP_RELEASES = 3
+
+
 def _prefix(app_root: Path, release: str | None) -> str:
     from oneoff._userkey import private_dir
 
-    seed = os.fsencode(os.path.realpath(app_root)) + b"\x00" + (release or "").encode()
-    tag = hashlib.sha256(seed).hexdigest()[:24]
-    directory = private_dir("pycache", tag)
+    app_tag = hashlib.sha256(os.fsencode(os.path.realpath(app_root))).hexdigest()[:24]
+    tag = "unverified" if release is None else hashlib.sha256(release.encode()).hexdigest()[:24]
+    directory = private_dir("pycache", app_tag, tag)
     if directory is not None:
+        if release is not None:
+            _prune(directory)
         return str(directory)
     import tempfile
 
     return tempfile.mkdtemp(prefix="oneoff-pycache-")  # mode 0700, new: nothing planted
+
+
+def _prune(current: Path) -> None:
+    """Keep the newest ``KEEP_RELEASES`` release caches of this app (by last use)."""
+    import contextlib
+    import shutil
+
+    with contextlib.suppress(OSError):
+        os.utime(current)  # this use counts as the newest
+        siblings = [p for p in current.parent.iterdir() if p.name not in ("unverified",)]
+        if len(siblings) <= KEEP_RELEASES:
+            return
+        siblings.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for stale in siblings[KEEP_RELEASES:]:
+            if stale != current:
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def bytecode_env(app_root: Path, release: str | None = None) -> dict[str, str]:
