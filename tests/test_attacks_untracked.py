@@ -263,3 +263,46 @@ def test_untracked_module_in_a_tasks_non_identifier_entry_directory_is_refused(
     assert "released json" in ran.stdout
     (root / "my-tools" / "json.py").write_text(EVIL)
     assert_refused(root, invoke(["run", task, "--env", "production"]), "my-tools/json.py", 1)
+
+
+SELF_LOADING = """
+import os
+
+def load_dotenv(path=".env"):  # what python-dotenv's does, for the test
+    if os.path.exists(path):
+        for line in open(path):
+            key, _, value = line.strip().partition("=")
+            os.environ.setdefault(key, value)
+
+load_dotenv()
+print("flag:", os.environ.get("FEATURE_FLAG", "released"))
+"""
+
+
+def test_an_unreleased_dotenv_the_apps_code_loads_refuses_the_run(
+    tmp_path: Path, release_key: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A git-ignored ``.env`` that the environment does not declare, but that the app's own
+    code loads, would add config nobody released: the verified run refuses, naming the line."""
+    root = make_app(
+        tmp_path / "app",
+        MANIFEST.format(trusted=release_key[1]).replace(
+            "import json, job; print(json.dumps('released json'))", "import settings"
+        ),
+        {".env.production": "DATABASE_URL=sqlite:///x\n", "settings.py": SELF_LOADING,
+         ".gitignore": ".env\n"},
+    )  # fmt: skip
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "app"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *argv], cwd=root, check=True
+        )
+    release(root, "production", release_key[0])
+    ran = run_job(root, monkeypatch)
+    assert ran.exit_code == 0, ran.stderr
+    assert "flag: released" in ran.stdout
+    (root / ".env").write_text("FEATURE_FLAG=PLANTED\n")
+    done = run_job(root, monkeypatch)
+    assert done.exit_code == 6, done.stderr
+    assert ".env is not part of the release, and settings.py:4 loads it" in done.stderr
+    assert "PLANTED" not in done.stdout
+    assert len(events(root, "run.started")) == 1

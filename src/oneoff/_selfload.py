@@ -5,7 +5,9 @@ django-environ's ``read_env()``, python-dotenv's ``load_dotenv()``, or importing
 python-decouple (which reads ``.env`` on first use) adds whatever ``.env`` holds on the
 machine where the task runs: a production run can pick up development values that
 ``oneoff plan`` never showed. oneoff cannot switch those libraries off (Flask's own loading
-it does switch off, with ``FLASK_SKIP_DOTENV``), so ``plan`` warns.
+it does switch off, with ``FLASK_SKIP_DOTENV``), so ``plan`` warns, and a run verified
+against a release refuses unless that ``.env`` is one of the release's own files
+(``oneoff._release.check``).
 """
 
 from __future__ import annotations

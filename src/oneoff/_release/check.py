@@ -283,6 +283,19 @@ def own_venv(app: App) -> list[str]:
     return [os.path.relpath(venv, root)] if venv.startswith(root + os.sep) else []
 
 
+def _self_loaded_dotenv(app: App, environment: Environment, release: Release) -> list[str]:
+    """A ``.env`` the app's own code loads (``oneoff._selfload``) that neither the
+    environment declares nor the release contains: the run would get config nobody
+    released, so a verified run refuses (``oneoff plan`` names the loading line)."""
+    from oneoff._selfload import find_self_loading
+
+    found = find_self_loading(app.project, environment)  # nothing to do without a .env
+    if not found or ".env" in release.code.entries:
+        return []  # (a released .env had its bytes verified with the code)
+    where = f"{found[0].path}:{found[0].line}"
+    return [f".env is not part of the release, and {where} loads it ({found[0].loader})"]
+
+
 def _access_files(app: App) -> AccessFiles | None:
     from oneoff._access import access_config
 
@@ -370,6 +383,7 @@ def verify_for_run(
 
         check_floor(app, release, environment)  # a newer signed release may revoke it
         lines = drift(app, release, env, use_cache=use_cache)
+        lines += _self_loaded_dotenv(app, environment, release)
         if lines and not allow_drift:
             raise DriftError(
                 f"release {release.label} does not match this machine: {'; '.join(lines)}",
