@@ -151,13 +151,14 @@ def test_a_config_command_printing_a_bare_secret_is_refused_without_showing_it(
 
 
 DEBUGGING_VAULT = f"""
-import base64, json, sys
+import base64, json, os, sys
 print("API_TOKEN={TOKEN}")
 print("DATABASE_URL=postgres://app:{DB_PASSWORD}@db/app")
 body = json.dumps({{"SecretString": "{TOKEN}"}})
 print("DEBUG response body: " + body, file=sys.stderr)
 print("DEBUG encoded: " + base64.b64encode(b"{TOKEN}").decode(), file=sys.stderr)
 print("DEBUG dsn password: {DB_PASSWORD}", file=sys.stderr)
+print("DEBUG signing with " + os.environ["VAULT_TOKEN"], file=sys.stderr)
 """
 
 
@@ -168,9 +169,19 @@ def test_a_config_commands_debug_output_is_shown_redacted(
     messages shown, with every value it handed over redacted."""
     app = _app(tmp_path)
     (app / "vault.py").write_text(DEBUGGING_VAULT)
+    manifest = app / "oneoff.toml"
+    manifest.write_text(
+        manifest.read_text().replace(
+            '[{ command = ["python", "vault.py"] }]',
+            '[{ command = ["python", "vault.py"], pass_env = ["VAULT_TOKEN"] }]',
+        )
+    )
+    vault_token = "hvs.CAESIJlU8Zq8xPlm3Rt7"
+    env = {**cli_env, "VAULT_TOKEN": vault_token}
     for command in (["run", "echo", "--env", "vault", "-p", "note=x"], ["env", "--env", "vault"]):
-        result = run_cli(command, cwd=app, env=cli_env)
+        result = run_cli(command, cwd=app, env=env)
         assert result.exit_code == 0, result.output
         assert "DEBUG response body" in result.stderr
         assert "[REDACTED:API_TOKEN]" in result.stderr
-        _assert_not_shown(result.output, TOKEN, DB_PASSWORD)
+        assert "signing with [REDACTED:pass_env:VAULT_TOKEN]" in result.stderr
+        _assert_not_shown(result.output, TOKEN, DB_PASSWORD, vault_token)

@@ -288,7 +288,9 @@ def _run_command_source(
         values = parse_dotenv(text, where)
         return values
     finally:
-        _show_stderr(done.stderr, values)
+        # What it was handed (pass_env: the secrets tool's own credentials) is redacted too.
+        passed = {f"pass_env:{k}": shell[k] for k in source.pass_env if k in shell}
+        _show_stderr(done.stderr, {**passed, **values})
 
 
 def _show_stderr(data: bytes, values: Mapping[str, str]) -> None:
