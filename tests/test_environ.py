@@ -148,6 +148,9 @@ def test_url_helpers() -> None:
         ("host=db password='a b\\'c' dbname=x", ["a b\\'c", "a b'c"]),
         ("jdbc:postgresql://db/app?user=a&password=jd%23bc&ssl=1", ["jd#bc", "jd%23bc"]),
         ("Server=db;Uid=a;Pwd=odbc-pw;", ["odbc-pw"]),
+        ("DRIVER={ODBC};UID=u;PWD={br@ced;pw-66};", ["br@ced;pw-66"]),
+        ("Server=db;Pwd={a}}b;c};Uid=x", ["a}}b;c", "a}b;c"]),
+        ("host=db sslpassword=ssl-key-pw user=x", ["ssl-key-pw"]),
         ("https://example.com/a@b", []),
         ("set the password later", []),
     ],
@@ -155,7 +158,8 @@ def test_url_helpers() -> None:
 def test_embedded_passwords_are_found_however_they_are_written(
     value: str, passwords: list[str]
 ) -> None:
-    """URL userinfo (several, unencoded #?/), libpq, JDBC and ODBC passwords are all found."""
+    """URL userinfo (several, unencoded #?/), libpq (sslpassword too), JDBC and ODBC
+    passwords (a braced ODBC value whole, ; included) are all found."""
     from oneoff._embedded import embedded_passwords
 
     assert embedded_passwords(value) == passwords

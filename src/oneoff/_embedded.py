@@ -7,9 +7,11 @@ useful to show), but the password in it is. Found, in any number per value:
   to the last ``@`` before the next whitespace or the next ``scheme://`` (so unencoded ``#``,
   ``?``, ``/`` and ``@`` stay in it, as libraries that split on the last ``@`` read it); if the
   value has an ``@`` later still (a path), the stretch up to the first ``@`` counts too.
-- ``password=``, ``passwd=`` or ``pwd=`` (any case) at the start or after whitespace, ``?``,
-  ``&`` or ``;``: libpq ``key=value`` DSNs (single-quoted values with ``\\'`` escapes too), JDBC
-  query parameters, ODBC ``Pwd=...;``. The value ends at whitespace, ``&`` or ``;``.
+- ``password=``, ``passwd=``, ``pwd=`` or libpq's ``sslpassword=`` (any case) at the start or
+  after whitespace, ``?``, ``&`` or ``;``: libpq ``key=value`` DSNs (single-quoted values with
+  ``\\'`` escapes too), JDBC query parameters, ODBC ``Pwd=...;`` (a ``{...}`` value, which may
+  hold ``;``, whole, with ``}}`` for ``}``). An unquoted value ends at whitespace, ``&`` or
+  ``;``.
 
 Each password is a secret both as written and percent-decoded.
 """
@@ -24,7 +26,8 @@ __all__ = ["embedded_passwords", "password_spans"]
 _SCHEME_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:")
 _NEXT_URL = re.compile(r"\s|[A-Za-z][A-Za-z0-9+.-]*://")
 _KEY_VALUE = re.compile(
-    r"(?i)(?:^|(?<=[\s?&;]))(?:password|passwd|pwd)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s&;']+))"
+    r"(?i)(?:^|(?<=[\s?&;]))(?:password|passwd|pwd|sslpassword)\s*=\s*"
+    r"(?:'((?:[^'\\]|\\.)*)'|\{((?:[^}]|\}\})*)\}|([^\s&;']+))"
 )
 _QUOTED_ESCAPE = re.compile(r"\\(.)")
 
@@ -42,9 +45,9 @@ def password_spans(value: str) -> list[tuple[int, int, str]]:
         if end > start:
             spans.append((start, end, "url"))
     for match in _KEY_VALUE.finditer(value):
-        group = 1 if match.group(1) is not None else 2
+        group = next(g for g in (1, 2, 3) if match.group(g) is not None)
         if match.end(group) > match.start(group):
-            kind = "quoted" if group == 1 else "plain"
+            kind = ("quoted", "braced", "plain")[group - 1]
             spans.append((match.start(group), match.end(group), kind))
     return sorted(set(spans))
 
@@ -59,6 +62,8 @@ def embedded_passwords(value: str) -> list[str]:
             readings.append(written[: written.index("@")])
         if kind == "quoted":
             readings.append(_QUOTED_ESCAPE.sub(r"\1", written))
+        if kind == "braced":  # ODBC: {...} holds ; and = freely, }} is one }
+            readings.append(written.replace("}}", "}"))
         for reading in readings:
             for form in (unquote(reading), reading):
                 if form:
