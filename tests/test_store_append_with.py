@@ -184,3 +184,17 @@ def test_the_stale_nonce_sweep_uses_an_index(store: Store) -> None:
     store.forget_nonces("2026-12-07T00:00:00Z")
     assert store.remember_nonce("old", "bob", "2026-12-06T00:00:00Z")  # forgotten
     assert not store.remember_nonce("new", "bob", "2026-12-08T00:00:00Z")  # kept
+
+
+def test_an_approval_is_stored_only_with_a_fresh_nonce(store: Store) -> None:
+    """``add_approval_spending`` spends the nonce and stores the approval in one step:
+    ``(True, True)`` the first time; a spent nonce stores nothing ``(False, False)``; a
+    fresh nonce for an approver who already approved spends it and stores nothing."""
+    make_request(store)
+    with store.tx():
+        first = store.add_approval_spending(approval("q1", "bob"), "n1", "bob", "t")
+        replayed = store.add_approval_spending(approval("q1", "carol"), "n1", "carol", "t")
+        twice = store.add_approval_spending(approval("q1", "bob"), "n2", "bob", "t")
+    assert (first, replayed, twice) == ((True, True), (False, False), (True, False))
+    assert [a.approver for a in store.approvals_for("q1")] == ["bob"]
+    assert not store.remember_nonce("n2", "bob", "t")  # spent by the refused one

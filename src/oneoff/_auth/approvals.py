@@ -125,7 +125,7 @@ class CallNonce(Protocol):
     spent: bool
     replayed: bool
 
-    def spend(self, store: Store) -> bool: ...
+    def spend_approving(self, store: Store, approval: ApprovalRecord) -> tuple[bool, bool]: ...
 
     def refusal(self) -> dict[str, Any]: ...
 
@@ -221,10 +221,14 @@ def record_approval(
         # (one INSERT that refuses a second one by the same person on its own), audit the
         # decisions and the outcome. Decided from row counts: nothing here raises to say no.
         refused.clear()
-        if nonce is not None and not nonce.spend(store):
-            refused.append(nonce.error())
-            return [nonce.refusal()]
-        if not store.add_approval(record):
+        if nonce is None:
+            added = store.add_approval(record)
+        else:
+            fresh, added = nonce.spend_approving(store, record)
+            if not fresh:
+                refused.append(nonce.error())
+                return [nonce.refusal()]
+        if not added:
             error = ApprovalError(f"{person.name} already approved {request.id}; one approval each")
             refused.append(error)
             return [*decided, _refusal(error, actor=person.name, **where)]

@@ -40,7 +40,7 @@ from oneoff.errors import NotPermitted
 
 if TYPE_CHECKING:
     from oneoff._server.pinning import PinnedGate
-    from oneoff._store.interface import Store
+    from oneoff._store.interface import ApprovalRecord, Store
 
 __all__ = ["SESSION_TTL", "PendingNonce", "check_envelope", "check_token", "make_token"]
 
@@ -83,6 +83,13 @@ class PendingNonce:
         fresh = store.remember_nonce(self.nonce, self.person, self.seen_at)
         self.spent, self.replayed = True, not fresh
         return fresh
+
+    def spend_approving(self, store: Store, approval: ApprovalRecord) -> tuple[bool, bool]:
+        """Spend it and store ``approval`` if it was fresh, in one statement (in the
+        caller's transaction): ``(fresh, added)``; a replay as ``spend``'s."""
+        fresh, added = store.add_approval_spending(approval, self.nonce, self.person, self.seen_at)
+        self.spent, self.replayed = True, not fresh
+        return fresh, added
 
     def refusal(self) -> dict[str, Any]:
         """The ``auth.refused`` event of a replay (``AuditLog.append_all``'s form)."""

@@ -202,6 +202,13 @@ class AccessStore(Protocol):
 
     def add_approval(self, approval: ApprovalRecord) -> bool: ...
 
+    def add_approval_spending(
+        self, approval: ApprovalRecord, nonce: str, principal: str, seen_at: str
+    ) -> tuple[bool, bool]:
+        """Spend an API call's nonce (``remember_nonce``) and, if it was fresh, store the
+        approval it carries (``add_approval``), in one round trip: ``(fresh, added)``."""
+        ...
+
     def approvals_for(self, request_id: str) -> Sequence[ApprovalRecord]: ...
 
     def remember_nonce(self, nonce: str, principal: str, seen_at: str) -> bool: ...

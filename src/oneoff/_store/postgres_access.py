@@ -81,6 +81,25 @@ class AccessMixin:
         )  # fmt: skip
         return cur.rowcount == 1
 
+    def add_approval_spending(
+        self, approval: ApprovalRecord, nonce: str, principal: str, seen_at: str
+    ) -> tuple[bool, bool]:
+        """One statement: the approval is inserted only if the nonce's row was (a CTE sees
+        its siblings' RETURNING rows), each ``ON CONFLICT DO NOTHING``."""
+        row = self.db.execute(
+            "WITH n AS (INSERT INTO nonces (nonce, principal, seen_at) VALUES (%s, %s, %s)"  # noqa: S608
+            " ON CONFLICT DO NOTHING RETURNING 1),"
+            f" a AS (INSERT INTO approvals ({_APPROVAL_COLUMNS})"
+            " SELECT %s, %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM n)"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM n), EXISTS (SELECT 1 FROM a)",
+            (nonce, principal, seen_at, approval.request_id, approval.approver,
+             approval.plan_hash, approval.signature, approval.created_at, approval.expires_at,
+             int(approval.used)),
+        ).fetchone()  # fmt: skip
+        assert row is not None  # a SELECT of two EXISTS always has its row
+        return bool(row[0]), bool(row[1])
+
     def approvals_for(self, request_id: str) -> Sequence[ApprovalRecord]:
         rows = self.db.execute(
             f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE request_id = %s"  # noqa: S608

@@ -30,6 +30,8 @@ __all__ = ["AuditMixin"]
 
 _FETCH = 4096
 _HASH = 32
+GENESIS = b"\x00" * _HASH
+HEAD_SQL = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 _CHECKPOINT = "SELECT size, root, timestamp, key_id, signature, frontier FROM audit_checkpoints"
 
 
@@ -50,13 +52,12 @@ class AuditMixin:
     _depth: int
     db: psycopg.Connection[tuple[Any, ...]]
     tx: Callable[[], AbstractContextManager[object]]
+    tx_reading_head: Callable[[], AbstractContextManager[tuple[int, bytes]]]
 
     def audit_head(self) -> tuple[int, bytes]:
         """``(seq, hash)`` of the newest event, ``(0, GENESIS)`` for an empty log."""
-        row = self.db.execute(
-            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        return (0, b"\x00" * _HASH) if row is None else (int(row[0]), bytes(row[1]))
+        row = self.db.execute(HEAD_SQL).fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
     def audit_append(self, build: Callable[[int, bytes], AuditEvent]) -> AuditEvent:
         return self.audit_append_all([build])[0]

@@ -15,8 +15,9 @@ Appenders that arrive while a batch is written wait and join the next one.
 
 What it promises, the same as one commit per append:
 
-* the chain never forks: the head is read under the advisory lock, the batch's events
-  chain onto it in order, and the primary key on ``seq`` would refuse a fork anyway;
+* the chain never forks: the head is read under the advisory lock (in the round trip
+  that takes it), the batch's events chain onto it in order, and the primary key on
+  ``seq`` would refuse a fork anyway;
 * an appender learns its event (its ``seq``) only after COMMIT returned, i.e. after the
   WAL flush that made the whole batch durable;
 * a batch that fails (a lost connection, a refused write, a crash of the leader's process:
@@ -94,9 +95,7 @@ class _Store(Protocol):
     url: str
     db: Any
 
-    def tx(self) -> AbstractContextManager[object]: ...
-
-    def audit_head(self) -> tuple[int, bytes]: ...
+    def tx_reading_head(self) -> AbstractContextManager[tuple[int, bytes]]: ...
 
 
 class _Undo(Exception):
@@ -168,13 +167,13 @@ class GroupCommit:
         try:
             while True:
                 try:
-                    with store.tx():
+                    with store.tx_reading_head() as head:
                         # Under the write lock now: everything queued so far rides this
                         # commit (taken once: a batch written again keeps its members).
                         if not batch:
                             with self._lock:
                                 batch = self._take()
-                        written = self._write(store, batch)
+                        written = self._write(store, batch, head)
                     break
                 except _Undo as undo:  # rolled back: that appender fails, the rest retry
                     undo.item.error = _own_error(store.url, undo.error)
@@ -201,8 +200,8 @@ class GroupCommit:
             raise
 
     @staticmethod
-    def _write(store: _Store, batch: list[_Pending]) -> int:
-        seq, head = store.audit_head()
+    def _write(store: _Store, batch: list[_Pending], first: tuple[int, bytes]) -> int:
+        seq, head = first
         events: list[AuditEvent] = []
         for item in batch:
             item.error, item.events = None, None

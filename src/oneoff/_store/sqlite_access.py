@@ -78,6 +78,13 @@ class AccessMixin:
             )
         return True
 
+    def add_approval_spending(
+        self, approval: ApprovalRecord, nonce: str, principal: str, seen_at: str
+    ) -> tuple[bool, bool]:
+        if not self.remember_nonce(nonce, principal, seen_at):
+            return False, False
+        return True, self.add_approval(approval)
+
     def add_approval(self, approval: ApprovalRecord) -> bool:
         """Store an approval; False when this approver already approved this request."""
         try:
