@@ -151,6 +151,39 @@ def test_a_task_description_carrying_an_escape_is_refused(tmp_path: Path) -> Non
     assert raw_in(listed.stdout + listed.stderr) == []
 
 
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        ('[app]\nname = "notes\\u001b]52;c;cm0gLXJm\\u0007"\n', "[app] name may not contain"),
+        ("[app]\nname = 5\n", "[app] name must be a non-empty string"),
+        (
+            '[tasks.t.params.x]\ntype = "string"\ndescription = "target\\u202e\\u2066prod"\n',
+            "description may not contain",
+        ),
+        (
+            '[tasks.t.params.x]\ntype = "choice"\nchoices = ["staging\\u001b[2K", "prod"]\n',
+            "a choice may not contain",
+        ),
+    ],
+    ids=["app-name-osc52", "app-name-not-text", "param-description-bidi", "choice-escape"],
+)
+def test_other_manifest_text_people_read_is_refused_too(
+    tmp_path: Path, manifest: str, words: str
+) -> None:
+    """The app's name, a param's description and a choice are shown to approvers (plan,
+    console) like a task description: an escape, bidi or non-text value does not load."""
+    base = '[environments.development]\n[tasks.t]\nargv = ["true", "{x}"]\n'
+    if manifest.startswith("[app]"):
+        text = manifest + base + '[tasks.t.params.x]\ntype = "string"\n'
+    else:
+        text = base + manifest
+    root = make_app(tmp_path / "app", text)
+    listed = run_cli(["tasks"], cwd=root)
+    assert listed.exit_code == 2, listed.stdout + listed.stderr
+    assert words in listed.stderr
+    assert raw_in(listed.stdout + listed.stderr) == []
+
+
 def test_stored_text_is_shown_escaped_one_row_per_request(
     root: Path, keys: Keys, env: dict[str, str]
 ) -> None:

@@ -308,6 +308,9 @@ def _build(root: Path, path: Path, data: dict[str, Any]) -> Project:
     app = _table(data.get("app"), f"{path}: [app]")
     _check_keys(app, {"name", "python", "path"}, f"{path}: [app]")
     name = app.get("name", root.name)
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"{path}: [app] name must be a non-empty string")
+    _plain(name, "[app] name", f"{path}")
     python = app.get("python")
     if python is not None and not isinstance(python, str):
         raise ManifestError(f"{path}: [app] python must be a string")
@@ -618,6 +621,15 @@ def render_arg(arg: str, values: Mapping[str, str]) -> str:
 
 def is_env_name(name: str) -> bool:
     return bool(_ENV_NAME.match(name))
+
+
+def _plain(text: str, what: str, where: object) -> None:
+    """ManifestError unless ``text`` is one line of plain text (approvers read it)."""
+    from oneoff._text import text_problem
+
+    problem = text_problem(text, what, max_length=1000)
+    if problem is not None:
+        raise ManifestError(f"{where}: {problem}")
 
 
 def _description(table: dict[str, Any], where: object) -> str:

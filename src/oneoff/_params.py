@@ -117,6 +117,8 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
         raise ManifestError(f"{ctx}: choices must be a list of strings")
     if ptype == "choice" and not choices:
         raise ManifestError(f"{ctx}: a choice param needs choices = [...]")
+    for choice in choices:
+        _plain_text(choice, "a choice", ctx)
     deliver = raw.get("deliver", "env")
     if deliver not in ("env", "stdin"):
         raise ManifestError(f'{ctx}: deliver must be "env" or "stdin"')
@@ -137,7 +139,7 @@ def parse_param_spec(task: str, name: str, raw: Any, where: str) -> ParamSpec:
     spec = ParamSpec(
         name=name,
         type=ptype,
-        description=str(raw.get("description", "")),
+        description=_plain_text(str(raw.get("description", "")), "description", ctx),
         required=required,
         default=default,
         pattern=pattern,
@@ -179,6 +181,16 @@ def _delivered_as(value: Any, ptype: str, deliver: str, ctx: str) -> str | None:
     if is_dangerous(value):
         raise ManifestError(f"{ctx}: env {value} would make the process load code from elsewhere")
     return value
+
+
+def _plain_text(text: str, what: str, ctx: str) -> str:
+    """``text`` when it is one line of plain text (approvers read it), else ManifestError."""
+    from oneoff._text import text_problem
+
+    problem = text_problem(text, what, max_length=1000)
+    if problem is not None:
+        raise ManifestError(f"{ctx}: {problem}")
+    return text
 
 
 def validate_param(spec: ParamSpec, value: str, *, app_root: Path | None) -> str:
