@@ -72,6 +72,23 @@ def test_denied_request_cannot_run(root: Path, keys: Keys, env: dict[str, str]) 
     assert ran.exit_code == 4
 
 
+def test_a_secret_in_a_denial_reason_is_redacted(
+    root: Path, keys: Keys, env: dict[str, str]
+) -> None:
+    """A password pasted into `deny --reason` is audited redacted: requesters, approvers
+    and auditors read the reason, and it goes wherever the audit log goes."""
+    rid = cli(root, env, "request", "migrate", "--env", "production",
+              "--key", str(keys["alice"])).stdout.strip()  # fmt: skip
+    denied = cli(
+        root, env, "deny", rid, "--reason", "it would log prod-pass-999 in clear",
+        "--key", str(keys["bob"]),
+    )  # fmt: skip
+    assert denied.exit_code == 0, denied.stderr
+    reason = events(root, "request.denied")[-1].payload["reason"]
+    assert "prod-pass-999" not in reason
+    assert reason.startswith("it would log [REDACTED")
+
+
 def test_break_glass_runs_audited_and_announced(
     root: Path, keys: Keys, env: dict[str, str]
 ) -> None:

@@ -313,6 +313,11 @@ def record_denial(
         changed = store.set_request_status(request.id, "denied", expect="pending")
     if not changed:
         raise ApprovalError(f"request {request.id} is {request.status}, not pending")
+    from oneoff._known_secrets import known_secrets
+
+    # Requesters, approvers and auditors read it: a secret pasted into it is redacted like
+    # in every other text oneoff stores (the environment's dotenv secrets: nothing is run).
+    reason = known_secrets(gate.app, env).redact_text(reason)
     gate.app.audit.append(
         "request.denied",
         actor=principal.name,

@@ -8,37 +8,14 @@ import binascii
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from oneoff.errors import OneoffError, StoreError, UsageError
+from oneoff.errors import StoreError, UsageError
 
 if TYPE_CHECKING:
     from oneoff._app import App
-    from oneoff._manifest import Environment
-    from oneoff._redact import Redactor
 
-__all__ = ["MAX_CHUNK", "known_secrets", "output_after", "parse_chunk", "seq_of"]
+__all__ = ["MAX_CHUNK", "output_after", "parse_chunk", "seq_of"]
 
 MAX_CHUNK = 256 * 1024  # oneoff._output's row size: one runner row, one stored row
-
-
-def known_secrets(app: App, environment: Environment) -> Redactor:
-    """A redactor over what the server knows of ``environment``'s secrets: its dotenv
-    sources in the server's own checkout (no command source, nothing of its own env)."""
-    from oneoff._environ import Materialized, is_secret_key, read_source
-    from oneoff._redact import MIN_SAFE_LENGTH, Redactor
-
-    values: dict[str, str] = {}
-    for source in environment.sources:
-        if source.kind == "dotenv":
-            try:
-                values.update(read_source(app.project, source, {}))
-            except OneoffError:
-                continue  # not in the server's checkout: the runner's redaction counts
-    known = Materialized(
-        values=values, origin=dict.fromkeys(values, "dotenv"),
-        secret_keys=frozenset(k for k in values if is_secret_key(environment, k)),
-        plain_keys=frozenset(k for k in environment.not_secret if k in values),
-    )  # fmt: skip
-    return Redactor(known.secret_values(), min_length=MIN_SAFE_LENGTH, skip_short=True)
 
 
 def seq_of(chunk: object) -> int:

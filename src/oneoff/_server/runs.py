@@ -32,11 +32,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from oneoff._clock import utc_iso
+from oneoff._known_secrets import known_secrets
 from oneoff._output import stored_digest
 from oneoff._pipeline import audit_run
 from oneoff._remote.grant import check_run_token, verify_grant
 from oneoff._server.errors import RefusedCredential
-from oneoff._server.run_output import known_secrets, parse_chunk, seq_of
+from oneoff._server.run_output import parse_chunk, seq_of
 from oneoff.errors import LockBusy, NotPermitted, OneoffError, StoreError, UsageError
 
 if TYPE_CHECKING:
