@@ -1,7 +1,7 @@
 """Signed approvals per second through a real `oneoff server` on PostgreSQL (issue #13:
 target >= 500 requests/s with p99 <= 50 ms on this 2-core machine).
 
-Usage: python bench/bench_server_api.py [--quick] [--clients N] [--connections N]
+Usage: python bench/bench_server_api.py [--quick] [--clients N] [--connections 8,16,24]
        [--approvals N] [--rounds N] [--workers 1,2] [--firing raw|threads]
        [--baseline SRC_DIR]
 
@@ -18,11 +18,11 @@ turn (interleaved, so that a change in the machine's load hits each alike):
    SSHSIG over the plan hash inside the body, the API envelope over the call), as a client
    that has already decided would send them, and writes each call down as the exact
    HTTP/1.1 request bytes it will send;
-3. timed: ONE process (this one) sends all the calls over ``--connections`` (16)
-   keep-alive connections to 127.0.0.1, one call at a time per connection (a bounded loop:
-   exactly the calls signed in 2, each sent once), reading each answer's status line and
-   body (Content-Length) with a selector; every answer must be 201. A call's latency runs
-   from its send to its whole answer.
+3. timed: ONE process (this one) sends all the calls over N keep-alive connections to
+   127.0.0.1 (each count of ``--connections`` in turn, default 8, 16 and 24), one call
+   at a time per connection (a bounded loop: exactly the calls signed in 2, each sent
+   once), reading each answer's status line and body (Content-Length) with a selector;
+   every answer must be 201. A call's latency runs from its send to its whole answer.
 
 Why one process and raw sockets: the machine has 2 cores for the server, PostgreSQL AND
 the load generator. The first version fired from 4 processes x 4 ``http.client`` threads,
@@ -34,7 +34,11 @@ the time from the first send to the last answer), median and p99 latency, and CP
 request of the server (its worker processes' and its parent's), of PostgreSQL (postmaster
 and backends) and of the load generator (the firing process or processes, timed phase
 only); the machine's load average beside them (the machine is shared); then each server's
-rate against the first's.
+rate against the first's, and its capacity at the target: the highest median rate among
+the connection counts whose median p99 is within it. Why several counts: with a fixed
+number of callers, each waiting for its answer, the rate is callers / latency (Little's
+law); more callers raise the rate until the CPUs are busy, then only the queue (and p99)
+grows. A service's capacity is the rate it sustains within its latency target.
 
 ``--baseline SRC_DIR`` also starts, for each worker count, a server running the code of
 another checkout's ``src`` (e.g. ``git worktree add --detach ../base main``) on its own
@@ -357,7 +361,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls, one round")
     parser.add_argument("--clients", type=int, default=4, help="signing client processes")
-    parser.add_argument("--connections", type=int, default=16, help="connections (all)")
+    parser.add_argument(
+        "--connections", default="8,16,24",
+        help="comma-separated counts of connections (all) to measure each server at",
+    )  # fmt: skip
     parser.add_argument("--approvals", type=int, default=None, help="calls per round")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
@@ -389,6 +396,7 @@ def main() -> int:
         print("PostgreSQL is not installed: skipped")
         return 0
     counts = sorted({int(n) for n in args.workers.split(",")})
+    conns = sorted({int(n) for n in args.connections.split(",")})
     pg = PgServer(bindir)
     pg.start()
     servers: dict[str, Any] = {}
@@ -408,11 +416,11 @@ def main() -> int:
                         args.baseline.resolve(), app_dir, base_url, n
                     ).start()
                 servers[f"{n} worker(s)"] = ServerProc(app_dir, store_url=url, workers=n).start()
+            shown = "/".join(map(str, conns))
             firing = (
-                f"one process, {args.connections} raw keep-alive connections"
+                f"one process, {shown} raw keep-alive connections"
                 if args.firing == "raw"
-                else f"{args.clients} processes x {args.connections // args.clients} "
-                "http.client threads"
+                else f"{args.clients} processes x ({shown}) / {args.clients} http.client threads"
             )
             print(
                 f"{per_client * len(APPROVERS) * args.clients} signed approvals a round "
@@ -422,20 +430,22 @@ def main() -> int:
                 flush=True,
             )
             plan = _plan(app_dir)
-            results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            results: dict[tuple[str, int], list[dict[str, Any]]] = {
+                (name, c): [] for name in servers for c in conns
+            }
             for i in range(rounds):
-                for name, server in servers.items():
+                for (name, c), server in ((k, servers[k[0]]) for k in results):
                     spec = {
                         "keys": {k: str(path) for k, path in keys.items()},
                         "host": server.host, "port": server.port,
                         "server_id": server.server_id, "plan": plan, "firing": args.firing,
-                        "threads": max(1, args.connections // args.clients),
-                        "connections": args.connections,
+                        "threads": max(1, c // args.clients),
+                        "connections": c,
                     }  # fmt: skip
                     result = run_round(server, spec, args.clients, per_client, pg)
-                    results[name].append(result)
+                    results[name, c].append(result)
                     print(
-                        f"  round {i + 1}, {name}: {result['rate']:,.0f} req/s, median "
+                        f"  round {i + 1}, {name}, {c} conn.: {result['rate']:,.0f} req/s, median "
                         f"{result['median_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms; CPU "
                         f"ms/req: server {result['cpu_ms']:.2f}, PostgreSQL "
                         f"{result['db_cpu_ms']:.2f}, load generator "
@@ -444,11 +454,12 @@ def main() -> int:
                         flush=True,
                     )
             print("median of rounds:")
-            first = next(iter(servers))
+            first = next(iter(results))
             base = statistics.median(r["rate"] for r in results[first])
-            for name in servers:
+            capacity: dict[str, float] = dict.fromkeys(servers, 0.0)
+            for name, c in results:
                 mid = {
-                    k: statistics.median(r[k] for r in results[name])
+                    k: statistics.median(r[k] for r in results[name, c])
                     for k in ("rate", "p99_ms", "median_ms", "cpu_ms", "db_cpu_ms",
                               "client_cpu_ms")
                 }  # fmt: skip
@@ -457,12 +468,21 @@ def main() -> int:
                     if mid["rate"] >= TARGET_RATE and mid["p99_ms"] <= TARGET_P99_MS
                     else "LOW"
                 )
+                if mid["p99_ms"] <= TARGET_P99_MS:
+                    capacity[name] = max(capacity[name], mid["rate"])
                 print(
-                    f"  {name}: {mid['rate']:,.0f} req/s (x{mid['rate'] / base:.2f} of "
-                    f"{first}; target >= {TARGET_RATE}), median {mid['median_ms']:.1f} ms, "
+                    f"  {name}, {c} conn.: {mid['rate']:,.0f} req/s (x{mid['rate'] / base:.2f} "
+                    f"of {first[0]}, {first[1]}; target >= {TARGET_RATE}), median "
+                    f"{mid['median_ms']:.1f} ms, "
                     f"p99 {mid['p99_ms']:.1f} ms (target <= {TARGET_P99_MS:.0f}); CPU ms/req: "
                     f"server {mid['cpu_ms']:.2f}, PostgreSQL {mid['db_cpu_ms']:.2f}, load "
                     f"generator {mid['client_cpu_ms']:.2f} {ok}"
+                )
+            for name, rate in capacity.items():
+                ok = "ok " if rate >= TARGET_RATE else "LOW"
+                print(
+                    f"capacity of {name} within p99 <= {TARGET_P99_MS:.0f} ms: {rate:,.0f} req/s "
+                    f"(target >= {TARGET_RATE}) {ok}"
                 )
             print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
