@@ -52,6 +52,17 @@ def git_app(root: Path) -> None:
         )
 
 
+def release_app(root: Path, key: Path, cli_env: dict[str, str]) -> dict[str, str]:
+    """Commit the app and release production with ``key``; the operator's environment
+    without PYTHON* variables (the tests add their own)."""
+    git_app(root)
+    env = {k: v for k, v in cli_env.items() if not k.startswith("PYTHON")}
+    created = run_cli(["release", "create", "--env", "production", "--key", str(key)],
+                      cwd=root, env=env)  # fmt: skip
+    assert created.exit_code == 0, created.output
+    return env
+
+
 def test_pythonpath_cannot_hide_an_upgraded_dependency_of_the_apps_python(
     tmp_path: Path, release_key: tuple[Path, str], cli_env: dict[str, str]
 ) -> None:
@@ -62,14 +73,7 @@ def test_pythonpath_cannot_hide_an_upgraded_dependency_of_the_apps_python(
     site = next((root / "venv" / "lib").glob("python3*/site-packages"))
     released = install_fake(site, "1.0", "the released fakepkg")
     make_app(root, MANIFEST.format(python='python = "venv/bin/python"', trusted=release_key[1]))
-    git_app(root)
-    env = {k: v for k, v in cli_env.items() if not k.startswith("PYTHON")}
-    created = run_cli(
-        ["release", "create", "--env", "production", "--key", str(release_key[0])],
-        cwd=root,
-        env=env,
-    )
-    assert created.exit_code == 0, created.output
+    env = release_app(root, release_key[0], cli_env)
     ran = run_cli(["run", "job", "--env", "production"], cwd=root, env=env)
     assert ran.exit_code == 0, ran.output
     assert "the released fakepkg" in ran.stdout
@@ -91,14 +95,7 @@ def test_the_operators_pythonpath_adds_no_dependency_the_task_cannot_see(
     """oneoff's own interpreter as the app's (no [app] python): a distribution only on the
     operator's PYTHONPATH is not one of the task's, so it is no drift either."""
     root = make_app(tmp_path / "app", MANIFEST.format(python="", trusted=release_key[1]))
-    git_app(root)
-    env = {k: v for k, v in cli_env.items() if not k.startswith("PYTHON")}
-    created = run_cli(
-        ["release", "create", "--env", "production", "--key", str(release_key[0])],
-        cwd=root,
-        env=env,
-    )
-    assert created.exit_code == 0, created.output
+    env = release_app(root, release_key[0], cli_env)
     shadow = tmp_path / "shadow"
     shadow.mkdir()
     install_fake(shadow, "1.0", "only on the operator's path")

@@ -34,7 +34,7 @@ from functools import cache
 
 from oneoff._record import dataclass
 
-__all__ = ["Capability", "RunTree", "capability", "marked_processes"]
+__all__ = ["Capability", "RunTree", "capability"]
 
 _LINUX = sys.platform.startswith("linux")
 STOP_SECONDS = 5.0  # how long killed processes get to be gone before we say they are not
@@ -306,13 +306,6 @@ def _stat(pid: str) -> tuple[bytes, int, int] | None:
     return fields[0], int(fields[2]), int(fields[3])
 
 
-def marked_processes(run_id: str) -> set[int]:
-    """Live processes of the run by its mark: those carrying ``ONEOFF_RUN_ID=<run_id>``,
-    and every process in a process group or session that one of them leads (not this
-    process)."""
-    return _members_of(*_scan(run_id))
-
-
 def _scan(run_id: str) -> tuple[bytes, set[int], set[int]]:
     """The mark, and the process groups and sessions that marked processes lead."""
     mark = f"ONEOFF_RUN_ID={run_id}".encode()
@@ -327,10 +320,6 @@ def _scan(run_id: str) -> tuple[bytes, set[int], set[int]]:
             if stat[2] == pid:
                 sessions.add(pid)
     return mark, groups, sessions
-
-
-def _members_of(mark: bytes, groups: set[int], sessions: set[int]) -> set[int]:
-    return {int(name) for name in _pids() if _belongs(name, mark, groups, sessions)}
 
 
 def _pids() -> list[str]:

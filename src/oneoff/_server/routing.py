@@ -140,7 +140,7 @@ def _handle_once(
     principal = None
     pending: list[PendingNonce] | None = [] if spec.spends_nonce else None
     if spec.auth == "runner":
-        _not_throttled(ctx, request)
+        _not_throttled(ctx.worker().app, client_address(request), _now())
     elif spec.auth != "none":
         principal = _caller(ctx, spec, request, raw, pending)
     body = None
@@ -228,16 +228,9 @@ def _caller(
 ) -> Principal:
     """Who signed the call, or whose token it carries; each failure counts toward the
     caller's address's limit, and an address over it is refused first (ratelimit)."""
-    import time
-
-    from oneoff._server.ratelimit import throttled
-
     app = ctx.worker().app
-    address = client_address(request)
-    now = time.time()
-    refusal = throttled(app.store, address, now)
-    if refusal is not None:
-        raise refusal
+    address, now = client_address(request), _now()
+    _not_throttled(app, address, now)
     try:
         if spec.auth == "sign":
             return ctx.authenticate(request, raw, defer=defer)
@@ -248,11 +241,11 @@ def _caller(
         raise
 
 
-def _not_throttled(ctx: ServerContext, request: Request) -> None:
+def _not_throttled(app: App, address: str, now: float) -> None:
     """429 for an address over its failure limit, before its credentials are looked at."""
     from oneoff._server.ratelimit import throttled
 
-    refusal = throttled(ctx.worker().app.store, client_address(request), _now())
+    refusal = throttled(app.store, address, now)
     if refusal is not None:
         raise refusal
 
