@@ -217,6 +217,12 @@ def _flaky_engine(tmp_path: Path, env: dict[str, str], failures: int) -> dict[st
         '    echo "Error: cannot remove container: it is being stopped" >&2; exit 125\n'
         "  fi\n"
         "fi\n"
+        # While its removal fails, the engine still lists the container ("stopping"), as a
+        # real racing clean-up does: otherwise the run's own SIGKILL of the tree can let
+        # conmon's exit clean-up remove it first, and the retries go untested.
+        'if [ "$1" = container ] && [ "$2" = inspect ]; then\n'
+        f'  if [ "$(cat {count})" -le {failures} ]; then echo stopping; exit 0; fi\n'
+        "fi\n"
         f'exec {real} "$@"\n'
     )
     shim.chmod(0o755)
