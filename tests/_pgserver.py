@@ -61,7 +61,7 @@ class PgServer:
 
     def _run(self, *argv: str) -> None:
         result = subprocess.run(
-            [*self._as, *argv], capture_output=True, text=True, timeout=180, check=False
+            [*self._as, *argv], capture_output=True, text=True, timeout=240, check=False
         )
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
@@ -74,8 +74,8 @@ class PgServer:
         )  # fmt: skip
         self.resume()
         read, self._alive = os.pipe()  # the write end stays here, not inherited
-        stop = [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                "-w", "stop"]  # fmt: skip
+        stop = [*self._as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                "-w", "-t", "100", "stop"]  # fmt: skip
         # Started through a short-lived middle process, so the watchdog is not a child of
         # the test process (tests there may check they leave no child behind).
         spawn = (
@@ -89,8 +89,13 @@ class PgServer:
         os.close(read)
 
     def halt(self) -> None:
-        """Stop the server, keeping its data: the database goes away (``resume`` is back)."""
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        """Stop the server, keeping its data: the database goes away (``resume`` is back).
+
+        A fast stop writes a shutdown checkpoint, which on a loaded disk has taken over a
+        minute (pg_ctl's default wait): wait up to 180 s.
+        """
+        pg_ctl = str(self.bindir / "pg_ctl")
+        self._run(pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "-t", "180", "stop")
 
     def resume(self) -> None:
         """Start the server on its data directory (first start, or after ``halt``)."""
@@ -104,8 +109,11 @@ class PgServer:
         )  # fmt: skip
 
     def stop(self) -> None:
+        """Stop for good: the data is thrown away, so no shutdown checkpoint is written (a
+        fast stop's checkpoint once outlasted pg_ctl's 60 s wait on a loaded CI disk)."""
         try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            pg_ctl = str(self.bindir / "pg_ctl")
+            self._run(pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "-t", "180", "stop")
         finally:
             os.close(self._alive)  # the watchdog finds the server stopped, and exits
             shutil.rmtree(self.root, ignore_errors=True)
