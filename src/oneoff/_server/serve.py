@@ -59,32 +59,45 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    ctx: ServerContext, host: str, port: int, *, ready: str | None = None, workers: int = 1
+    ctx: ServerContext,
+    host: str,
+    port: int,
+    *,
+    ready: str | None = None,
+    workers: int = 1,
+    grace: int = 20,
 ) -> int:
     """Run until signalled. ``ready``: a file to write ``host:port`` to once every worker
-    listens (tests wait for it, and port 0 needs it to be found)."""
+    listens (tests wait for it, and port 0 needs it to be found); ``grace``: seconds calls
+    in flight get to finish once asked to stop, then they are cancelled."""
     sock = bind(host, port)
     bound = sock.getsockname()
     where = f"{bound[0]}:{bound[1]}"
     if workers > 1:
         from oneoff._server.workers import supervise
 
-        return supervise(ctx, sock, workers, lambda: _announce(ready, where))
+        return supervise(ctx, sock, workers, lambda: _announce(ready, where), grace)
     try:
-        return serve_socket(ctx, sock, lambda: _announce(ready, where))
+        return serve_socket(ctx, sock, lambda: _announce(ready, where), grace)
     finally:
         sock.close()
 
 
-def serve_socket(ctx: ServerContext, sock: socket.socket, on_ready: Callable[[], None]) -> int:
+def serve_socket(
+    ctx: ServerContext, sock: socket.socket, on_ready: Callable[[], None], grace: int
+) -> int:
     """Serve on the listening ``sock`` in this process until SIGTERM or SIGINT; 0 once
-    stopped gracefully, 1 if it never started. ``on_ready`` runs once it accepts calls."""
+    stopped, 1 if it never started. ``on_ready`` runs once it accepts calls. Once asked to
+    stop, calls in flight get ``grace`` seconds, then are cancelled: without that bound a
+    live output stream (as long as its run) or a client that sends headers but never its
+    body would keep the process alive forever (uvicorn waits unboundedly by default), and
+    a worker orphaned by a SIGKILLed parent has nobody left to kill it."""
     from oneoff._server.app import create_app
 
     trusted = list(ctx.trusted_proxies)
     config = uvicorn.Config(
         create_app(ctx), log_level="warning", access_log=False, lifespan="on",
-        server_header=False, backlog=BACKLOG,
+        server_header=False, backlog=BACKLOG, timeout_graceful_shutdown=grace,
         # Forwarded headers only from the proxies named (oneoff._server.proxies): from
         # anyone else they would let a client pick its own address and scheme.
         proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,

@@ -18,8 +18,10 @@ The parent only supervises, fail closed:
 * a worker that dies while the server runs (a crash, the OOM killer's SIGKILL) is logged
   and the whole server stops, exit 1: no half-dead server keeps answering with some of its
   workers gone. Run it under a supervisor that restarts it (systemd ``Restart=on-failure``);
-* a worker that outlives ``STOP_TIMEOUT`` seconds after being asked to stop is killed
-  (exit 1), and workers get SIGTERM if the parent itself dies (PR_SET_PDEATHSIG).
+* a worker cancels the calls still in flight ``grace`` seconds after being asked to stop
+  (``serve_socket``); one that outlives ``grace + STOP_MARGIN`` seconds is killed (exit 1).
+  Workers get SIGTERM if the parent itself dies (PR_SET_PDEATHSIG), and then stop within
+  ``grace`` on their own: no live stream keeps an orphaned worker serving.
 """
 
 from __future__ import annotations
@@ -42,15 +44,18 @@ if TYPE_CHECKING:
 
     from oneoff._server.context import ServerContext
 
-__all__ = ["STOP_TIMEOUT", "supervise"]
+__all__ = ["STOP_MARGIN", "supervise"]
 
-#: Seconds the workers get to finish their calls once asked to stop, then SIGKILL.
-STOP_TIMEOUT = 30.0
+#: Seconds past the calls' grace a worker gets to shut down (close its store), then SIGKILL.
+STOP_MARGIN = 10.0
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
 
-def supervise(ctx: ServerContext, sock: socket.socket, n: int, on_ready: Callable[[], None]) -> int:
-    """Fork ``n`` workers serving ``sock``; return the server's exit status once they end."""
+def supervise(
+    ctx: ServerContext, sock: socket.socket, n: int, on_ready: Callable[[], None], grace: int
+) -> int:
+    """Fork ``n`` workers serving ``sock``; return the server's exit status once they end.
+    ``grace``: seconds a stopping worker gives its calls in flight."""
     if threading.active_count() > 1:  # forking a threaded process copies held locks
         raise OneoffError("internal error: the server started threads before its workers")
     ready_r, ready_w = os.pipe()
@@ -65,14 +70,14 @@ def supervise(ctx: ServerContext, sock: socket.socket, n: int, on_ready: Callabl
         for number in range(1, n + 1):
             pid = os.fork()
             if pid == 0:
-                _worker(ctx, sock, parent, ready_w, (ready_r, wake_r, wake_w))
+                _worker(ctx, sock, parent, ready_w, (ready_r, wake_r, wake_w), grace)
             workers[pid] = number
         sock.close()  # the workers hold it; closed there, the port is free again
         os.close(ready_w)
         ready_w = -1
-        return _watch(workers, n, ready_r, wake_r, on_ready)
+        return _watch(workers, n, ready_r, wake_r, on_ready, grace + STOP_MARGIN)
     finally:
-        _stop(workers, wake_r)
+        _stop(workers, wake_r, grace + STOP_MARGIN)
         signal.set_wakeup_fd(old_wakeup)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -87,7 +92,12 @@ def _note(signum: int, frame: object) -> None:
 
 
 def _watch(
-    workers: dict[int, int], n: int, ready_r: int, wake_r: int, on_ready: Callable[[], None]
+    workers: dict[int, int],
+    n: int,
+    ready_r: int,
+    wake_r: int,
+    on_ready: Callable[[], None],
+    patience: float,
 ) -> int:
     listening = 0
     with selectors.DefaultSelector() as selector:
@@ -104,7 +114,7 @@ def _watch(
                     continue
                 signums = set(_drain(wake_r))
                 if signums & {signal.SIGTERM, signal.SIGINT}:
-                    return _graceful(workers, wake_r)
+                    return _graceful(workers, wake_r, patience)
                 if signal.SIGCHLD in signums:
                     died = _reap(workers)
                     if died:
@@ -144,15 +154,15 @@ def _describe(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
-def _graceful(workers: dict[int, int], wake_r: int) -> int:
-    """Ask every worker to stop; 0 if each finished its calls and exited 0."""
+def _graceful(workers: dict[int, int], wake_r: int, patience: float) -> int:
+    """Ask every worker to stop; 0 if each exited 0 within ``patience`` seconds."""
     import select
 
     code = 0
     for pid in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + patience
     while workers and time.monotonic() < deadline:
         for pid in list(workers):
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -168,12 +178,12 @@ def _graceful(workers: dict[int, int], wake_r: int) -> int:
     return code
 
 
-def _stop(workers: dict[int, int], wake_r: int) -> None:
+def _stop(workers: dict[int, int], wake_r: int, patience: float) -> None:
     """Whatever is still running when the supervisor ends (an error, a worker died):
-    SIGTERM, then SIGKILL after ``STOP_TIMEOUT``; every worker is reaped."""
+    SIGTERM, then SIGKILL after ``patience`` seconds; every worker is reaped."""
     if not workers:
         return
-    if _graceful(workers, wake_r) and workers:
+    if _graceful(workers, wake_r, patience) and workers:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -184,7 +194,12 @@ def _stop(workers: dict[int, int], wake_r: int) -> None:
 
 
 def _worker(
-    ctx: ServerContext, sock: socket.socket, parent: int, ready_w: int, close: tuple[int, ...]
+    ctx: ServerContext,
+    sock: socket.socket,
+    parent: int,
+    ready_w: int,
+    close: tuple[int, ...],
+    grace: int,
 ) -> NoReturn:
     """One worker process (after fork): serve until told to stop; never returns."""
     code = 1
@@ -204,7 +219,7 @@ def _worker(
         def listening() -> None:
             os.write(ready_w, b"r")
 
-        code = serve_socket(ctx, sock, listening)
+        code = serve_socket(ctx, sock, listening, grace)
     except BaseException as exc:  # a worker reports, then always exits
         with contextlib.suppress(Exception):
             log("server.worker_failed", f"server worker failed: {exc!r}", level="error")

@@ -13,6 +13,11 @@ DEFAULT_LISTEN = "127.0.0.1:8421"
 #: Workers a server on PostgreSQL starts unless told (each holds up to POOL_MAX connections).
 MAX_DEFAULT_WORKERS = 8
 MAX_WORKERS = 64
+#: Seconds calls in flight get to finish once the server is asked to stop (SIGTERM, or
+#: its supervising parent died): a stream or a client that never sends its body must not
+#: keep a stopping server alive.
+DEFAULT_STOP_GRACE = 20
+MAX_STOP_GRACE = 3600
 
 
 def add_server_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -66,6 +71,11 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
         help="server processes sharing the port (default: one per CPU, at most "
         f"{MAX_DEFAULT_WORKERS}, on PostgreSQL; 1 on SQLite)",
     )  # fmt: skip
+    parser.add_argument(
+        "--stop-grace", metavar="SECONDS", type=int, default=argparse.SUPPRESS,
+        help="once asked to stop, calls in flight (and live output streams) get SECONDS to "
+        f"finish, then are cut (default {DEFAULT_STOP_GRACE}; 0 to {MAX_STOP_GRACE})",
+    )  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -81,7 +91,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     proxies = trusted_proxies(getattr(args, "trusted_proxy", []))
     ctx = ServerContext(app.project, trusted_proxies=proxies)
-    return serve(ctx, host, port, ready=getattr(args, "ready_file", None), workers=workers)
+    from oneoff.cli._common import bounded
+
+    asked = getattr(args, "stop_grace", DEFAULT_STOP_GRACE)
+    grace = bounded(asked, "--stop-grace", 0, MAX_STOP_GRACE)
+    ready = getattr(args, "ready_file", None)
+    return serve(ctx, host, port, ready=ready, workers=workers, grace=grace)
 
 
 def _workers(asked: int | None, *, postgres: bool) -> int:
