@@ -137,9 +137,10 @@ class ServerProc:
         body: bytes | None = None,
         query: str = "",
         headers: dict[str, str] | None = None,
+        timeout: float = 120,
     ) -> Response:
         """One HTTP call, as sent (nothing signed unless ``headers`` carry a signature)."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             target = path + (f"?{query}" if query else "")
             sent = {"Content-Type": "application/json", **(headers or {})}
@@ -150,12 +151,19 @@ class ServerProc:
             conn.close()
 
     def signed(
-        self, key: Path, method: str, path: str, payload: Any = None, *, query: str = ""
+        self,
+        key: Path,
+        method: str,
+        path: str,
+        payload: Any = None,
+        *,
+        query: str = "",
+        timeout: float = 120,
     ) -> Response:
         """An acting call whose JSON ``payload`` is signed with ``key``."""
         body = json.dumps({} if payload is None else payload).encode()
         headers = signed_headers(key, method, path, body, self.server_id, query)
-        return self.call(method, path, body=body, query=query, headers=headers)
+        return self.call(method, path, body=body, query=query, headers=headers, timeout=timeout)
 
     def token(self, key: Path) -> str:
         """A session token for the holder of ``key``."""

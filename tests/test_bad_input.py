@@ -211,8 +211,8 @@ def test_a_corrupt_lease_end_blocks_only_runs_needing_that_lock(
     ids=["repeat-overflow", "nested-groups", "nested-non-capturing"],
 )
 def test_a_param_pattern_too_large_or_deep_is_refused_at_load(bad_app: Path, pattern: str) -> None:
-    """A pattern Python's re cannot compile for its size or depth (OverflowError,
-    RecursionError, not re.error) is a manifest error, not a traceback."""
+    """A pattern too large or deep to compile (a count past any integer, or a thousand
+    nested groups: past the 1,000-character bound) is a manifest error, not a traceback."""
     (bad_app / "oneoff.toml").write_text(
         MANIFEST.replace(
             '{ type = "string", default = "world" }',

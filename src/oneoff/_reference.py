@@ -411,8 +411,11 @@ TABLES: tuple[Table, ...] = (
                 "pattern",
                 "string (regex)",
                 "none",
-                "string or secret: the whole value must match (a secret is never echoed); "
-                "without it a string may not contain shell metacharacters",
+                "string or secret: the whole value must match (a secret is never echoed), "
+                "matched by RE2 in linear time; Python re syntax, ASCII \\d \\w \\s \\b; "
+                "no backreferences, lookaround or possessive repetition; at most 1,000 "
+                "characters (README Limits); without it a string may not contain shell "
+                "metacharacters",
                 'pattern = "[0-9]{4}"',
             ),
             Key("max_length", "integer", "256 (secret: 4096)", "longest value", "max_length = 64"),

@@ -12,7 +12,7 @@ __all__ = ["code_fingerprint", "code_paths", "preload"]
 _LAZY_IMPORTS = (
     "argparse", "ctypes", "datetime", "encodings.utf_16_be", "getpass", "hashlib", "hmac",
     "json", "pty", "secrets", "selectors", "shutil", "sqlite3", "subprocess", "termios",
-    "threading", "tomllib", "uuid", "zlib", "ahocorasick_rs",
+    "threading", "tomllib", "uuid", "zlib", "ahocorasick_rs", "re2",
     "cryptography.hazmat.primitives.asymmetric.ed25519",
     "cryptography.hazmat.primitives.serialization",
 )  # fmt: skip
