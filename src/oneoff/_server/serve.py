@@ -22,6 +22,7 @@ from oneoff.errors import OneoffError
 
 if TYPE_CHECKING:
     from oneoff._server.context import ServerContext
+    from oneoff._server.limits import Limits
 
 __all__ = ["BACKLOG", "bind", "parse_listen", "serve", "serve_socket"]
 
@@ -65,39 +66,44 @@ def serve(
     *,
     ready: str | None = None,
     workers: int = 1,
-    grace: int = 20,
+    limits: Limits | None = None,
 ) -> int:
     """Run until signalled. ``ready``: a file to write ``host:port`` to once every worker
-    listens (tests wait for it, and port 0 needs it to be found); ``grace``: seconds calls
-    in flight get to finish once asked to stop, then they are cancelled."""
+    listens (tests wait for it, and port 0 needs it to be found); ``limits``: request
+    deadline, connections per address, stop grace (``oneoff._server.connections``)."""
+    from oneoff._server.limits import Limits
+
+    limits = limits or Limits()
     sock = bind(host, port)
     bound = sock.getsockname()
     where = f"{bound[0]}:{bound[1]}"
     if workers > 1:
         from oneoff._server.workers import supervise
 
-        return supervise(ctx, sock, workers, lambda: _announce(ready, where), grace)
+        return supervise(ctx, sock, workers, lambda: _announce(ready, where), limits)
     try:
-        return serve_socket(ctx, sock, lambda: _announce(ready, where), grace)
+        return serve_socket(ctx, sock, lambda: _announce(ready, where), limits)
     finally:
         sock.close()
 
 
 def serve_socket(
-    ctx: ServerContext, sock: socket.socket, on_ready: Callable[[], None], grace: int
+    ctx: ServerContext, sock: socket.socket, on_ready: Callable[[], None], limits: Limits
 ) -> int:
     """Serve on the listening ``sock`` in this process until SIGTERM or SIGINT; 0 once
     stopped, 1 if it never started. ``on_ready`` runs once it accepts calls. Once asked to
-    stop, calls in flight get ``grace`` seconds, then are cancelled: without that bound a
-    live output stream (as long as its run) or a client that sends headers but never its
-    body would keep the process alive forever (uvicorn waits unboundedly by default), and
-    a worker orphaned by a SIGKILLed parent has nobody left to kill it."""
+    stop, calls in flight get ``limits.stop_grace`` seconds, then are cancelled: without
+    that bound a live output stream (as long as its run) or a client that sends headers
+    but never its body would keep the process alive forever (uvicorn waits unboundedly by
+    default), and a worker orphaned by a SIGKILLed parent has nobody left to kill it."""
     from oneoff._server.app import create_app
+    from oneoff._server.connections import guarded_protocol
 
     trusted = list(ctx.trusted_proxies)
     config = uvicorn.Config(
         create_app(ctx), log_level="warning", access_log=False, lifespan="on",
-        server_header=False, backlog=BACKLOG, timeout_graceful_shutdown=grace,
+        server_header=False, backlog=BACKLOG, timeout_graceful_shutdown=limits.stop_grace,
+        http=guarded_protocol(ctx.trusted_proxies, limits),
         # Forwarded headers only from the proxies named (oneoff._server.proxies): from
         # anyone else they would let a client pick its own address and scheme.
         proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,

@@ -18,10 +18,10 @@ The parent only supervises, fail closed:
 * a worker that dies while the server runs (a crash, the OOM killer's SIGKILL) is logged
   and the whole server stops, exit 1: no half-dead server keeps answering with some of its
   workers gone. Run it under a supervisor that restarts it (systemd ``Restart=on-failure``);
-* a worker cancels the calls still in flight ``grace`` seconds after being asked to stop
-  (``serve_socket``); one that outlives ``grace + STOP_MARGIN`` seconds is killed (exit 1).
+* a worker cancels the calls still in flight ``stop_grace`` seconds after being asked to stop
+  (``serve_socket``); one that outlives ``stop_grace + STOP_MARGIN`` seconds is killed (exit 1).
   Workers get SIGTERM if the parent itself dies (PR_SET_PDEATHSIG), and then stop within
-  ``grace`` on their own: no live stream keeps an orphaned worker serving.
+  ``stop_grace`` on their own: no live stream keeps an orphaned worker serving.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import socket
 
     from oneoff._server.context import ServerContext
+    from oneoff._server.limits import Limits
 
 __all__ = ["STOP_MARGIN", "supervise"]
 
@@ -52,10 +53,11 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 
 
 def supervise(
-    ctx: ServerContext, sock: socket.socket, n: int, on_ready: Callable[[], None], grace: int
+    ctx: ServerContext, sock: socket.socket, n: int, on_ready: Callable[[], None], limits: Limits
 ) -> int:
     """Fork ``n`` workers serving ``sock``; return the server's exit status once they end.
-    ``grace``: seconds a stopping worker gives its calls in flight."""
+    ``limits.stop_grace``: seconds a stopping worker gives its calls in flight."""
+    patience = limits.stop_grace + STOP_MARGIN
     if threading.active_count() > 1:  # forking a threaded process copies held locks
         raise OneoffError("internal error: the server started threads before its workers")
     ready_r, ready_w = os.pipe()
@@ -70,14 +72,14 @@ def supervise(
         for number in range(1, n + 1):
             pid = os.fork()
             if pid == 0:
-                _worker(ctx, sock, parent, ready_w, (ready_r, wake_r, wake_w), grace)
+                _worker(ctx, sock, parent, ready_w, (ready_r, wake_r, wake_w), limits)
             workers[pid] = number
         sock.close()  # the workers hold it; closed there, the port is free again
         os.close(ready_w)
         ready_w = -1
-        return _watch(workers, n, ready_r, wake_r, on_ready, grace + STOP_MARGIN)
+        return _watch(workers, n, ready_r, wake_r, on_ready, patience)
     finally:
-        _stop(workers, wake_r, grace + STOP_MARGIN)
+        _stop(workers, wake_r, patience)
         signal.set_wakeup_fd(old_wakeup)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -199,7 +201,7 @@ def _worker(
     parent: int,
     ready_w: int,
     close: tuple[int, ...],
-    grace: int,
+    limits: Limits,
 ) -> NoReturn:
     """One worker process (after fork): serve until told to stop; never returns."""
     code = 1
@@ -219,7 +221,7 @@ def _worker(
         def listening() -> None:
             os.write(ready_w, b"r")
 
-        code = serve_socket(ctx, sock, listening, grace)
+        code = serve_socket(ctx, sock, listening, limits)
     except BaseException as exc:  # a worker reports, then always exits
         with contextlib.suppress(Exception):
             log("server.worker_failed", f"server worker failed: {exc!r}", level="error")

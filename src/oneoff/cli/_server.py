@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from oneoff._server.limits import DEFAULT, Limits
+
 __all__ = ["add_server_commands", "cmd_migrate", "cmd_pin", "cmd_serve"]
 
 _SERVE = "oneoff.cli._server:cmd_serve"
@@ -13,11 +15,8 @@ DEFAULT_LISTEN = "127.0.0.1:8421"
 #: Workers a server on PostgreSQL starts unless told (each holds up to POOL_MAX connections).
 MAX_DEFAULT_WORKERS = 8
 MAX_WORKERS = 64
-#: Seconds calls in flight get to finish once the server is asked to stop (SIGTERM, or
-#: its supervising parent died): a stream or a client that never sends its body must not
-#: keep a stopping server alive.
-DEFAULT_STOP_GRACE = 20
-MAX_STOP_GRACE = 3600
+#: The longest --stop-grace and --request-timeout.
+MAX_SECONDS = 3600
 
 
 def add_server_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -74,7 +73,17 @@ def _listen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stop-grace", metavar="SECONDS", type=int, default=argparse.SUPPRESS,
         help="once asked to stop, calls in flight (and live output streams) get SECONDS to "
-        f"finish, then are cut (default {DEFAULT_STOP_GRACE}; 0 to {MAX_STOP_GRACE})",
+        f"finish, then are cut (default {DEFAULT.stop_grace}; 0 to {MAX_SECONDS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--request-timeout", metavar="SECONDS", type=int, default=argparse.SUPPRESS,
+        help="a connection that has not sent a whole request within SECONDS gets 408 and is "
+        f"closed (default {DEFAULT.request_timeout}; 1 to {MAX_SECONDS})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections-per-address", metavar="N", type=int, default=argparse.SUPPRESS,
+        help="connections one client address may hold at once, per worker; more get 503 "
+        f"(default {DEFAULT.per_address}; a --trusted-proxy is exempt)",
     )  # fmt: skip
 
 
@@ -91,12 +100,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     proxies = trusted_proxies(getattr(args, "trusted_proxy", []))
     ctx = ServerContext(app.project, trusted_proxies=proxies)
+    ready = getattr(args, "ready_file", None)
+    return serve(ctx, host, port, ready=ready, workers=workers, limits=_limits(args))
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The connection limits asked for, each within its bounds (else exit 2)."""
     from oneoff.cli._common import bounded
 
-    asked = getattr(args, "stop_grace", DEFAULT_STOP_GRACE)
-    grace = bounded(asked, "--stop-grace", 0, MAX_STOP_GRACE)
-    ready = getattr(args, "ready_file", None)
-    return serve(ctx, host, port, ready=ready, workers=workers, grace=grace)
+    def given(name: str, default: int, low: int, high: int) -> int:
+        value = getattr(args, name, None)
+        option = "--" + name.replace("_", "-")
+        return default if value is None else bounded(value, option, low, high)
+
+    return Limits(
+        stop_grace=given("stop_grace", DEFAULT.stop_grace, 0, MAX_SECONDS),
+        request_timeout=given("request_timeout", DEFAULT.request_timeout, 1, MAX_SECONDS),
+        per_address=given("connections_per_address", DEFAULT.per_address, 1, 100_000),
+    )
 
 
 def _workers(asked: int | None, *, postgres: bool) -> int:
