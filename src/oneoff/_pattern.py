@@ -29,7 +29,7 @@ __all__ = ["MAX_PATTERN_LENGTH", "Pattern", "compile_pattern"]
 #: few hundred thousand nodes; a param's pattern is a line, not a program).
 MAX_PATTERN_LENGTH: Final = 1000
 #: RE2's memory budget for one pattern's program and its automaton's cache: a pattern
-#: needing more is refused at load (``.{1000}`` a hundred times, ``a{1000}{1000}``).
+#: needing more is refused at load (``.{1000}`` a hundred times).
 MAX_MEMORY: Final = 1 << 20
 
 _HINT = (
@@ -76,13 +76,18 @@ def compile_pattern(pattern: str, ctx: str) -> Pattern:
     try:
         regex = re2.compile(translated, options)
     except re2.error as exc:
-        reason = exc.args[0] if exc.args else "unknown error"
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        if "too large" in str(reason):
+        raw = exc.args[0] if exc.args else "unknown error"
+        reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if "too large" in reason:
             raise ManifestError(
                 f"{ctx}: pattern does not compile: it needs more than "
                 f"{MAX_MEMORY >> 20} MiB once compiled",
+                hint="bound repetitions more tightly",
+            ) from None
+        if "repetition size" in reason:
+            raise ManifestError(
+                f"{ctx}: pattern does not compile: a repetition count over 1000, nested "
+                f"counts multiplied ({reason})",
                 hint="bound repetitions more tightly",
             ) from None
         raise ManifestError(
