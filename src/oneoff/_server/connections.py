@@ -64,34 +64,62 @@ _BUSY = _answer(
 )
 
 
+def client_key(address: str) -> str:
+    """Whose share a connection counts against: the IPv4 address (also when it arrives
+    IPv4-mapped on a dual-stack listener, ``::ffff:a.b.c.d``), else the IPv6 /64 (one host
+    is given a whole /64 and could rotate through it), else the text as is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def guarded_protocol(trusted_proxies: tuple[str, ...], limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's HTTP protocol (httptools) with the limits above; give it as
-    ``uvicorn.Config(http=...)``."""
+    ``uvicorn.Config(http=...)``.
+
+    The request clock runs only while the server waits for the client with nothing of its
+    own to send on the connection: from the connection's start, or a request's first byte,
+    to the request's end. It stops while an earlier response on the connection is being
+    sent (a pipelined request is not read meanwhile, and a 408 must never land inside
+    another response, such as a live output stream) and starts afresh when that response
+    is complete and a request is still arriving.
+    """
     request_timeout, per_address = limits.request_timeout, limits.per_address
     exempt = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
-    open_from: Counter[str] = Counter()  # this process's connections, by client address
+    open_from: Counter[str] = Counter()  # this process's connections, by client_key
 
     def is_exempt(address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         return any(ip in network for network in exempt)
 
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None
         _counted: str | None = None
+        _receiving = False  # a request has begun to arrive and is not whole yet
+        _current: Any = None  # that request's cycle, once its headers are in
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             address = self.client[0] if self.client else ""
             if not is_exempt(address):
-                if open_from[address] >= per_address:
+                key = client_key(address)
+                if open_from[key] >= per_address:
                     transport.write(_BUSY)
                     transport.close()
                     return
-                open_from[address] += 1
-                self._counted = address
+                open_from[key] += 1
+                self._counted = key
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -104,13 +132,27 @@ def guarded_protocol(trusted_proxies: tuple[str, ...], limits: Limits) -> type[H
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
+            answering = self.cycle is not None and not self.cycle.response_complete
             super().on_message_begin()
-            if self._deadline is None:  # a later request on a kept-alive connection
+            self._receiving, self._current = True, None
+            if self._deadline is None and not answering:
                 self._arm()
 
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._current = self.cycle
+            if self.pipeline:  # queued behind a response in flight: not read meanwhile
+                self._disarm()
+
         def on_message_complete(self) -> None:
+            self._receiving = False
             self._disarm()  # the whole request is in: the app answers in its own time
             super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._receiving and self._deadline is None and not self.transport.is_closing():
+                self._arm()  # a request still arriving, now with nothing else in the way
 
         def _arm(self) -> None:
             self._deadline = self.loop.call_later(request_timeout, self._too_slow)
@@ -124,8 +166,8 @@ def guarded_protocol(trusted_proxies: tuple[str, ...], limits: Limits) -> type[H
             self._deadline = None
             if self.transport.is_closing():
                 return
-            cycle: Any = self.cycle  # this request's, or the previous one's
-            if cycle is None or not cycle.response_started or cycle.response_complete:
+            answered = self._current is not None and self._current.response_started
+            if not answered:  # (an app may answer before reading the body: then just close)
                 self.transport.write(_TIMEOUT)
             self.transport.close()
 

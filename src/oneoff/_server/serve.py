@@ -104,6 +104,9 @@ def serve_socket(
         create_app(ctx), log_level="warning", access_log=False, lifespan="on",
         server_header=False, backlog=BACKLOG, timeout_graceful_shutdown=limits.stop_grace,
         http=guarded_protocol(ctx.trusted_proxies, limits),
+        # No WebSocket routes: an Upgrade request is answered as plain HTTP, and never
+        # hands its connection to another protocol behind the limits' back.
+        ws="none",
         # Forwarded headers only from the proxies named (oneoff._server.proxies): from
         # anyone else they would let a client pick its own address and scheme.
         proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,

@@ -160,7 +160,8 @@ def _require_server_extra() -> None:
 
     from oneoff.errors import UsageError
 
-    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    needed = ("starlette", "uvicorn", "httptools")
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(
             f"the team server needs {', '.join(missing)}, which are not installed",
