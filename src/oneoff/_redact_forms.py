@@ -3,7 +3,9 @@
 Every form is precomputed when a run starts, so matching stays one Aho-Corasick scan (see
 ``oneoff._redact``). The forms, for a secret ``s`` (duplicates collapse):
 
-- raw UTF-8; if ``s`` holds ``\\n``, also with ``\\r\\n`` (a pty's output translation);
+- raw UTF-8; if ``s`` holds ``\\n``, also with ``\\r\\n`` (a pty's output translation), and
+  with every line after the first indented by 1 to 16 spaces or 1 or 2 tabs (a key embedded in
+  YAML or an indented config dump), its trailing line breaks left out;
 - base64, standard and URL-safe: ``s`` alone with padding, and the stable core of ``s``
   inside a larger base64 stream at each of the three byte alignments (wrapped in lines, they
   are found by joining the lines first: see ``oneoff._redact_wrap``);
@@ -13,7 +15,9 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 - hex, lower and upper case;
 - JSON string escaping as Python (``ensure_ascii`` on and off), JavaScript, Go (``\\u003c
   \\u003e \\u0026``, U+2028/9 escaped) and PHP (``\\/``) write it, ``\\uXXXX`` in either case.
-- Python's ``repr`` of ``s`` and of its UTF-8 bytes (``print(settings)``, ``%r``).
+- Python's ``repr`` of ``s`` and of its UTF-8 bytes (``print(settings)``, ``%r``);
+- shell quoting as ``shlex.quote`` writes it (``'`` as ``'"'"'``) and HTML escaping as
+  ``html.escape`` writes it (``&amp; &lt; &gt; &quot; &#x27;``, and with ``quote=False``).
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
 base64 wrapped at fewer than 64 columns, wrapped URL-safe base64.
@@ -32,8 +36,10 @@ the secret (to be swallowed with it), and whether it must stand as a whole token
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
+import shlex
 from typing import Final, NamedTuple
 from urllib.parse import quote, quote_plus
 
@@ -48,6 +54,7 @@ _LOW_ENTROPY = re.compile(r"[A-Za-z][a-z]*[0-9]{0,4}|[0-9]+")
 _LOW_ENTROPY_MAX: Final = 16
 #: JavaScript's encodeURIComponent leaves these unescaped beyond quote()'s own set.
 _JS_COMPONENT_SAFE: Final = "!'()*"
+_INDENTS: Final = (*(b" " * n for n in range(1, 17)), b"\t", b"\t\t")
 _GO_ESCAPES: Final = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 _GO_ESCAPES.update({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
@@ -98,6 +105,29 @@ def _repr_forms(secret: str, raw: bytes) -> set[str]:
     return {repr(secret)[1:-1], repr(raw)[2:-1]}
 
 
+def _quoted_forms(secret: str) -> set[str]:
+    # shlex.quote wraps an unsafe value in '...' and writes each ' as '"'"'; html.escape
+    # writes & < > (and by default " ') as entities. Where nothing changes, the raw form covers it.
+    forms = {html.escape(secret), html.escape(secret, quote=False)}
+    if "'" in secret:
+        forms.add(shlex.quote(secret)[1:-1])
+    return forms - {secret}
+
+
+def _indented_forms(raw: bytes) -> set[bytes]:
+    # A multi-line secret (a PEM key) printed inside YAML or an indented dump gets the same
+    # indent after each of its line breaks; a break at its very end is followed by whatever
+    # comes next, so the form stops before it.
+    body = raw.rstrip(b"\r\n")
+    if b"\n" not in body:
+        return set()
+    out = set()
+    for indent in _INDENTS:
+        for newline in (b"\n", b"\r\n"):
+            out.add(body.replace(b"\n", newline + indent))
+    return out
+
+
 def _url_forms(secret: str) -> set[str]:
     quoted = {
         quote(secret, safe=""),
@@ -126,11 +156,15 @@ def forms(secret: str) -> dict[bytes, Form]:
     add(raw, text=True)
     if b"\n" in raw:
         add(raw.replace(b"\n", b"\r\n"), text=True)
+        for form in _indented_forms(raw):
+            add(form, text=True)
     for quoted in _url_forms(secret):
         add(quoted.encode(), text=True)
     for escaped in _json_forms(secret):
         add(escaped.encode("utf-8", "surrogateescape"), text=True)
     for escaped in _repr_forms(secret, raw):
+        add(escaped.encode("utf-8", "surrogateescape"), text=True)
+    for escaped in _quoted_forms(secret):
         add(escaped.encode("utf-8", "surrogateescape"), text=True)
     add(raw.hex().encode())
     add(raw.hex().upper().encode())

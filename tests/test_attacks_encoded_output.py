@@ -1,0 +1,114 @@
+"""A task printing a secret through real encoders (coreutils, busybox, xxd, Python's own) never
+shows it, in any form, on the terminal or in the stored log that ``oneoff logs`` replays.
+
+Each encoder runs inside a real ``oneoff run``; its output is read back the way a person
+would (line breaks and indents taken out, hex dumps decoded) and must not hold the secret.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oneoff._dotenv import format_dotenv
+from oneoff.testing import make_app, run_cli
+
+# Printable, with every character shell and HTML quoting change; no '-' (the filler).
+TOKEN = "Zx9'q<7>&\"Lm2/K+vR8wT4pN6yB3cDj5Hs"
+KEY_LINES = ["MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7", "q1Zx9Lm2K8wT4pN6yB3cDj5Hs0"]
+TLS_KEY = "\n".join(["-----BEGIN PRIVATE KEY-----", *KEY_LINES, "-----END PRIVATE KEY-----"])
+
+MANIFEST = """
+[environments.development]
+config = [{ dotenv = ".env" }]
+secrets = ["API_TOKEN", "TLS_KEY"]
+
+[tasks.leak]
+argv = ["python", "leak.py", "{encoder}"]
+params.encoder = { type = "string", pattern = "[a-z0-9_]+" }
+"""
+
+LEAK = """
+import base64, html, os, shlex, subprocess, sys, textwrap
+
+tok = os.environ["API_TOKEN"]
+key = os.environ["TLS_KEY"]
+raw = tok.encode()
+TOOLS = {tools!r}
+
+
+def tool(name, argv, data):
+    path = TOOLS.get(name)
+    if path is None:
+        return None
+    return subprocess.run([path, *argv], input=data, capture_output=True, check=True).stdout
+
+
+PRINTERS = {{
+    "shlex": lambda: ("cmd --token " + shlex.quote(tok) + "\\n").encode(),
+    "html": lambda: ("<input value=\\"" + html.escape(tok) + "\\">\\n").encode(),
+    "html_noquote": lambda: ("<p>" + html.escape(tok, quote=False) + "</p>\\n").encode(),
+    "yaml_key": lambda: ("tls:\\n  key: |\\n    " + key.replace("\\n", "\\n    ") + "\\n").encode(),
+    "yaml_key_tab": lambda: ("\\t" + key.replace("\\n", "\\n\\t") + "\\n").encode(),
+}}
+out = sys.stdout.buffer
+out.write(b"before\\n")
+out.write(PRINTERS[sys.argv[1]]())
+out.write(b"after\\n")
+out.flush()
+"""
+
+TOOLS = {name: shutil.which(name) for name in ("base64", "base32", "xxd", "hexdump", "od")}
+
+
+# encoder -> the forms of TOKEN it would show, each as a person would read it back
+NEEDLES: dict[str, list[bytes]] = {
+    "shlex": [shlex.quote(TOKEN).encode(), shlex.quote(TOKEN)[1:-1].encode()],
+    "html": [html.escape(TOKEN).encode()],
+    "html_noquote": [html.escape(TOKEN, quote=False).encode()],
+    "yaml_key": [line.encode() for line in KEY_LINES],
+    "yaml_key_tab": [line.encode() for line in KEY_LINES],
+}
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tools = {name: path for name, path in TOOLS.items() if path}
+    return make_app(
+        tmp_path_factory.mktemp("encoded") / "app",
+        MANIFEST,
+        {
+            ".env": format_dotenv({"API_TOKEN": TOKEN, "TLS_KEY": TLS_KEY}),
+            "leak.py": LEAK.format(tools=tools),
+        },
+    )
+
+
+def shown_and_stored(app: Path, env: dict[str, str], encoder: str) -> list[str]:
+    """The terminal output of ``oneoff run leak`` and what ``oneoff logs`` replays of it."""
+    result = run_cli(["run", "leak", "-p", f"encoder={encoder}", "-q"], cwd=app, env=env)
+    assert result.exit_code == 0, result.stderr
+    assert "before" in result.stdout
+    assert "after" in result.stdout
+    assert "[REDACTED:" in result.stdout
+    runs = json.loads(run_cli(["runs", "--json", "--limit", "1"], cwd=app, env=env).stdout)
+    replayed = run_cli(["logs", str(runs[0]["id"])], cwd=app, env=env)
+    assert replayed.exit_code == 0, replayed.stderr
+    return [result.stdout + result.stderr, replayed.stdout]
+
+
+@pytest.mark.parametrize("encoder", sorted(NEEDLES))
+def test_a_secret_printed_by_a_real_encoder_never_shows(
+    leaky: Path, cli_env: dict[str, str], encoder: str
+) -> None:
+    """Neither the terminal nor the stored log holds the secret as the encoder printed it."""
+    for text in shown_and_stored(leaky, cli_env, encoder):
+        shown = text.encode()
+        assert TOKEN.encode() not in shown
+        for needle in NEEDLES[encoder]:
+            assert needle not in shown, (encoder, needle)

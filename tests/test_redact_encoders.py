@@ -1,0 +1,98 @@
+"""Property: secrets as more encoders print them (shell quoting, HTML escaping, base64 wrapped
+at any width, base32, base85, hex dumps, indented keys) never show, however the output is cut.
+
+Each encoder is paired with what must never be visible: the encoded secret with the layout
+(line breaks, indents, dump columns) taken out of each piece between markers. The bytes
+around the secret pass unchanged, and without pauses the streamed result is exactly the
+one-shot redaction, whatever the chunking.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shlex
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from oneoff._redact import Redactor
+from oneoff._redact_forms import is_low_entropy
+from test_redact_property import recorded, secrets, steps
+
+_MARKER = re.compile(rb"\[REDACTED:S\]")
+_LAYOUT = re.compile(rb"[\r\n \t]")
+
+
+def _plain(piece: bytes) -> bytes:
+    return piece
+
+
+def _unwrapped(piece: bytes) -> bytes:
+    return _LAYOUT.sub(b"", piece)
+
+
+# name -> (how a program prints the secret's UTF-8 bytes / text, how to read a piece back)
+Encoder = tuple[Callable[[bytes, str], bytes], Callable[[bytes], bytes]]
+ENCODERS: dict[str, Encoder] = {
+    "shlex.quote": (lambda raw, s: shlex.quote(s).encode(), _plain),
+    "html.escape": (lambda raw, s: html.escape(s).encode(), _plain),
+    "html.escape quote=False": (lambda raw, s: html.escape(s, quote=False).encode(), _plain),
+    "indented by 4": (lambda raw, s: raw.rstrip(b"\r\n").replace(b"\n", b"\n    "), _plain),
+    "indented by a tab on a pty": (
+        lambda raw, s: raw.rstrip(b"\r\n").replace(b"\n", b"\r\n\t"),
+        _plain,
+    ),
+}
+# Never a letter, digit or encoder character next to the secret.
+context = st.sampled_from([b"", b" ", b"\n", b"x: ", b"\xff", b"<", b"# "])
+
+
+def check(
+    encoder: str, secret: str, before: bytes, after: bytes, plan: list[tuple[int, int]]
+) -> None:
+    encode, read_back = ENCODERS[encoder]
+    raw = secret.encode()
+    encoded = encode(raw, secret)
+    if encoded == raw or not raw.strip():
+        return  # nothing new to show: the raw form's own tests cover it
+    if is_low_entropy(secret):
+        before, after = b" " + before, after + b" "
+    redactor = Redactor({"S": secret})
+    data = before + encoded + after
+    out = recorded(redactor, data, plan)
+    hidden = read_back(encoded.strip())
+    for piece in _MARKER.split(out):
+        assert hidden not in read_back(piece), encoder
+        assert raw not in piece
+    assert _MARKER.search(out)
+    assert out.startswith(before)
+    assert out.endswith(after)
+    if all(action < 2 for _, action in plan):  # without pauses: exactly the one-shot result
+        assert out == redactor.redact(data)
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    secret=secrets,
+    encoder=st.sampled_from(sorted(ENCODERS)),
+    before=context,
+    after=context,
+    plan=steps,
+)
+def test_no_further_encoder_or_chunking_shows_a_secret(
+    secret: str, encoder: str, before: bytes, after: bytes, plan: list[tuple[int, int]]
+) -> None:
+    """The secret, encoded as each further encoder prints it, never appears between markers."""
+    check(encoder, secret, before, after, plan)
+
+
+def test_shell_and_html_quoting_of_a_quote_is_redacted() -> None:
+    """A secret with ' & < > " is hidden as shlex.quote and html.escape print it."""
+    secret = "it's <b>&\"x9"
+    redactor = Redactor({"S": secret})
+    for printed in (shlex.quote(secret), html.escape(secret), html.escape(secret, quote=False)):
+        assert printed != secret
+        shown = redactor.redact(f"x={printed};".encode())
+        assert shown in (b"x=[REDACTED:S];", b"x='[REDACTED:S]';"), printed
