@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from oneoff._dotenv import format_dotenv
+from oneoff._redact_forms import _b64_cores
 from oneoff.testing import make_app, run_cli
 
 # Printable, with every character shell and HTML quoting change; no '-' (the filler).
@@ -33,41 +35,73 @@ argv = ["python", "leak.py", "{encoder}"]
 params.encoder = { type = "string", pattern = "[a-z0-9_]+" }
 """
 
-LEAK = """
-import base64, html, os, shlex, subprocess, sys, textwrap
+# The task: prints the secret through the encoder its param names (TOOLS = ... goes first).
+LEAK = r"""
+import base64, html, os, shlex, subprocess, sys
 
 tok = os.environ["API_TOKEN"]
 key = os.environ["TLS_KEY"]
 raw = tok.encode()
-TOOLS = {tools!r}
+inner = b"\x00prefix:" + raw + b":suffix"  # the secret inside a larger encoded blob
 
 
-def tool(name, argv, data):
+def tool(name, argv, data, fallback):
+    # What the installed tool prints for data; else what Python prints the same way.
     path = TOOLS.get(name)
     if path is None:
-        return None
+        return fallback(data)
     return subprocess.run([path, *argv], input=data, capture_output=True, check=True).stdout
 
 
-PRINTERS = {{
-    "shlex": lambda: ("cmd --token " + shlex.quote(tok) + "\\n").encode(),
-    "html": lambda: ("<input value=\\"" + html.escape(tok) + "\\">\\n").encode(),
-    "html_noquote": lambda: ("<p>" + html.escape(tok, quote=False) + "</p>\\n").encode(),
-    "yaml_key": lambda: ("tls:\\n  key: |\\n    " + key.replace("\\n", "\\n    ") + "\\n").encode(),
-    "yaml_key_tab": lambda: ("\\t" + key.replace("\\n", "\\n\\t") + "\\n").encode(),
-}}
+def wrap(text, width, newline=b"\n"):
+    return newline.join(text[i : i + width] for i in range(0, len(text), width)) + newline
+
+
+def b64(d, width, urlsafe=False, newline=b"\n"):
+    return wrap((base64.urlsafe_b64encode if urlsafe else base64.b64encode)(d), width, newline)
+
+
+PRINTERS = {
+    "shlex": lambda: ("cmd --token " + shlex.quote(tok) + "\n").encode(),
+    "html": lambda: ('<input value="' + html.escape(tok) + '">\n').encode(),
+    "html_noquote": lambda: ("<p>" + html.escape(tok, quote=False) + "</p>\n").encode(),
+    "base64_w40": lambda: tool("base64", ["-w", "40"], inner, lambda d: b64(d, 40)),
+    "busybox_base64_w7": lambda: tool("busybox", ["base64", "-w", "7"], raw, lambda d: b64(d, 7)),
+    "base64url_w30": lambda: tool(
+        "basenc", ["--base64url", "-w", "30"], inner, lambda d: b64(d, 30, urlsafe=True)
+    ),
+    "base64url_crlf": lambda: b64(inner, 52, urlsafe=True, newline=b"\r\n"),
+    "xxd_p": lambda: tool("xxd", ["-p"], inner, lambda d: wrap(d.hex().encode(), 60)),
+    "yaml_key": lambda: ("tls:\n  key: |\n    " + key.replace("\n", "\n    ") + "\n").encode(),
+    "yaml_key_tab": lambda: ("\t" + key.replace("\n", "\n\t") + "\n").encode(),
+}
 out = sys.stdout.buffer
-out.write(b"before\\n")
+out.write(b"before\n")
 out.write(PRINTERS[sys.argv[1]]())
-out.write(b"after\\n")
+out.write(b"after\n")
 out.flush()
 """
 
-TOOLS = {name: shutil.which(name) for name in ("base64", "base32", "xxd", "hexdump", "od")}
+TOOLS = {
+    name: shutil.which(name)
+    for name in ("base64", "base32", "basenc", "busybox", "xxd", "hexdump", "od")
+}
 
 
-# encoder -> the forms of TOKEN it would show, each as a person would read it back
+def _cores(raw: bytes) -> list[bytes]:
+    cores = [core for core, _, _ in _b64_cores(raw)]
+    return cores + [core.translate(bytes.maketrans(b"+/", b"-_")) for core in cores]
+
+
+_B64 = _cores(TOKEN.encode())
+# encoder -> the forms of TOKEN it would show, each as a person would read it back (wrapped
+# and dumped forms once their layout is taken out)
 NEEDLES: dict[str, list[bytes]] = {
+    "base64_w40": _B64,
+    "busybox_base64_w7": _B64,
+    "base64url_w30": _B64,
+    "base64url_crlf": _B64,
+    "xxd_p": [TOKEN.encode().hex().encode()],
     "shlex": [shlex.quote(TOKEN).encode(), shlex.quote(TOKEN)[1:-1].encode()],
     "html": [html.escape(TOKEN).encode()],
     "html_noquote": [html.escape(TOKEN, quote=False).encode()],
@@ -84,7 +118,7 @@ def leaky(tmp_path_factory: pytest.TempPathFactory) -> Path:
         MANIFEST,
         {
             ".env": format_dotenv({"API_TOKEN": TOKEN, "TLS_KEY": TLS_KEY}),
-            "leak.py": LEAK.format(tools=tools),
+            "leak.py": f"TOOLS = {tools!r}\n{LEAK}",
         },
     )
 
@@ -109,6 +143,8 @@ def test_a_secret_printed_by_a_real_encoder_never_shows(
     """Neither the terminal nor the stored log holds the secret as the encoder printed it."""
     for text in shown_and_stored(leaky, cli_env, encoder):
         shown = text.encode()
+        unwrapped = re.sub(rb"[\r\n\t ]", b"", shown)
         assert TOKEN.encode() not in shown
         for needle in NEEDLES[encoder]:
             assert needle not in shown, (encoder, needle)
+            assert needle not in unwrapped, (encoder, needle)

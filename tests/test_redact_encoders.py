@@ -9,6 +9,7 @@ one-shot redaction, whatever the chunking.
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import shlex
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from oneoff._redact import Redactor
-from oneoff._redact_forms import is_low_entropy
+from oneoff._redact_forms import _b64_cores, is_low_entropy
 from test_redact_property import recorded, secrets, steps
 
 _MARKER = re.compile(rb"\[REDACTED:S\]")
@@ -29,6 +30,19 @@ def _plain(piece: bytes) -> bytes:
     return piece
 
 
+def _wrap(text: bytes, width: int, newline: bytes = b"\n") -> bytes:
+    return newline.join(text[i : i + width] for i in range(0, len(text), width)) + newline
+
+
+def _b64(
+    raw: bytes, width: int, *, pad: int = 0, urlsafe: bool = False, crlf: bool = False
+) -> bytes:
+    """``raw`` inside base64 (after ``pad`` other bytes), wrapped as ``base64 -w WIDTH`` does."""
+    data = bytes(range(200, 200 + pad)) + raw + b"\x00tail"
+    text = base64.urlsafe_b64encode(data) if urlsafe else base64.b64encode(data)
+    return _wrap(text, width, b"\r\n" if crlf else b"\n")
+
+
 def _unwrapped(piece: bytes) -> bytes:
     return _LAYOUT.sub(b"", piece)
 
@@ -36,6 +50,18 @@ def _unwrapped(piece: bytes) -> bytes:
 # name -> (how a program prints the secret's UTF-8 bytes / text, how to read a piece back)
 Encoder = tuple[Callable[[bytes, str], bytes], Callable[[bytes], bytes]]
 ENCODERS: dict[str, Encoder] = {
+    "base64 -w 4": (lambda raw, s: _b64(raw, 4), _unwrapped),
+    "base64 -w 7 at offset 1": (lambda raw, s: _b64(raw, 7, pad=1), _unwrapped),
+    "base64 -w 40 at offset 2 on a pty": (
+        lambda raw, s: _b64(raw, 40, pad=2, crlf=True),
+        _unwrapped,
+    ),
+    "url-safe base64 wrapped at 50": (lambda raw, s: _b64(raw, 50, urlsafe=True), _unwrapped),
+    "url-safe base64 wrapped at 19, CRLF": (
+        lambda raw, s: _b64(raw, 19, pad=1, urlsafe=True, crlf=True),
+        _unwrapped,
+    ),
+    "xxd -p": (lambda raw, s: _wrap(raw.hex().encode(), 60), _unwrapped),
     "shlex.quote": (lambda raw, s: shlex.quote(s).encode(), _plain),
     "html.escape": (lambda raw, s: html.escape(s).encode(), _plain),
     "html.escape quote=False": (lambda raw, s: html.escape(s, quote=False).encode(), _plain),
@@ -47,6 +73,13 @@ ENCODERS: dict[str, Encoder] = {
 }
 # Never a letter, digit or encoder character next to the secret.
 context = st.sampled_from([b"", b" ", b"\n", b"x: ", b"\xff", b"<", b"# "])
+
+
+def needles(raw: bytes, encoded: bytes) -> list[bytes]:
+    """What must not be seen: the encoded secret, and every core of its base64 if any."""
+    cores = [core for core, _, _ in _b64_cores(raw)]
+    cores += [core.translate(bytes.maketrans(b"+/", b"-_")) for core in cores]
+    return [_unwrapped(encoded.strip()), *(core for core in cores if core in _unwrapped(encoded))]
 
 
 def check(
@@ -62,9 +95,10 @@ def check(
     redactor = Redactor({"S": secret})
     data = before + encoded + after
     out = recorded(redactor, data, plan)
-    hidden = read_back(encoded.strip())
+    hidden = needles(raw, encoded)
     for piece in _MARKER.split(out):
-        assert hidden not in read_back(piece), encoder
+        seen = read_back(piece)
+        assert not [needle for needle in hidden if needle in seen], encoder
         assert raw not in piece
     assert _MARKER.search(out)
     assert out.startswith(before)

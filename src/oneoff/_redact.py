@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Final
 
 from oneoff._params import SECRET_MIN_LENGTH
 from oneoff._redact_forms import forms
-from oneoff._redact_wrap import MIN_WIDTH, Block, blocks, join, lead_before, to_buf
+from oneoff._redact_wrap import NARROW, Block, blocks, join, lead_before, to_buf
 from oneoff.errors import SecretError
 
 if TYPE_CHECKING:
@@ -148,11 +148,11 @@ class Redactor:
         self._shown = 0  # bytes at the start of the tail already shown (release_quiet)
         self._lead = 0  # base64 characters right before the tail (for wrapped lines)
         self._before = -1  # the byte right before the tail (-1: none), for whole-token forms
-        # Wrapped in lines, a form takes a line break every MIN_WIDTH bytes (up to 2 bytes); a
+        # Wrapped in lines, a form takes a line break every NARROW bytes (up to 2 bytes); a
         # partial neighbour may sit behind one too; a token needs the byte after it.
         self.max_form_length = max(
             (
-                len(f) + 2 * (len(f) // MIN_WIDTH + 1) + 3 * (before + after) + token
+                len(f) + 2 * (len(f) // NARROW + 1) + 3 * (before + after) + token
                 for f, (_, before, after, token) in info.items()
             ),
             default=0,
@@ -260,7 +260,9 @@ class Redactor:
             return None
         last = found[-1]
         pos, gap = last.breaks[-1]
-        return last if last.end == len(buf) or pos + gap == len(buf) else None
+        # A line that ends the buffer may be followed by the next one of the block.
+        ends = last.end == len(buf) or buf[last.end :] in (b"\n", b"\r\n", b"\r")
+        return last if ends or pos + gap == len(buf) else None
 
     def _hold_from(self, buf: bytes) -> int:
         """Start of the longest suffix of ``buf`` that is a prefix of some form (len if none)."""

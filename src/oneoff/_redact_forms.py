@@ -20,7 +20,7 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
   ``html.escape`` writes it (``&amp; &lt; &gt; &quot; &#x27;``, and with ``quote=False``).
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
-base64 wrapped at fewer than 64 columns, wrapped URL-safe base64.
+narrow base64 blocks whose lines are indented or carry other text.
 
 A *low-entropy* secret (a lower-case word, perhaps capitalised, then at most four digits, or
 only digits, up to 16 characters: ``postgres``, ``Hunter22``, ``123456``) is matched as a

@@ -1,16 +1,19 @@
 """Base64 wrapped in lines: find the blocks in a buffer and join their lines for matching.
 
 Encoders wrap base64 at 64 (PEM, openssl) or 76 (MIME, Python's ``base64.encodebytes``,
-coreutils ``base64``) characters a line, so a secret's base64 may be cut by ``\\n`` or
+coreutils ``base64``) characters a line, or at any width asked (``base64 -w 40``), so a
+secret's base64 (or its base32, or its hex as ``xxd -p`` prints it) may be cut by ``\\n`` or
 ``\\r\\n`` anywhere. Rather than one form per line phase (hundreds per secret, which made the
 automaton several times slower), the redactor joins the lines of each wrapped block and
 matches the joined text with the same automaton; only matches that cross a line break are
-new. A line break belongs to a block when at least ``MIN_WIDTH`` standard base64 characters
-come before it, counting the ``lead`` ones just before the buffer (already shown: a stream
-is matched piece by piece). Ordinary text costs one ``translate`` and one ``find`` per buffer
-(there a carriage return counts as base64, so ``\\r\\n`` needs no second search); only a
-buffer with a wrapped line gets a closer look. Wider lines count too; narrower ones (and
-wrapped URL-safe base64) are not joined.
+new. A line break belongs to a block when the base64 characters (standard or URL-safe)
+before it are at least ``MIN_WIDTH``, or at least ``NARROW`` while the whole line after it is
+base64 too (a narrow block; its first line may follow a label, its last may be shorter and
+end in padding);
+``lead`` counts the ones just before the buffer (already shown: a stream is matched piece by
+piece). Ordinary text costs one ``translate``, one ``find`` and one regular expression
+anchored on line ends per buffer (there a carriage return counts as base64, so ``\\r\\n``
+needs no second search); only a buffer with a wrapped line gets a closer look.
 """
 
 from __future__ import annotations
@@ -18,18 +21,29 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["MIN_WIDTH", "Block", "blocks", "join", "lead_before", "to_buf"]
+__all__ = ["MIN_WIDTH", "NARROW", "Block", "blocks", "join", "lead_before", "to_buf"]
 
 MIN_WIDTH: Final = 64
-_STANDARD: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-#: Base64 as "A", line ends as themselves, anything else ".".
+#: The narrowest line a block may have (``base64 -w 4``); a form in such a block takes a line
+#: break every NARROW characters at most.
+NARROW: Final = 4
+_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+#: Base64 as "A", line ends and padding as themselves, anything else ".".
 _TABLE: Final = bytes(
-    ord("A") if c in _STANDARD else c if c in b"\r\n" else ord(".") for c in range(256)
+    ord("A") if c in _ALPHABET else c if c in b"\r\n=" else ord(".") for c in range(256)
 )
 #: The quick look: a carriage return as "A" too.
 _QUICK: Final = _TABLE.replace(b"\r", b"A")
 _LINE: Final = b"A" * MIN_WIDTH + b"\n"
 _NOT_B64 = re.compile(rb"[^A]")
+#: The quick look for a narrow block: a line ending after NARROW base64 characters (a CR
+#: counts as one there) whose next line is all base64 (then padding) up to its end or the
+#: buffer's.
+_NARROW_QUICK = re.compile(rb"A{%d}\nA++(?:=++A?)?(?:\n|\Z)" % NARROW)
+#: The same for a line begun before the buffer (``lead``).
+_LEAD_QUICK = re.compile(rb"A{0,%d}\nA++(?:=++A?)?(?:\n|\Z)" % NARROW)
+#: A narrow break, closely: the whole next line base64 (its CR is no base64 here).
+_NARROW_BREAK = re.compile(rb"\r?\n(?=A++=*(?:\r?\n|\r?\Z))")
 
 
 class Block(NamedTuple):
@@ -58,6 +72,11 @@ def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
     at = _first_line(t, lead)
     if at is not None:
         found.setdefault(at, 2 if t.startswith(b"\r\n", at) else 1)
+    for match in _NARROW_BREAK.finditer(t):
+        pos = match.start()
+        run = pos - 1 - max(t.rfind(c, 0, pos) for c in (b".", b"\n", b"\r", b"="))
+        if run + (lead if run == pos else 0) >= NARROW:
+            found.setdefault(pos, match.end() - pos)
     # A CRLF whose LF has not arrived yet: a break all the same (the LF will join it).
     if t.endswith(_LINE[:-1] + b"\r"):
         found.setdefault(len(t) - 1, 1)
@@ -67,8 +86,11 @@ def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
 def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
     """The wrapped base64 blocks of ``buf``, each reaching at most ``limit`` bytes past its
     outermost breaks (no form is longer); ``lead``: base64 characters right before ``buf``."""
+    quick = buf.translate(_QUICK)
     if (
-        _LINE not in buf.translate(_QUICK)
+        _LINE not in quick
+        and _NARROW_QUICK.search(quick) is None
+        and not (lead and _LEAD_QUICK.match(quick))
         and _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None
         and not buf.endswith(b"\r")
     ):
@@ -89,7 +111,7 @@ def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
             i += 1
         first, (last, gap) = group[0][0], group[-1]
         lo = max(0, first - limit)
-        before = max(t.rfind(b".", lo, first), t.rfind(b"\n", lo, first), t.rfind(b"\r", lo, first))
+        before = max(t.rfind(c, lo, first) for c in (b".", b"\n", b"\r", b"="))
         after = _NOT_B64.search(t, last + gap, min(len(t), last + gap + limit))
         end = after.start() if after else min(len(t), last + gap + limit)
         out.append(Block(max(before + 1, lo), end, tuple(group)))
@@ -120,7 +142,7 @@ def lead_before(buf: bytes, cut: int, lead: int) -> int:
     """How many base64 characters end at ``cut`` (up to MIN_WIDTH), ``lead`` those before buf."""
     lo = max(0, cut - MIN_WIDTH)
     t = buf[lo:cut].translate(_TABLE)
-    other = max(t.rfind(b"."), t.rfind(b"\r"), t.rfind(b"\n"))
+    other = max(t.rfind(b"."), t.rfind(b"\r"), t.rfind(b"\n"), t.rfind(b"="))
     if other >= 0:
         return len(t) - other - 1
     return min(MIN_WIDTH, len(t) + (lead if lo == 0 else 0))
