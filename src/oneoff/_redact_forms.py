@@ -9,6 +9,15 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 - base64, standard and URL-safe: ``s`` alone with padding, and the stable core of ``s``
   inside a larger base64 stream at each of the three byte alignments (wrapped in lines, they
   are found by joining the lines first: see ``oneoff._redact_wrap``);
+- base32 (RFC 4648, as ``base64.b32encode`` and coreutils ``base32`` write it): ``s`` alone
+  with padding, and its core inside a larger base32 stream at each of the five alignments;
+- base85 (``base64.b85encode``) and ascii85 (``base64.a85encode``, Adobe's too): ``s`` alone,
+  and the groups wholly inside ``s`` within a larger stream at each of the four alignments,
+  where that core has at least 24 characters or as many as ``s`` has bytes (so at every
+  alignment once ``s`` has 24 bytes; shorter, always where ``s`` starts a group): a shorter
+  form would slow the whole scan.
+  The partial groups around a core (5 characters each) carry up to 3 bytes of ``s`` and
+  are swallowed with it;
 - percent-encoding as ``urllib.parse.quote`` writes it with ``safe=""`` and its default
   ``safe="/"``, as ``quote_plus``, as JavaScript's ``encodeURIComponent`` and
   ``URLSearchParams`` write it, each with upper- and lower-case escapes;
@@ -38,14 +47,20 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 import shlex
+from collections.abc import Callable
 from typing import Final, NamedTuple
 from urllib.parse import quote, quote_plus
 
-__all__ = ["Form", "forms", "is_low_entropy"]
+__all__ = ["PARTIAL_GROUP", "Form", "forms", "is_low_entropy"]
 
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+#: The characters of one base85 group: a partial one around a core is swallowed with it.
+PARTIAL_GROUP: Final = 5
+#: A base85 core this long never lowers the redactor's stride (nor one as long as the secret).
+_B85_CORE_MIN: Final = 24
 _PCT = re.compile(r"%[0-9A-F]{2}")
 _JSON_U = re.compile(r"\\u[0-9a-f]{4}")
 # A word as people type one: lower case, perhaps capitalised. A mixed-case or longer run of
@@ -60,8 +75,10 @@ _GO_ESCAPES.update({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class Form(NamedTuple):
-    before: bool  # the base64 character before also carries bits of the secret
-    after: bool  # the base64 character after also does
+    # Characters before the form that also carry bits of the secret: 1 for a base64 or base32
+    # character (perhaps behind a line break), PARTIAL_GROUP for a base85 group.
+    before: int
+    after: int  # the same after the form
     token: bool  # only a whole token: no ASCII letter or digit may touch it
 
 
@@ -76,14 +93,40 @@ def _b64_cores(raw: bytes) -> list[tuple[bytes, bool, bool]]:
     Returns (core, partial_before, partial_after): whether a neighbouring character also
     carries bits of the secret.
     """
+    return _bit_cores(raw, base64.b64encode, 6)
+
+
+def _bit_cores(
+    raw: bytes, encode: Callable[[bytes], bytes], bits: int
+) -> list[tuple[bytes, bool, bool]]:
+    """The cores of ``raw`` in a stream of ``bits``-bit characters, at every byte alignment."""
     out = []
     n_bits = 8 * len(raw)
-    for k in range(3):
-        encoded = base64.b64encode(b"\0" * k + raw + b"\0\0")
+    group = bits // math.gcd(bits, 8)  # bytes until characters and bytes align again
+    for k in range(group):
+        encoded = encode(b"\0" * k + raw + b"\0" * group)
         start_bit = 8 * k
-        lo = -(-start_bit // 6)
-        hi = (start_bit + n_bits) // 6
-        out.append((encoded[lo:hi], lo * 6 != start_bit, hi * 6 != start_bit + n_bits))
+        lo = -(-start_bit // bits)
+        hi = (start_bit + n_bits) // bits
+        out.append((encoded[lo:hi], lo * bits != start_bit, hi * bits != start_bit + n_bits))
+    return out
+
+
+def _b85_forms(raw: bytes) -> list[tuple[bytes, int, int]]:
+    """``raw`` alone and the cores of its whole groups in a larger stream, base85 and ascii85.
+
+    A base85 character carries no fixed bits: a group of 4 bytes is one number. So only the
+    groups wholly inside ``raw`` are known; the partial ones around them are swallowed.
+    """
+    out: list[tuple[bytes, int, int]] = []
+    for encode in (base64.b85encode, base64.a85encode):
+        out.append((encode(raw), 0, 0))
+        for first in range(4):
+            whole = (len(raw) - first) // 4 * 4
+            core = encode(raw[first : first + whole])
+            if len(core) >= min(len(raw), _B85_CORE_MIN):  # shorter would slow the whole scan
+                after = PARTIAL_GROUP if first + whole < len(raw) else 0
+                out.append((core, PARTIAL_GROUP if first else 0, after))
     return out
 
 
@@ -145,13 +188,15 @@ def forms(secret: str) -> dict[bytes, Form]:
     token = is_low_entropy(secret)
     found: dict[bytes, Form] = {}
 
-    def add(form: bytes, before: bool = False, after: bool = False, *, text: bool = False) -> None:
+    def add(form: bytes, before: int = 0, after: int = 0, *, text: bool = False) -> None:
         old = found.get(form)
         is_token = token and text
         if old is None:
             found[form] = Form(before, after, is_token)
-        else:  # same bytes from two encodings: any partial neighbour, a token only if both say
-            found[form] = Form(old.before or before, old.after or after, old.token and is_token)
+        else:  # same bytes from two encodings: the wider neighbours, a token only if both say
+            found[form] = Form(
+                max(old.before, before), max(old.after, after), old.token and is_token
+            )
 
     add(raw, text=True)
     if b"\n" in raw:
@@ -174,4 +219,9 @@ def forms(secret: str) -> dict[bytes, Form]:
     for core, before, after in _b64_cores(raw):
         add(core, before, after)
         add(core.translate(_URLSAFE), before, after)
+    add(base64.b32encode(raw))
+    for core, before, after in _bit_cores(raw, base64.b32encode, 5):
+        add(core, before, after)
+    for core, b85_before, b85_after in _b85_forms(raw):
+        add(core, b85_before, b85_after)
     return found
