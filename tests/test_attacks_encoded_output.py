@@ -19,7 +19,7 @@ import pytest
 from oneoff._dotenv import format_dotenv
 from oneoff._redact_forms import _b64_cores
 from oneoff.testing import make_app, run_cli
-from test_redact_encoders import b32_cores, b85_cores
+from test_redact_encoders import b32_cores
 
 # Printable, with every character shell and HTML quoting change; no '-' (the filler).
 TOKEN = "Zx9'q<7>&\"Lm2/K+vR8wT4pN6yB3cDj5Hs"
@@ -74,9 +74,6 @@ PRINTERS = {
     "base64url_crlf": lambda: b64(inner, 52, urlsafe=True, newline=b"\r\n"),
     "base32": lambda: tool("base32", [], inner, lambda d: wrap(base64.b32encode(d), 76)),
     "base32_alone": lambda: base64.b32encode(raw) + b"\n",
-    "base85": lambda: base64.b85encode(raw) + b"\n",
-    "base85_stream": lambda: base64.b85encode(b"\x00pre:" + raw + b":post") + b"\n",
-    "ascii85_adobe": lambda: base64.a85encode(b"\x00pr:" + raw + b":post", adobe=True) + b"\n",
     "xxd_p": lambda: tool("xxd", ["-p"], inner, lambda d: wrap(d.hex().encode(), 60)),
     "yaml_key": lambda: ("tls:\n  key: |\n    " + key.replace("\n", "\n    ") + "\n").encode(),
     "yaml_key_tab": lambda: ("\t" + key.replace("\n", "\n\t") + "\n").encode(),
@@ -101,7 +98,6 @@ def _cores(raw: bytes) -> list[bytes]:
 
 _B64 = _cores(TOKEN.encode())
 _B32 = b32_cores(TOKEN.encode())
-_B85 = b85_cores(TOKEN.encode())
 # encoder -> the forms of TOKEN it would show, each as a person would read it back (wrapped
 # and dumped forms once their layout is taken out)
 NEEDLES: dict[str, list[bytes]] = {
@@ -112,9 +108,6 @@ NEEDLES: dict[str, list[bytes]] = {
     "xxd_p": [TOKEN.encode().hex().encode()],
     "base32": _B32,
     "base32_alone": _B32,
-    "base85": _B85,
-    "base85_stream": _B85,
-    "ascii85_adobe": _B85,
     "shlex": [shlex.quote(TOKEN).encode(), shlex.quote(TOKEN)[1:-1].encode()],
     "html": [html.escape(TOKEN).encode()],
     "html_noquote": [html.escape(TOKEN, quote=False).encode()],

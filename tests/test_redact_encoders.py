@@ -1,5 +1,5 @@
 """Property: secrets as more encoders print them (shell quoting, HTML escaping, base64 wrapped
-at any width, base32, base85, hex dumps, indented keys) never show, however the output is cut.
+at any width, base32, xxd -p hex, indented keys) never show, however the output is cut.
 
 Each encoder is paired with what must never be visible: the encoded secret with the layout
 (line breaks, indents, dump columns) taken out of each piece between markers. The bytes
@@ -84,12 +84,6 @@ ENCODERS: dict[str, Encoder] = {
         _unwrapped,
     ),
     "base32 at offset 4": (lambda raw, s: _in_stream(base64.b32encode, raw, 4), _plain),
-    "base85": (lambda raw, s: base64.b85encode(raw), _plain),
-    "ascii85 (Adobe)": (lambda raw, s: base64.a85encode(raw, adobe=True), _plain),
-    "base85 at offset 4": (lambda raw, s: _in_stream(base64.b85encode, raw, 4), _plain),
-    "base85 at offset 1": (lambda raw, s: _in_stream(base64.b85encode, raw, 1), _plain),
-    "ascii85 at offset 2": (lambda raw, s: _in_stream(base64.a85encode, raw, 2), _plain),
-    "base85 at offset 3": (lambda raw, s: _in_stream(base64.b85encode, raw, 3), _plain),
     "shlex.quote": (lambda raw, s: shlex.quote(s).encode(), _plain),
     "html.escape": (lambda raw, s: html.escape(s).encode(), _plain),
     "html.escape quote=False": (lambda raw, s: html.escape(s, quote=False).encode(), _plain),
@@ -109,26 +103,11 @@ def b32_cores(raw: bytes) -> list[bytes]:
     return out
 
 
-def b85_cores(raw: bytes) -> list[bytes]:
-    """The whole groups of ``raw`` at each alignment, in base85 and ascii85."""
-    out = []
-    for encode in (base64.b85encode, base64.a85encode):
-        for first in range(4):
-            out.append(encode(raw[first : first + (len(raw) - first) // 4 * 4]))
-    return [core for core in out if promised(core, raw)]
-
-
-def promised(core: bytes, raw: bytes) -> bool:
-    """A base85 core is matched if it has 24 characters or as many as the secret has bytes."""
-    return len(core) >= min(len(raw), 24)
-
-
 def needles(raw: bytes, encoded: bytes) -> list[bytes]:
     """What must not be seen: the encoded secret, and every core of it the encoder printed."""
     cores = [core for core, _, _ in _b64_cores(raw)]
     cores += [core.translate(bytes.maketrans(b"+/", b"-_")) for core in cores]
     cores += b32_cores(raw)
-    cores += b85_cores(raw)
     text = _unwrapped(encoded)
     return [_unwrapped(encoded.strip()), *(core for core in cores if core in text)]
 
@@ -141,11 +120,6 @@ def check(
     encoded = encode(raw, secret)
     if encoded == raw or not raw.strip():
         return  # nothing new to show: the raw form's own tests cover it
-    offset = re.search(r"85 at offset (\d)$", encoder)
-    if offset:  # the secret from its first whole group on
-        first = -int(offset.group(1)) % 4
-        if not promised(base64.b85encode(raw[first : first + (len(raw) - first) // 4 * 4]), raw):
-            return
     if is_low_entropy(secret):
         before, after = b" " + before, after + b" "
     redactor = Redactor({"S": secret})
@@ -159,9 +133,7 @@ def check(
     assert _MARKER.search(out)
     assert out.startswith(before)
     assert out.endswith(after)
-    # Without pauses, exactly the one-shot result. A short read (release) may show the start of
-    # a partial base85 group before its core arrives: the marker then starts after it.
-    if all(action == 0 or (action == 1 and "85" not in encoder) for _, action in plan):
+    if all(action < 2 for _, action in plan):  # without pauses: exactly the one-shot result
         assert out == redactor.redact(data)
 
 

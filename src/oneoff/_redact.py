@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from oneoff._params import SECRET_MIN_LENGTH
-from oneoff._redact_forms import PARTIAL_GROUP, forms
+from oneoff._redact_forms import forms
 from oneoff._redact_wrap import NARROW, Block, blocks, join, lead_before, to_buf
 from oneoff.errors import SecretError
 
@@ -57,22 +57,20 @@ QUIET_SHOW: Final = 3
 _B64_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 _WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _NEWLINE: Final = frozenset(b"\r\n")
-#: Every base85 (Python's b85) and ascii85 character: printable ASCII but the space.
-_B85_CHARS: Final = frozenset(range(0x21, 0x7F))
 #: Anchors are cut to this many bytes: long enough that ordinary output rarely yields a
 #: candidate, short enough to keep the automaton small.
-_ANCHOR: Final = 8
+_ANCHOR: Final = 6
 #: A stride is only used if every anchor still has this many bytes (fewer candidates to check).
 _MIN_ANCHOR: Final = 4
 _MAX_STRIDE: Final = 6
 #: release() looks suffixes up by their first bytes: shorter ones in a set of short prefixes.
 _HEAD: Final = 4
-#: Up to this many anchor bytes (about 100-200 secrets) the automaton is a DFA, at most ~15 MB;
+#: Up to this many anchor bytes (about 100-150 secrets) the automaton is a DFA, at most ~25 MB;
 #: beyond, the contiguous NFA (about half the speed, a fraction of the memory).
-_DFA_MAX_PATTERN_BYTES: Final = 32_768
+_DFA_MAX_PATTERN_BYTES: Final = 65_536
 
-# (form, name, partial neighbour chars before, and after (see Form), whole token only)
-_Entry = tuple[bytes, str, int, int, bool]
+# (form, name, partial base64 char before, partial base64 char after, whole token only)
+_Entry = tuple[bytes, str, bool, bool, bool]
 
 
 def _stride(shortest: int) -> int:
@@ -125,7 +123,7 @@ class Redactor:
         if min_length < MIN_SAFE_LENGTH:
             raise ValueError(f"min_length must be at least {MIN_SAFE_LENGTH}, not {min_length}")
         # form -> (name, before, after, token)
-        info: dict[bytes, tuple[str, int, int, bool]] = {}
+        info: dict[bytes, tuple[str, bool, bool, bool]] = {}
         for name in sorted(secrets):
             value = secrets[name]
             if value == "":
@@ -144,12 +142,7 @@ class Redactor:
                     info[form] = (name, f.before, f.after, f.token)
                 else:
                     # Same form from two secrets: the first name in sorted order keeps it.
-                    info[form] = (
-                        old[0],
-                        max(old[1], f.before),
-                        max(old[2], f.after),
-                        old[3] and f.token,
-                    )
+                    info[form] = (old[0], old[1] or f.before, old[2] or f.after, old[3] and f.token)
         self._tail = b""
         self._pending = 0  # bytes at the start of the tail already under an emitted marker
         self._shown = 0  # bytes at the start of the tail already shown (release_quiet)
@@ -379,8 +372,8 @@ class Redactor:
         for pattern, at, _ in hits:
             for r, entry in candidates[pattern]:
                 start = at * k - r
-                # Past this, even a partial neighbour before the form would start at cut or later.
-                if 0 <= start <= cut + PARTIAL_GROUP and buf.startswith(entry[0], start):
+                # Past cut, even a partial base64 char before the form would start at cut or later.
+                if 0 <= start <= cut and buf.startswith(entry[0], start):
                     if entry[4]:  # a whole token only
                         end = start + len(entry[0])
                         prev = buf[start - 1] if start > 0 else before
@@ -393,9 +386,9 @@ class Redactor:
         for start, (form, name, before, after, _token) in best.items():
             end = start + len(form)
             if before:
-                start = _neighbour_before(buf, start, before)
+                start = _neighbour_before(buf, start)
             if after:
-                end = _neighbour_after(buf, end, after)
+                end = _neighbour_after(buf, end)
             if start < cut:
                 spans.append((start, end, name))
         return spans
@@ -406,30 +399,17 @@ def _with_neighbour(buf: bytes, cut: int) -> int:
     return cut - 1 if cut > 0 and buf[cut - 1] in _B64_CHARS else cut
 
 
-def _neighbour_before(buf: bytes, start: int, count: int = 1) -> int:
-    """Extend ``start`` over a base64 character before it, also across one line break (or over
-    up to ``count`` base85 characters, a partial group)."""
-    if count > 1:
-        i = start
-        while i > 0 and start - i < count and buf[i - 1] in _B85_CHARS:
-            i -= 1
-        return i
+def _neighbour_before(buf: bytes, start: int) -> int:
+    """Extend ``start`` over a base64 character before it, also across one line break."""
     i = start - 1
     while i >= 0 and start - i <= 2 and buf[i] in _NEWLINE:
         i -= 1
     return i if i >= 0 and buf[i] in _B64_CHARS else start
 
 
-def _neighbour_after(buf: bytes, end: int, count: int = 1) -> int:
-    """Extend ``end`` over a base64 character after it, also across one line break (or over up
-    to ``count`` base85 characters, a partial group)."""
-    n = len(buf)
-    if count > 1:
-        i = end
-        while i < n and i - end < count and buf[i] in _B85_CHARS:
-            i += 1
-        return i
-    i = end
+def _neighbour_after(buf: bytes, end: int) -> int:
+    """Extend ``end`` over a base64 character after it, also across one line break."""
+    i, n = end, len(buf)
     while i < n and i - end < 2 and buf[i] in _NEWLINE:
         i += 1
     return i + 1 if i < n and buf[i] in _B64_CHARS else end

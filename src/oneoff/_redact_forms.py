@@ -11,13 +11,6 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
   are found by joining the lines first: see ``oneoff._redact_wrap``);
 - base32 (RFC 4648, as ``base64.b32encode`` and coreutils ``base32`` write it): ``s`` alone
   with padding, and its core inside a larger base32 stream at each of the five alignments;
-- base85 (``base64.b85encode``) and ascii85 (``base64.a85encode``, Adobe's too): ``s`` alone,
-  and the groups wholly inside ``s`` within a larger stream at each of the four alignments,
-  where that core has at least 24 characters or as many as ``s`` has bytes (so at every
-  alignment once ``s`` has 24 bytes; shorter, always where ``s`` starts a group): a shorter
-  form would slow the whole scan.
-  The partial groups around a core (5 characters each) carry up to 3 bytes of ``s`` and
-  are swallowed with it;
 - percent-encoding as ``urllib.parse.quote`` writes it with ``safe=""`` and its default
   ``safe="/"``, as ``quote_plus``, as JavaScript's ``encodeURIComponent`` and
   ``URLSearchParams`` write it, each with upper- and lower-case escapes;
@@ -29,7 +22,9 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
   ``html.escape`` writes it (``&amp; &lt; &gt; &quot; &#x27;``, and with ``quote=False``).
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
-narrow base64 blocks whose lines are indented or carry other text.
+narrow base64 blocks whose lines are indented or carry other text, base85 and ascii85 (their
+forms, with alphabets of nearly all printable characters, slowed every scan by a sixth: see
+the README).
 
 A *low-entropy* secret (a lower-case word, perhaps capitalised, then at most four digits, or
 only digits, up to 16 characters: ``postgres``, ``Hunter22``, ``123456``) is matched as a
@@ -54,13 +49,9 @@ from collections.abc import Callable
 from typing import Final, NamedTuple
 from urllib.parse import quote, quote_plus
 
-__all__ = ["PARTIAL_GROUP", "Form", "forms", "is_low_entropy"]
+__all__ = ["Form", "forms", "is_low_entropy"]
 
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
-#: The characters of one base85 group: a partial one around a core is swallowed with it.
-PARTIAL_GROUP: Final = 5
-#: A base85 core this long never lowers the redactor's stride (nor one as long as the secret).
-_B85_CORE_MIN: Final = 24
 _PCT = re.compile(r"%[0-9A-F]{2}")
 _JSON_U = re.compile(r"\\u[0-9a-f]{4}")
 # A word as people type one: lower case, perhaps capitalised. A mixed-case or longer run of
@@ -75,10 +66,8 @@ _GO_ESCAPES.update({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class Form(NamedTuple):
-    # Characters before the form that also carry bits of the secret: 1 for a base64 or base32
-    # character (perhaps behind a line break), PARTIAL_GROUP for a base85 group.
-    before: int
-    after: int  # the same after the form
+    before: bool  # the base64 (or base32) character before also carries bits of the secret
+    after: bool  # the base64 character after also does
     token: bool  # only a whole token: no ASCII letter or digit may touch it
 
 
@@ -109,24 +98,6 @@ def _bit_cores(
         lo = -(-start_bit // bits)
         hi = (start_bit + n_bits) // bits
         out.append((encoded[lo:hi], lo * bits != start_bit, hi * bits != start_bit + n_bits))
-    return out
-
-
-def _b85_forms(raw: bytes) -> list[tuple[bytes, int, int]]:
-    """``raw`` alone and the cores of its whole groups in a larger stream, base85 and ascii85.
-
-    A base85 character carries no fixed bits: a group of 4 bytes is one number. So only the
-    groups wholly inside ``raw`` are known; the partial ones around them are swallowed.
-    """
-    out: list[tuple[bytes, int, int]] = []
-    for encode in (base64.b85encode, base64.a85encode):
-        out.append((encode(raw), 0, 0))
-        for first in range(4):
-            whole = (len(raw) - first) // 4 * 4
-            core = encode(raw[first : first + whole])
-            if len(core) >= min(len(raw), _B85_CORE_MIN):  # shorter would slow the whole scan
-                after = PARTIAL_GROUP if first + whole < len(raw) else 0
-                out.append((core, PARTIAL_GROUP if first else 0, after))
     return out
 
 
@@ -188,15 +159,13 @@ def forms(secret: str) -> dict[bytes, Form]:
     token = is_low_entropy(secret)
     found: dict[bytes, Form] = {}
 
-    def add(form: bytes, before: int = 0, after: int = 0, *, text: bool = False) -> None:
+    def add(form: bytes, before: bool = False, after: bool = False, *, text: bool = False) -> None:
         old = found.get(form)
         is_token = token and text
         if old is None:
             found[form] = Form(before, after, is_token)
-        else:  # same bytes from two encodings: the wider neighbours, a token only if both say
-            found[form] = Form(
-                max(old.before, before), max(old.after, after), old.token and is_token
-            )
+        else:  # same bytes from two encodings: any partial neighbour, a token only if both say
+            found[form] = Form(old.before or before, old.after or after, old.token and is_token)
 
     add(raw, text=True)
     if b"\n" in raw:
@@ -222,6 +191,4 @@ def forms(secret: str) -> dict[bytes, Form]:
     add(base64.b32encode(raw))
     for core, before, after in _bit_cores(raw, base64.b32encode, 5):
         add(core, before, after)
-    for core, b85_before, b85_after in _b85_forms(raw):
-        add(core, b85_before, b85_after)
     return found

@@ -11,8 +11,8 @@ before it are at least ``MIN_WIDTH``, or at least ``NARROW`` while the whole lin
 base64 too (a narrow block; its first line may follow a label, its last may be shorter and
 end in padding);
 ``lead`` counts the ones just before the buffer (already shown: a stream is matched piece by
-piece). Ordinary text costs one ``translate``, one ``find`` and one regular expression
-anchored on line ends per buffer (there a carriage return counts as base64, so ``\\r\\n``
+piece). Ordinary text costs one ``translate`` and one regular expression anchored on line
+breaks per buffer (there a carriage return counts as base64, so ``\\r\\n``
 needs no second search); only a buffer with a wrapped line gets a closer look.
 """
 
@@ -36,14 +36,13 @@ _TABLE: Final = bytes(
 _QUICK: Final = _TABLE.replace(b"\r", b"A")
 _LINE: Final = b"A" * MIN_WIDTH + b"\n"
 _NOT_B64 = re.compile(rb"[^A]")
-#: The quick look for a narrow block: a line ending after NARROW base64 characters (a CR
-#: counts as one there) whose next line is all base64 (then padding) up to its end or the
-#: buffer's.
-_NARROW_QUICK = re.compile(rb"A{%d}\nA++(?:=++A?)?(?:\n|\Z)" % NARROW)
-#: The same for a line begun before the buffer (``lead``).
-_LEAD_QUICK = re.compile(rb"A{0,%d}\nA++(?:=++A?)?(?:\n|\Z)" % NARROW)
+#: The quick look for a wrapped line's break (a CR counts as base64 there): a line of base64
+#: (then padding) up to its end or the buffer's follows it, or MIN_WIDTH base64 characters
+#: come before it. Starting with the line break, the search skips from one to the next; a
+#: log line fails within its first word or two.
+_QUICK_BREAK = re.compile(rb"\n(?:(?=A++(?:=++A?)?(?:\n|\Z))|(?<=A{%d}\n))" % MIN_WIDTH)
 #: A narrow break, closely: the whole next line base64 (its CR is no base64 here).
-_NARROW_BREAK = re.compile(rb"\r?\n(?=A++=*(?:\r?\n|\r?\Z))")
+_NARROW_BREAK = re.compile(rb"\n(?=A++=*(?:\r?\n|\r?\Z))")
 
 
 class Block(NamedTuple):
@@ -73,28 +72,45 @@ def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
     if at is not None:
         found.setdefault(at, 2 if t.startswith(b"\r\n", at) else 1)
     for match in _NARROW_BREAK.finditer(t):
-        pos = match.start()
+        pos, gap = match.start(), 1
+        if pos and t[pos - 1] == 13:  # \r\n
+            pos, gap = pos - 1, 2
         run = pos - 1 - max(t.rfind(c, 0, pos) for c in (b".", b"\n", b"\r", b"="))
         if run + (lead if run == pos else 0) >= NARROW:
-            found.setdefault(pos, match.end() - pos)
+            found.setdefault(pos, gap)
     # A CRLF whose LF has not arrived yet: a break all the same (the LF will join it).
     if t.endswith(_LINE[:-1] + b"\r"):
         found.setdefault(len(t) - 1, 1)
     return sorted(found.items())
 
 
+def _first_break(quick: bytes, lead: int) -> int:
+    """Where ``quick`` may first hold a wrapped line's break (-1: nowhere; a superset of the
+    breaks, each checked closely)."""
+    match = _QUICK_BREAK.search(quick)
+    while match is not None:
+        pos = match.start()
+        head = quick[max(0, pos - NARROW) : pos]  # the end of the line before
+        if head.count(b"A") == len(head) and (len(head) == NARROW or lead + pos >= NARROW):
+            return pos
+        match = _QUICK_BREAK.search(quick, pos + 1)
+    return -1
+
+
 def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
     """The wrapped base64 blocks of ``buf``, each reaching at most ``limit`` bytes past its
     outermost breaks (no form is longer); ``lead``: base64 characters right before ``buf``."""
     quick = buf.translate(_QUICK)
-    if (
-        _LINE not in quick
-        and _NARROW_QUICK.search(quick) is None
-        and not (lead and _LEAD_QUICK.match(quick))
-        and _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None
-        and not buf.endswith(b"\r")
-    ):
-        return []
+    start = 0
+    if _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None and not buf.endswith(b"\r"):
+        hint = _first_break(quick, lead)
+        if hint < 0:
+            return []
+        # No break comes before the first one found, and a block starts at most limit bytes
+        # before its first break: the close look need not read what comes before that.
+        start = max(0, hint - limit)
+        if start:
+            buf, lead = buf[start:], 0
     t = buf.translate(_TABLE)
     breaks = _breaks(t, lead)
     out: list[Block] = []
@@ -114,7 +130,8 @@ def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
         before = max(t.rfind(c, lo, first) for c in (b".", b"\n", b"\r", b"="))
         after = _NOT_B64.search(t, last + gap, min(len(t), last + gap + limit))
         end = after.start() if after else min(len(t), last + gap + limit)
-        out.append(Block(max(before + 1, lo), end, tuple(group)))
+        shifted = tuple((pos + start, gap) for pos, gap in group)
+        out.append(Block(max(before + 1, lo) + start, end + start, shifted))
     return out
 
 
