@@ -9,11 +9,12 @@ matches the joined text with the same automaton; only matches that cross a line 
 new. A line break belongs to a block when the base64 characters (standard or URL-safe)
 before it are at least ``MIN_WIDTH``, or at least ``NARROW`` while the whole line after it is
 base64 too (a narrow block; its first line may follow a label, its last may be shorter and
-end in padding);
-``lead`` counts the ones just before the buffer (already shown: a stream is matched piece by
-piece). Ordinary text costs one ``translate`` and one regular expression anchored on line
-breaks per buffer (there a carriage return counts as base64, so ``\\r\\n``
-needs no second search); only a buffer with a wrapped line gets a closer look.
+end in padding); ``lead`` counts the ones just before the buffer (already shown: a stream is
+matched piece by piece). Ordinary text costs one ``translate`` and one regular expression
+anchored on line breaks per buffer (there a carriage return counts as base64, so ``\\r\\n``
+needs no second search); only a buffer with a wrapped line gets a closer look, and only from
+shortly before its first wrapped line on. Lines that are indented, or that carry other text
+after their base64, are not joined unless 64 or more base64 characters come before the break.
 """
 
 from __future__ import annotations
