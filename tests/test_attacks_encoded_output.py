@@ -19,7 +19,7 @@ import pytest
 from oneoff._dotenv import format_dotenv
 from oneoff._redact_forms import _b64_cores
 from oneoff.testing import make_app, run_cli
-from test_redact_encoders import b32_cores
+from test_redact_encoders import _dumped, b32_cores
 
 # Printable, with every character shell and HTML quoting change; no '-' (the filler).
 TOKEN = "Zx9'q<7>&\"Lm2/K+vR8wT4pN6yB3cDj5Hs"
@@ -62,6 +62,24 @@ def b64(d, width, urlsafe=False, newline=b"\n"):
     return wrap((base64.urlsafe_b64encode if urlsafe else base64.b64encode)(d), width, newline)
 
 
+def dump(d, kind):
+    # What xxd, hexdump -C and od -A x -t x1z print, for a machine without them.
+    rows = []
+    for at in range(0, len(d), 16):
+        row = d[at : at + 16]
+        text = bytes(c if 0x20 <= c < 0x7F else 0x2E for c in row)
+        pairs = [f"{c:02x}" for c in row]
+        if kind == "xxd":
+            groups = " ".join("".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2))
+            rows.append(f"{at:08x}: {groups:<40}  ".encode() + text)
+        elif kind == "hexdump":
+            hexes = " ".join(pairs[:8]) + "  " + " ".join(pairs[8:])
+            rows.append(f"{at:08x}  {hexes:<48}  |".encode() + text + b"|")
+        else:
+            rows.append(f"{at:06x} {' '.join(pairs):<47}  >".encode() + text + b"<")
+    return b"\n".join(rows) + b"\n"
+
+
 PRINTERS = {
     "shlex": lambda: ("cmd --token " + shlex.quote(tok) + "\n").encode(),
     "html": lambda: ('<input value="' + html.escape(tok) + '">\n').encode(),
@@ -74,6 +92,15 @@ PRINTERS = {
     "base64url_crlf": lambda: b64(inner, 52, urlsafe=True, newline=b"\r\n"),
     "base32": lambda: tool("base32", [], inner, lambda d: wrap(base64.b32encode(d), 76)),
     "base32_alone": lambda: base64.b32encode(raw) + b"\n",
+    "xxd": lambda: tool("xxd", [], inner, lambda d: dump(d, "xxd")),
+    "xxd_g1_upper": lambda: tool("xxd", ["-g1", "-u"], inner, lambda d: dump(d, "xxd").upper()),
+    "busybox_xxd": lambda: tool("busybox", ["xxd"], inner, lambda d: dump(d, "xxd")),
+    "hexdump_c": lambda: tool("hexdump", ["-C"], inner, lambda d: dump(d, "hexdump")),
+    "busybox_hexdump_c": lambda: tool(
+        "busybox", ["hexdump", "-C"], inner, lambda d: dump(d, "hexdump")
+    ),
+    "od_x1z": lambda: tool("od", ["-A", "x", "-t", "x1z"], inner, lambda d: dump(d, "od")),
+    "od_x1": lambda: tool("od", ["-t", "x1"], inner, lambda d: dump(d, "od")),
     "xxd_p": lambda: tool("xxd", ["-p"], inner, lambda d: wrap(d.hex().encode(), 60)),
     "yaml_key": lambda: ("tls:\n  key: |\n    " + key.replace("\n", "\n    ") + "\n").encode(),
     "yaml_key_tab": lambda: ("\t" + key.replace("\n", "\n\t") + "\n").encode(),
@@ -98,6 +125,14 @@ def _cores(raw: bytes) -> list[bytes]:
 
 _B64 = _cores(TOKEN.encode())
 _B32 = b32_cores(TOKEN.encode())
+# A dump read back (its hex, then its text columns): neither holds the secret, nor its half.
+_DUMPED = [
+    TOKEN.encode().hex().encode(),
+    TOKEN.encode()[: len(TOKEN) // 2].hex().encode(),
+    TOKEN.encode()[len(TOKEN) // 2 :].hex().encode(),
+    TOKEN.encode()[:8],
+    TOKEN.encode()[-8:],
+]
 # encoder -> the forms of TOKEN it would show, each as a person would read it back (wrapped
 # and dumped forms once their layout is taken out)
 NEEDLES: dict[str, list[bytes]] = {
@@ -106,6 +141,18 @@ NEEDLES: dict[str, list[bytes]] = {
     "base64url_w30": _B64,
     "base64url_crlf": _B64,
     "xxd_p": [TOKEN.encode().hex().encode()],
+    **{
+        name: _DUMPED
+        for name in (
+            "xxd",
+            "xxd_g1_upper",
+            "busybox_xxd",
+            "hexdump_c",
+            "busybox_hexdump_c",
+            "od_x1z",
+            "od_x1",
+        )
+    },
     "base32": _B32,
     "base32_alone": _B32,
     "shlex": [shlex.quote(TOKEN).encode(), shlex.quote(TOKEN)[1:-1].encode()],
@@ -150,7 +197,9 @@ def test_a_secret_printed_by_a_real_encoder_never_shows(
     for text in shown_and_stored(leaky, cli_env, encoder):
         shown = text.encode()
         unwrapped = re.sub(rb"[\r\n\t ]", b"", shown)
+        dumped = _dumped(shown.lower())
         assert TOKEN.encode() not in shown
         for needle in NEEDLES[encoder]:
             assert needle not in shown, (encoder, needle)
             assert needle not in unwrapped, (encoder, needle)
+            assert needle not in dumped, (encoder, needle)

@@ -1,5 +1,5 @@
 """Property: secrets as more encoders print them (shell quoting, HTML escaping, base64 wrapped
-at any width, base32, xxd -p hex, indented keys) never show, however the output is cut.
+at any width, base32, hex dumps, indented keys) never show, however the output is cut.
 
 Each encoder is paired with what must never be visible: the encoded secret with the layout
 (line breaks, indents, dump columns) taken out of each piece between markers. The bytes
@@ -53,6 +53,37 @@ def _indented(raw: bytes, newline: bytes) -> bytes:
     return body.replace(b"\n", newline) if b"\n" in body else raw
 
 
+def _dump(raw: bytes, pad: int, kind: str) -> bytes:
+    """``raw`` after ``pad`` other bytes, dumped as xxd, hexdump -C or od -A x -t x1z print."""
+    data = bytes(range(200, 200 + pad)) + raw + b"\x00tail"
+    rows = []
+    for at in range(0, len(data), 16):
+        row = data[at : at + 16]
+        text = bytes(c if 0x20 <= c < 0x7F else 0x2E for c in row)
+        pairs = [f"{c:02x}" for c in row]
+        if kind == "xxd":
+            groups = " ".join("".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2))
+            rows.append(f"{at:08x}: {groups:<40}  ".encode() + text)
+        elif kind == "hexdump -C":
+            hexes = " ".join(pairs[:8]) + "  " + " ".join(pairs[8:])
+            rows.append(f"{at:08x}  {hexes:<48}  |".encode() + text + b"|")
+        else:
+            rows.append(f"{at:06x} {' '.join(pairs):<47}  >".encode() + text + b"<")
+    return b"\n".join(rows) + b"\n"
+
+
+_ROW_FRAME = re.compile(
+    rb"(?m)^[0-9a-f]{6,8}(?::|  | )(?:[0-9a-f]{2,4} {1,2})*[0-9a-f]{0,4} *[|>]?"
+)
+
+
+def _dumped(piece: bytes) -> bytes:
+    """A dump read back: its hex digits, then its text columns, each run joined."""
+    hex_digits = b"".join(re.findall(rb"(?<![0-9a-f])[0-9a-f]{2,4}(?![0-9a-f])", piece))
+    text = re.sub(rb"[|<]?\n", b"", _ROW_FRAME.sub(b"", piece))
+    return hex_digits + b"\0" + text
+
+
 def _in_stream(encode: Callable[[bytes], bytes], raw: bytes, pad: int) -> bytes:
     """``raw`` encoded after ``pad`` other bytes and before a few more, as one stream."""
     return encode(bytes(range(200, 200 + pad)) + raw + b"\x00tail")
@@ -77,6 +108,9 @@ ENCODERS: dict[str, Encoder] = {
         _unwrapped,
     ),
     "xxd -p": (lambda raw, s: _wrap(raw.hex().encode(), 60), _unwrapped),
+    "xxd": (lambda raw, s: _dump(raw, 3, "xxd"), _dumped),
+    "hexdump -C": (lambda raw, s: _dump(raw, 9, "hexdump -C"), _dumped),
+    "od -A x -t x1z": (lambda raw, s: _dump(raw, 14, "od"), _dumped),
     "base32": (lambda raw, s: base64.b32encode(raw), _plain),
     "base32 at offset 3, 76 wide": (lambda raw, s: _b32_wrapped(raw, 3, 76), _unwrapped),
     "base32 at offset 1, 16 wide on a pty": (
@@ -109,7 +143,8 @@ def needles(raw: bytes, encoded: bytes) -> list[bytes]:
     cores += [core.translate(bytes.maketrans(b"+/", b"-_")) for core in cores]
     cores += b32_cores(raw)
     text = _unwrapped(encoded)
-    return [_unwrapped(encoded.strip()), *(core for core in cores if core in text)]
+    dumped = [raw.hex().encode(), raw] if _ROW_FRAME.match(encoded) else []
+    return [_unwrapped(encoded.strip()), *dumped, *(core for core in cores if core in text)]
 
 
 def check(
@@ -120,6 +155,10 @@ def check(
     encoded = encode(raw, secret)
     if encoded == raw or not raw.strip():
         return  # nothing new to show: the raw form's own tests cover it
+    if read_back is _dumped:
+        if re.fullmatch(rb"[0-9a-f .:|<>\r\n]*", raw):
+            return  # spelled by the dump's own offsets and hex: a test of nothing
+        before += b"\n" if before and not before.endswith(b"\n") else b""  # rows start lines
     if is_low_entropy(secret):
         before, after = b" " + before, after + b" "
     redactor = Redactor({"S": secret})

@@ -37,8 +37,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from oneoff._params import SECRET_MIN_LENGTH
+from oneoff._redact_dump import ROW_MAX, dumps, may_start
 from oneoff._redact_forms import forms
-from oneoff._redact_wrap import NARROW, Block, blocks, join, lead_before, to_buf
+from oneoff._redact_wrap import NARROW, QUICK, Block, blocks, join, lead_before, scan, to_buf
 from oneoff.errors import SecretError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ QUIET_SHOW: Final = 3
 _B64_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 _WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _NEWLINE: Final = frozenset(b"\r\n")
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 #: Anchors are cut to this many bytes: long enough that ordinary output rarely yields a
 #: candidate, short enough to keep the automaton small.
 _ANCHOR: Final = 6
@@ -150,13 +152,17 @@ class Redactor:
         self._before = -1  # the byte right before the tail (-1: none), for whole-token forms
         # Wrapped in lines, a form takes a line break every NARROW bytes (up to 2 bytes); a
         # partial neighbour may sit behind one too; a token needs the byte after it.
-        self.max_form_length = max(
+        self._form_max = max(
             (
                 len(f) + 2 * (len(f) // NARROW + 1) + 3 * (before + after) + token
                 for f, (_, before, after, token) in info.items()
             ),
             default=0,
         )
+        # A hex dump shows a byte in up to 5 bytes (hex, separator, text column): a form there
+        # runs from its first hex digit to the end of its last row.
+        self.max_form_length = max(self._form_max, max(map(len, info), default=0) * 5 + 2 * ROW_MAX)
+        self._ctx = b""  # up to ROW_MAX bytes shown right before the tail (a dump row's start)
         self._stride = _stride(min(map(len, info), default=1))
         k = self._stride
         by_anchor: dict[bytes, list[tuple[int, _Entry]]] = {}
@@ -192,7 +198,7 @@ class Redactor:
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
         other._tail, other._pending, other._shown, other._lead = b"", 0, 0, 0
-        other._before = -1
+        other._before, other._ctx = -1, b""
         return other
 
     @property
@@ -220,13 +226,14 @@ class Redactor:
 
         What stays held is the longest suffix that is a prefix of some form (a whole form too:
         its end may take the next base64 character), and one base64 character before it (a
-        form's partial neighbour); in wrapped base64, the same over the joined lines. Usually
-        nothing: a prompt shows at once.
+        form's partial neighbour); in wrapped base64, the same over the joined lines; in a hex
+        dump, from the hex of the first byte that could begin a form. Usually nothing: a
+        prompt shows at once.
         """
         buf = self._tail
         if not buf:
             return b""
-        cut = _with_neighbour(buf, self._hold_from(buf))
+        cut = min(_with_neighbour(buf, self._hold_from(buf)), self._dump_hold(buf))
         wrapped = self._last_block(buf)
         if wrapped is not None:  # a form may have begun on an earlier line of the block
             joined = join(buf, wrapped)
@@ -255,7 +262,7 @@ class Redactor:
 
     def _last_block(self, buf: bytes) -> Block | None:
         """The wrapped base64 block that reaches the end of ``buf``, if any."""
-        found = blocks(buf, self.max_form_length, self._lead)
+        found = blocks(buf, self._form_max, self._lead)
         if not found:
             return None
         last = found[-1]
@@ -268,7 +275,7 @@ class Redactor:
         """Start of the longest suffix of ``buf`` that is a prefix of some form (len if none)."""
         heads_get, short_set = self._heads.get, self._short
         n = len(buf)
-        for i in range(max(0, n - self.max_form_length), n):
+        for i in range(max(0, n - self._form_max), n):
             if n - i < _HEAD:
                 if buf[i:] in short_set or buf[i:] in self._heads:
                     return i
@@ -287,7 +294,7 @@ class Redactor:
             self._pending = self._shown = self._lead = 0
             return b""
         out = bytes(self._emit(buf, len(buf)))
-        self._tail = b""
+        self._tail, self._ctx = b"", b""
         self._pending = self._shown = self._lead = 0
         self._before = -1
         return out
@@ -308,6 +315,10 @@ class Redactor:
         spans = self._spans(buf, cut)
         if cut > 0:
             self._before = buf[cut - 1]
+            if cut >= ROW_MAX:
+                self._ctx = buf[cut - ROW_MAX : cut]
+            else:
+                self._ctx = (self._ctx + buf[:cut])[-ROW_MAX:]
         self._tail = buf[cut:]
         self._lead = lead_before(buf, cut, self._lead)
         group_end = self._pending  # bytes before this already sit under an emitted marker
@@ -343,7 +354,10 @@ class Redactor:
         start is covered by it. Matches across the line breaks of wrapped base64 count too.
         """
         spans = self._matches(buf, cut, self._before)
-        for block in blocks(buf, self.max_form_length, self._lead):
+        found, dump = scan(buf, self._form_max, self._lead)
+        if dump or may_start((self._ctx + buf[:ROW_MAX]).translate(QUICK)):
+            spans += self._dump_spans(buf, cut)
+        for block in found:
             if block.start >= cut:
                 break
             joined = join(buf, block)
@@ -353,6 +367,41 @@ class Redactor:
                     spans.append((first, last, name))
         spans.sort(key=lambda s: (s[0], -s[1], s[2]))
         return spans
+
+    def _dump_spans(self, buf: bytes, cut: int) -> list[tuple[int, int, str]]:
+        """Matches in the bytes hex dumps show, each from its first hex digit to its row's end.
+
+        Rows are read from the bytes shown before the tail too: the row of a secret's first
+        byte may have begun there.
+        """
+        ctx = len(self._ctx)
+        spans = []
+        for dump in dumps(self._ctx + buf):
+            for start, end, name in self._matches(dump.data, len(dump.data)):  # rare: no hurry
+                first = dump.at[start] - ctx
+                if 0 <= first < cut:
+                    spans.append((first, dump.ends[end - 1] - ctx, name))
+        return spans
+
+    def _dump_hold(self, buf: bytes) -> int:
+        """Where release() must hold ``buf`` from for a hex dump's sake (len(buf): nowhere).
+
+        From the hex of the first byte that could begin a form in the rows that end ``buf``,
+        and an unfinished last line that may be a row being written.
+        """
+        text = self._ctx + buf
+        if not may_start(text.translate(QUICK)):
+            return len(buf)
+        ctx, hold = len(self._ctx), len(buf)
+        line = text.rfind(b"\n") + 1
+        if line < len(text) and text[line] in _HEX_DIGITS:
+            hold = max(0, line - ctx)
+        for dump in dumps(text):
+            if dump.ends[-1] + 2 >= line:  # its rows reach the last line
+                held = self._hold_from(dump.data)
+                if held < len(dump.data):
+                    hold = min(hold, max(0, dump.at[held] - ctx))
+        return hold
 
     def _matches(self, buf: bytes, cut: int, before: int = -1) -> list[tuple[int, int, str]]:
         """The longest match at each start before ``cut`` (extended over partial neighbours).

@@ -22,7 +22,19 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["MIN_WIDTH", "NARROW", "Block", "blocks", "join", "lead_before", "to_buf"]
+from oneoff._redact_dump import DUMP_ROW_QUICK
+
+__all__ = [
+    "MIN_WIDTH",
+    "NARROW",
+    "QUICK",
+    "Block",
+    "blocks",
+    "join",
+    "lead_before",
+    "scan",
+    "to_buf",
+]
 
 MIN_WIDTH: Final = 64
 #: The narrowest line a block may have (``base64 -w 4``); a form in such a block takes a line
@@ -35,13 +47,18 @@ _TABLE: Final = bytes(
 )
 #: The quick look: a carriage return as "A" too.
 _QUICK: Final = _TABLE.replace(b"\r", b"A")
+QUICK: Final = _QUICK
 _LINE: Final = b"A" * MIN_WIDTH + b"\n"
+_DUMP_AFTER = re.compile(rb"\n(?=%s)" % DUMP_ROW_QUICK)
 _NOT_B64 = re.compile(rb"[^A]")
 #: The quick look for a wrapped line's break (a CR counts as base64 there): a line of base64
 #: (then padding) up to its end or the buffer's follows it, or MIN_WIDTH base64 characters
 #: come before it. Starting with the line break, the search skips from one to the next; a
 #: log line fails within its first word or two.
-_QUICK_BREAK = re.compile(rb"\n(?:(?=A++(?:=++A?)?(?:\n|\Z))|(?<=A{%d}\n))" % MIN_WIDTH)
+#: A third branch notes a hex dump's row (an offset, then hex: ``oneoff._redact_dump``).
+_QUICK_BREAK = re.compile(
+    rb"\n(?:(?=A++(?:=++A?)?(?:\n|\Z))|(?<=A{%d}\n)|(?P<dump>(?=%s)))" % (MIN_WIDTH, DUMP_ROW_QUICK)
+)
 #: A narrow break, closely: the whole next line base64 (its CR is no base64 here).
 _NARROW_BREAK = re.compile(rb"\n(?=A++=*(?:\r?\n|\r?\Z))")
 
@@ -85,28 +102,37 @@ def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
     return sorted(found.items())
 
 
-def _first_break(quick: bytes, lead: int) -> int:
+def _first_breaks(quick: bytes, lead: int) -> tuple[int, bool]:
     """Where ``quick`` may first hold a wrapped line's break (-1: nowhere; a superset of the
-    breaks, each checked closely)."""
+    breaks, each checked closely), and whether a hex dump's row may follow a line break."""
+    dump = False
     match = _QUICK_BREAK.search(quick)
     while match is not None:
         pos = match.start()
-        head = quick[max(0, pos - NARROW) : pos]  # the end of the line before
-        if head.count(b"A") == len(head) and (len(head) == NARROW or lead + pos >= NARROW):
-            return pos
+        if match.group("dump") is not None:
+            dump = True
+        else:
+            head = quick[max(0, pos - NARROW) : pos]  # the end of the line before
+            if head.count(b"A") == len(head) and (len(head) == NARROW or lead + pos >= NARROW):
+                return pos, dump or _DUMP_AFTER.search(quick, pos) is not None
         match = _QUICK_BREAK.search(quick, pos + 1)
-    return -1
+    return -1, dump
 
 
 def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
     """The wrapped base64 blocks of ``buf``, each reaching at most ``limit`` bytes past its
     outermost breaks (no form is longer); ``lead``: base64 characters right before ``buf``."""
+    return scan(buf, limit, lead)[0]
+
+
+def scan(buf: bytes, limit: int, lead: int = 0) -> tuple[list[Block], bool]:
+    """``blocks(buf, limit, lead)``, and whether a hex dump's row may follow a line break."""
     quick = buf.translate(_QUICK)
     start = 0
+    hint, dump = _first_breaks(quick, lead)
     if _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None and not buf.endswith(b"\r"):
-        hint = _first_break(quick, lead)
         if hint < 0:
-            return []
+            return [], dump
         # No break comes before the first one found, and a block starts at most limit bytes
         # before its first break: the close look need not read what comes before that.
         start = max(0, hint - limit)
@@ -133,7 +159,7 @@ def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
         end = after.start() if after else min(len(t), last + gap + limit)
         shifted = tuple((pos + start, gap) for pos, gap in group)
         out.append(Block(max(before + 1, lo) + start, end + start, shifted))
-    return out
+    return out, dump
 
 
 def join(buf: bytes, block: Block) -> bytes:

@@ -1,0 +1,81 @@
+"""Hex dumps: read the bytes the rows of ``xxd``, ``hexdump -C`` and ``od -t x1`` show.
+
+A dump cuts a secret into rows of 16 bytes (or as many as ``-c`` asks), each with an offset
+before its hex and, for ``xxd``, ``hexdump -C`` and ``od -t x1z``, the bytes again as text
+after it; so neither its hex nor its text is a form the automaton could hold. The redactor
+decodes each run of consecutive rows instead and matches the bytes they show with the same
+automaton (``Redactor._matches``); a match covers the dump from the first hex digit of the
+secret to the end of the row holding its last byte, text column included: the text of the
+rows it spans would show the secret too (or most of it), and the hex of its neighbours in
+those rows is lost with it.
+
+Rows recognised (lower- or upper-case hex, rows of up to ``ROW_MAX`` bytes of text):
+
+- ``xxd`` (any ``-g``, ``-c``): ``00000010: 7137 4c6d ...  q7Lm...``;
+- ``hexdump -C`` (util-linux and busybox): ``00000010  71 37 4c 6d ...  |q7Lm...|``;
+- ``od -A x -t x1z`` and ``od -t x1`` (octal, hex or decimal offsets): ``0000020 71 37 ...``.
+
+Not recognised: ``hexdump`` without ``-C`` and ``xxd -e`` (bytes swapped in words), ``od -An``
+(no offsets), rows squeezed as ``*``; ``xxd -p`` is plain hex in lines, joined as wrapped
+base64 is (``oneoff._redact_wrap``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+__all__ = ["DUMP_ROW_QUICK", "ROW_MAX", "Dump", "dumps", "may_start"]
+
+#: A row's start in the redactor's quick translation (hex digits as "A", ':' and ' ' as "."):
+#: an offset, one or two separators, then hex in groups.
+DUMP_ROW_QUICK: Final = rb"A{6,8}\.\.?AA(?:AA)*\.AA"
+#: The longest row recognised, in bytes (``xxd -c 32`` writes 124).
+ROW_MAX: Final = 160
+_HEX = rb"[0-9a-fA-F]{2}"
+_ROW = re.compile(
+    rb"(?m)^(?:"
+    rb"[0-9a-fA-F]{8}: (?P<xxd>%(h)s(?: ?%(h)s)*) {2,}[^\r\n]*"
+    rb"|[0-9a-fA-F]{8}  (?P<hexdump>%(h)s(?: {1,2}%(h)s)*) +\|[^\r\n]*\|"
+    rb"|(?:[0-9a-f]{6,8}|[0-7]{7}|[0-9]{7})(?P<od>(?: %(h)s)+)(?: +>[^\r\n]*<)?"
+    rb")(?=\r?$)" % {b"h": _HEX}
+)
+_START = re.compile(rb"(?:^|\n)" + DUMP_ROW_QUICK)
+
+
+class Dump(NamedTuple):
+    data: bytes  # the bytes the rows show, in order
+    at: tuple[int, ...]  # for each byte: where its first hex digit is
+    ends: tuple[int, ...]  # for each byte: where its row ends (after its text column)
+
+
+def may_start(quick: bytes) -> bool:
+    """Whether a row may begin in ``quick`` (a text in the quick translation) at all."""
+    return _START.search(quick) is not None
+
+
+def dumps(text: bytes) -> list[Dump]:
+    """Each run of consecutive rows of one kind in ``text``, decoded."""
+    out: list[Dump] = []
+    data, at, ends = bytearray(), list[int](), list[int]()
+    kind, prev_end = "", -1
+    for row in _ROW.finditer(text):
+        name = row.lastgroup or ""
+        if data and (name != kind or text[prev_end : row.start()] not in (b"\n", b"\r\n")):
+            out.append(Dump(bytes(data), tuple(at), tuple(ends)))
+            data, at, ends = bytearray(), [], []
+        kind, prev_end = name, row.end()
+        start, end = row.span(name)
+        hex_text = text[start:end]
+        data += bytes.fromhex(hex_text.decode("ascii"))
+        i = 0
+        while i < len(hex_text):
+            if hex_text[i] == 32:  # a space between groups
+                i += 1
+                continue
+            at.append(start + i)
+            ends.append(row.end())
+            i += 2
+    if data:
+        out.append(Dump(bytes(data), tuple(at), tuple(ends)))
+    return out
