@@ -163,6 +163,7 @@ class Redactor:
         # runs from its first hex digit to the end of its last row.
         self.max_form_length = max(self._form_max, max(map(len, info), default=0) * 5 + 2 * ROW_MAX)
         self._ctx = b""  # up to ROW_MAX bytes shown right before the tail (a dump row's start)
+        self._line = b"\n"  # b"\n" while _ctx begins where the stream does (a line start)
         self._stride = _stride(min(map(len, info), default=1))
         k = self._stride
         by_anchor: dict[bytes, list[tuple[int, _Entry]]] = {}
@@ -198,7 +199,7 @@ class Redactor:
         other = object.__new__(Redactor)
         other.__dict__.update(self.__dict__)
         other._tail, other._pending, other._shown, other._lead = b"", 0, 0, 0
-        other._before, other._ctx = -1, b""
+        other._before, other._ctx, other._line = -1, b"", b"\n"
         return other
 
     @property
@@ -294,7 +295,7 @@ class Redactor:
             self._pending = self._shown = self._lead = 0
             return b""
         out = bytes(self._emit(buf, len(buf)))
-        self._tail, self._ctx = b"", b""
+        self._tail, self._ctx, self._line = b"", b"", b"\n"
         self._pending = self._shown = self._lead = 0
         self._before = -1
         return out
@@ -316,9 +317,12 @@ class Redactor:
         if cut > 0:
             self._before = buf[cut - 1]
             if cut >= ROW_MAX:
-                self._ctx = buf[cut - ROW_MAX : cut]
+                self._ctx, self._line = buf[cut - ROW_MAX : cut], b""
             else:
-                self._ctx = (self._ctx + buf[:cut])[-ROW_MAX:]
+                ctx = self._ctx + buf[:cut]
+                if len(ctx) > ROW_MAX:
+                    ctx, self._line = ctx[-ROW_MAX:], b""
+                self._ctx = ctx
         self._tail = buf[cut:]
         self._lead = lead_before(buf, cut, self._lead)
         group_end = self._pending  # bytes before this already sit under an emitted marker
@@ -355,7 +359,7 @@ class Redactor:
         """
         spans = self._matches(buf, cut, self._before)
         found, dump = scan(buf, self._form_max, self._lead)
-        if dump or may_start((self._ctx + buf[:ROW_MAX]).translate(QUICK)):
+        if dump or may_start((self._line + self._ctx + buf[:ROW_MAX]).translate(QUICK)):
             spans += self._dump_spans(buf, cut)
         for block in found:
             if block.start >= cut:
@@ -390,7 +394,7 @@ class Redactor:
         and an unfinished last line that may be a row being written.
         """
         text = self._ctx + buf
-        if not may_start(text.translate(QUICK)):
+        if not may_start((self._line + text).translate(QUICK)):
             return len(buf)
         ctx, hold = len(self._ctx), len(buf)
         line = text.rfind(b"\n") + 1

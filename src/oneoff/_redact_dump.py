@@ -9,7 +9,8 @@ secret to the end of the row holding its last byte, text column included: the te
 rows it spans would show the secret too (or most of it), and the hex of its neighbours in
 those rows is lost with it.
 
-Rows recognised (lower- or upper-case hex, rows of up to ``ROW_MAX`` bytes of text):
+Rows recognised (lower- or upper-case hex, rows of 8 to 32 bytes: up to ``ROW_MAX`` bytes of
+text):
 
 - ``xxd`` (any ``-g``, ``-c``): ``00000010: 7137 4c6d ...  q7Lm...``;
 - ``hexdump -C`` (util-linux and busybox): ``00000010  71 37 4c 6d ...  |q7Lm...|``;
@@ -28,8 +29,8 @@ from typing import Final, NamedTuple
 __all__ = ["DUMP_ROW_QUICK", "ROW_MAX", "Dump", "dumps", "may_start"]
 
 #: A row's start in the redactor's quick translation (hex digits as "A", ':' and ' ' as "."):
-#: an offset, one or two separators, then hex in groups.
-DUMP_ROW_QUICK: Final = rb"A{6,8}\.\.?AA(?:AA)*\.AA"
+#: an offset, one or two separators, then four groups of hex (rows of 8 bytes or more).
+DUMP_ROW_QUICK: Final = rb"A{6,8}\.\.?(?:AA(?:AA)?\.){4}"
 #: The longest row recognised, in bytes (``xxd -c 32`` writes 124).
 ROW_MAX: Final = 160
 _HEX = rb"[0-9a-fA-F]{2}"
@@ -40,7 +41,7 @@ _ROW = re.compile(
     rb"|(?:[0-9a-f]{6,8}|[0-7]{7}|[0-9]{7})(?P<od>(?: %(h)s)+)(?: +>[^\r\n]*<)?"
     rb")(?=\r?$)" % {b"h": _HEX}
 )
-_START = re.compile(rb"(?:^|\n)" + DUMP_ROW_QUICK)
+_START = re.compile(rb"\n" + DUMP_ROW_QUICK)
 
 
 class Dump(NamedTuple):
@@ -50,7 +51,8 @@ class Dump(NamedTuple):
 
 
 def may_start(quick: bytes) -> bool:
-    """Whether a row may begin in ``quick`` (a text in the quick translation) at all."""
+    """Whether a row may begin after a line break in ``quick`` (a text in the quick
+    translation; a caller that holds the stream's start puts a line break first)."""
     return _START.search(quick) is not None
 
 
