@@ -33,13 +33,14 @@ first ``QUIET_SHOW`` bytes, and a longer held suffix waits for more output or th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from oneoff._params import SECRET_MIN_LENGTH
 from oneoff._redact_dump import ROW_MAX, dumps, may_start
 from oneoff._redact_forms import forms
-from oneoff._redact_wrap import NARROW, QUICK, Block, blocks, join, lead_before, scan, to_buf
+from oneoff._redact_wrap import NARROW, Block, blocks, join, lead_before, scan, to_buf
 from oneoff.errors import SecretError
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ QUIET_SHOW: Final = 3
 _B64_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 _WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _NEWLINE: Final = frozenset(b"\r\n")
-_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
+#: The start of a dump's row still being written: an offset, perhaps some hex after it.
+_ROW_BEGUN: Final = re.compile(rb"[0-9a-fA-F]{1,8}(?::? {1,2}[0-9a-fA-F ]*)?\Z")
 #: Anchors are cut to this many bytes: long enough that ordinary output rarely yields a
 #: candidate, short enough to keep the automaton small.
 _ANCHOR: Final = 6
@@ -359,7 +361,7 @@ class Redactor:
         """
         spans = self._matches(buf, cut, self._before)
         found, dump = scan(buf, self._form_max, self._lead)
-        if dump or may_start((self._line + self._ctx + buf[:ROW_MAX]).translate(QUICK)):
+        if dump or may_start(self._line + self._ctx + buf[:ROW_MAX]):
             spans += self._dump_spans(buf, cut)
         for block in found:
             if block.start >= cut:
@@ -394,12 +396,12 @@ class Redactor:
         and an unfinished last line that may be a row being written.
         """
         text = self._ctx + buf
-        if not may_start((self._line + text).translate(QUICK)):
-            return len(buf)
         ctx, hold = len(self._ctx), len(buf)
         line = text.rfind(b"\n") + 1
-        if line < len(text) and text[line] in _HEX_DIGITS:
+        if (line or self._line) and _ROW_BEGUN.match(text, line):
             hold = max(0, line - ctx)
+        if not may_start(self._line + text):
+            return hold
         for dump in dumps(text):
             if dump.ends[-1] + 2 >= line:  # its rows reach the last line
                 held = self._hold_from(dump.data)

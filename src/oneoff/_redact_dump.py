@@ -26,11 +26,10 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["DUMP_ROW_QUICK", "ROW_MAX", "Dump", "dumps", "may_start"]
+__all__ = ["DUMP_ROW", "ROW_MAX", "Dump", "dumps", "may_start"]
 
-#: A row's start in the redactor's quick translation (hex digits as "A", ':' and ' ' as "."):
-#: an offset, one or two separators, then four groups of hex (rows of 8 bytes or more).
-DUMP_ROW_QUICK: Final = rb"A{6,8}\.\.?(?:AA(?:AA)?\.){4}"
+#: A row's start: an offset, then four groups of hex (rows of 8 bytes or more).
+DUMP_ROW: Final = rb"[0-9a-fA-F]{6,8}:? {1,2}(?:[0-9a-fA-F]{2}(?:[0-9a-fA-F]{2})? {1,2}){4}"
 #: The longest row recognised, in bytes (``xxd -c 32`` writes 124).
 ROW_MAX: Final = 160
 _HEX = rb"[0-9a-fA-F]{2}"
@@ -41,7 +40,7 @@ _ROW = re.compile(
     rb"|(?:[0-9a-f]{6,8}|[0-7]{7}|[0-9]{7})(?P<od>(?: %(h)s)+)(?: +>[^\r\n]*<)?"
     rb")(?=\r?$)" % {b"h": _HEX}
 )
-_START = re.compile(rb"\n" + DUMP_ROW_QUICK)
+_START = re.compile(rb"\n" + DUMP_ROW)
 
 
 class Dump(NamedTuple):
@@ -50,10 +49,10 @@ class Dump(NamedTuple):
     ends: tuple[int, ...]  # for each byte: where its row ends (after its text column)
 
 
-def may_start(quick: bytes) -> bool:
-    """Whether a row may begin after a line break in ``quick`` (a text in the quick
-    translation; a caller that holds the stream's start puts a line break first)."""
-    return _START.search(quick) is not None
+def may_start(text: bytes) -> bool:
+    """Whether a row may begin after a line break in ``text`` (a caller that holds the
+    stream's start puts a line break first)."""
+    return _START.search(text) is not None
 
 
 def dumps(text: bytes) -> list[Dump]:

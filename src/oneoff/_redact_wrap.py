@@ -10,11 +10,11 @@ new. A line break belongs to a block when the base64 characters (standard or URL
 before it are at least ``MIN_WIDTH``, or at least ``NARROW`` while the whole line after it is
 base64 too (a narrow block; its first line may follow a label, its last may be shorter and
 end in padding); ``lead`` counts the ones just before the buffer (already shown: a stream is
-matched piece by piece). Ordinary text costs one ``translate`` and one regular expression
-anchored on line breaks per buffer (there a carriage return counts as base64, so ``\\r\\n``
-needs no second search); only a buffer with a wrapped line gets a closer look, and only from
-shortly before its first wrapped line on. Lines that are indented, or that carry other text
-after their base64, are not joined unless 64 or more base64 characters come before the break.
+matched piece by piece). Ordinary text costs one regular expression per buffer, anchored on
+line breaks, that looks for a whole line of base64 (a wide block's lines are such lines too);
+only a buffer with one gets a closer look, and only from shortly before it on. Lines that
+are indented, or that carry other text after their base64, are not joined, nor a block of
+two lines whose second carries other text after its base64.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-from oneoff._redact_dump import DUMP_ROW_QUICK
+from oneoff._redact_dump import DUMP_ROW
 
 __all__ = [
     "MIN_WIDTH",
     "NARROW",
-    "QUICK",
     "Block",
     "blocks",
     "join",
@@ -47,17 +46,15 @@ _TABLE: Final = bytes(
 )
 #: The quick look: a carriage return as "A" too.
 _QUICK: Final = _TABLE.replace(b"\r", b"A")
-QUICK: Final = _QUICK
 _LINE: Final = b"A" * MIN_WIDTH + b"\n"
-_DUMP_AFTER = re.compile(rb"\n(?=%s)" % DUMP_ROW_QUICK)
+_DUMP_AFTER = re.compile(rb"\n(?=%s)" % DUMP_ROW)
 _NOT_B64 = re.compile(rb"[^A]")
-#: The quick look for a wrapped line's break (a CR counts as base64 there): a line of base64
-#: (then padding) up to its end or the buffer's follows it, or MIN_WIDTH base64 characters
-#: come before it. Starting with the line break, the search skips from one to the next; a
-#: log line fails within its first word or two.
-#: A third branch notes a hex dump's row (an offset, then hex: ``oneoff._redact_dump``).
+#: The quick look, on the bytes as they are (a translation first would cost a pass more):
+#: a line break that a line of base64 (then padding) follows up to its end or the buffer's, or
+#: a hex dump's row (an offset, then hex: ``oneoff._redact_dump``). Starting with the line
+#: break, the search skips from one to the next; a log line fails within its first word.
 _QUICK_BREAK = re.compile(
-    rb"\n(?:(?=A++(?:=++A?)?(?:\n|\Z))|(?<=A{%d}\n)|(?P<dump>(?=%s)))" % (MIN_WIDTH, DUMP_ROW_QUICK)
+    rb"\n(?=[A-Za-z0-9+/_\-\r]++(?:=++\r?)?(?:\n|\Z)|(?P<dump>%s))" % DUMP_ROW
 )
 #: A narrow break, closely: the whole next line base64 (its CR is no base64 here).
 _NARROW_BREAK = re.compile(rb"\n(?=A++=*(?:\r?\n|\r?\Z))")
@@ -102,20 +99,20 @@ def _breaks(t: bytes, lead: int) -> list[tuple[int, int]]:
     return sorted(found.items())
 
 
-def _first_breaks(quick: bytes, lead: int) -> tuple[int, bool]:
-    """Where ``quick`` may first hold a wrapped line's break (-1: nowhere; a superset of the
-    breaks, each checked closely), and whether a hex dump's row may follow a line break."""
+def _first_breaks(buf: bytes, lead: int) -> tuple[int, bool]:
+    """Where ``buf`` may first hold a narrow block's line break (-1: nowhere; a superset of
+    the breaks, each checked closely), and whether a hex dump's row may follow a line break."""
     dump = False
-    match = _QUICK_BREAK.search(quick)
+    match = _QUICK_BREAK.search(buf)
     while match is not None:
         pos = match.start()
         if match.group("dump") is not None:
             dump = True
         else:
-            head = quick[max(0, pos - NARROW) : pos]  # the end of the line before
+            head = buf[max(0, pos - NARROW) : pos].translate(_QUICK)  # the line before's end
             if head.count(b"A") == len(head) and (len(head) == NARROW or lead + pos >= NARROW):
-                return pos, dump or _DUMP_AFTER.search(quick, pos) is not None
-        match = _QUICK_BREAK.search(quick, pos + 1)
+                return pos, dump or _DUMP_AFTER.search(buf, pos) is not None
+        match = _QUICK_BREAK.search(buf, pos + 1)
     return -1, dump
 
 
@@ -127,14 +124,14 @@ def blocks(buf: bytes, limit: int, lead: int = 0) -> list[Block]:
 
 def scan(buf: bytes, limit: int, lead: int = 0) -> tuple[list[Block], bool]:
     """``blocks(buf, limit, lead)``, and whether a hex dump's row may follow a line break."""
-    quick = buf.translate(_QUICK)
     start = 0
-    hint, dump = _first_breaks(quick, lead)
+    hint, dump = _first_breaks(buf, lead)
     if _first_line(buf[:MIN_WIDTH].translate(_TABLE), lead) is None and not buf.endswith(b"\r"):
         if hint < 0:
             return [], dump
-        # No break comes before the first one found, and a block starts at most limit bytes
-        # before its first break: the close look need not read what comes before that.
+        # No break comes before the first one found (a wide block's lines are whole base64
+        # lines too), and a block starts at most limit bytes before its first break: the close
+        # look need not read what comes before that.
         start = max(0, hint - limit)
         if start:
             buf, lead = buf[start:], 0
