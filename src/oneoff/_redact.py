@@ -19,7 +19,8 @@ the stride only decides how many bytes the automaton walks. k is the largest str
 ``_MAX_STRIDE`` that still gives every form anchors of ``_MIN_ANCHOR`` bytes (so it drops to 1,
 a plain scan, when a form is short). Short anchors keep the automaton small enough to be a
 DFA, the fastest kind, for the usual number of secrets; a larger set gets the compact NFA.
-Base64 wrapped in lines is joined first and matched the same way (``oneoff._redact_wrap``).
+Base64 wrapped in lines is joined first and matched the same way (``oneoff._redact_wrap``), and
+the rows of a hex dump are read back and the bytes they show matched (``oneoff._redact_dump``).
 
 Held-back bytes: ``feed`` keeps the last ``max_form_length - 1`` bytes (cheap, no search);
 ``release`` returns all of them but the longest suffix that could still begin a form (a
@@ -59,8 +60,10 @@ QUIET_SHOW: Final = 3
 _B64_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
 _WORD: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _NEWLINE: Final = frozenset(b"\r\n")
-#: The start of a dump's row still being written: an offset, perhaps some hex after it.
-_ROW_BEGUN: Final = re.compile(rb"[0-9a-fA-F]{1,8}(?::? {1,2}[0-9a-fA-F ]*)?\Z")
+_B64_BYTES: Final = bytes(sorted(_B64_CHARS))
+#: The start of a dump's row still being written: part of an offset, or an offset and hex
+#: (then anything: more hex, the text column).
+_ROW_BEGUN: Final = re.compile(rb"[0-9a-fA-F]{1,8}\Z|[0-9a-fA-F]{6,8}:? {1,2}(?:[0-9a-fA-F]|\Z)")
 #: Anchors are cut to this many bytes: long enough that ordinary output rarely yields a
 #: candidate, short enough to keep the automaton small.
 _ANCHOR: Final = 6
@@ -243,9 +246,22 @@ class Redactor:
             held = _with_neighbour(joined, self._hold_from(joined))
             if held < len(joined):
                 cut = min(cut, to_buf(wrapped, held))
+        elif buf.endswith(b"\n"):  # a whole line of base64 may be a narrow block's first
+            cut = min(cut, self._line_hold(buf))
         if cut == 0:
             return b""
         return bytes(self._emit(buf, cut))
+
+    def _line_hold(self, buf: bytes) -> int:
+        """Where the last line of ``buf`` (which ends with it) could begin a form wrapped in
+        lines, if it is all base64: the next line may go on with it (len(buf): nowhere)."""
+        end = len(buf) - (2 if buf.endswith(b"\r\n") else 1)
+        start = buf.rfind(b"\n", 0, end) + 1
+        line = buf[start:end]
+        if len(line) < NARROW or line.strip(_B64_BYTES):
+            return len(buf)
+        held = _with_neighbour(line, self._hold_from(line))
+        return start + held if held < len(line) else len(buf)
 
     def release_quiet(self) -> bytes:
         """The stream went quiet: show a held suffix of at most QUIET_SHOW bytes, as context.
@@ -382,7 +398,7 @@ class Redactor:
         """
         ctx = len(self._ctx)
         spans = []
-        for dump in dumps(self._ctx + buf):
+        for dump in dumps(self._ctx + buf, final=cut == len(buf)):
             for start, end, name in self._matches(dump.data, len(dump.data)):  # rare: no hurry
                 first = dump.at[start] - ctx
                 if 0 <= first < cut:

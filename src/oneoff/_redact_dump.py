@@ -33,13 +33,16 @@ DUMP_ROW: Final = rb"[0-9a-fA-F]{6,8}:? {1,2}(?:[0-9a-fA-F]{2}(?:[0-9a-fA-F]{2})
 #: The longest row recognised, in bytes (``xxd -c 32`` writes 124).
 ROW_MAX: Final = 160
 _HEX = rb"[0-9a-fA-F]{2}"
-_ROW = re.compile(
+_ROW_BODY = (
     rb"(?m)^(?:"
     rb"[0-9a-fA-F]{8}: (?P<xxd>%(h)s(?: ?%(h)s)*) {2,}[^\r\n]*"
     rb"|[0-9a-fA-F]{8}  (?P<hexdump>%(h)s(?: {1,2}%(h)s)*) +\|[^\r\n]*\|"
     rb"|(?:[0-9a-f]{6,8}|[0-7]{7}|[0-9]{7})(?P<od>(?: %(h)s)+)(?: +>[^\r\n]*<)?"
-    rb")(?=\r?$)" % {b"h": _HEX}
+    rb")" % {b"h": _HEX}
 )
+#: A row ends with its line; at the end of the output the last one may lack the line break.
+_ROW = re.compile(_ROW_BODY + rb"(?=\r?\n)")
+_LAST_ROW = re.compile(_ROW_BODY + rb"(?=\r?\n|\r?\Z)")
 _START = re.compile(rb"\n" + DUMP_ROW)
 
 
@@ -55,12 +58,13 @@ def may_start(text: bytes) -> bool:
     return _START.search(text) is not None
 
 
-def dumps(text: bytes) -> list[Dump]:
-    """Each run of consecutive rows of one kind in ``text``, decoded."""
+def dumps(text: bytes, *, final: bool = False) -> list[Dump]:
+    """Each run of consecutive rows of one kind in ``text``, decoded; a last line without its
+    line break is a row only if ``final`` (the output ends there), else it may still grow."""
     out: list[Dump] = []
     data, at, ends = bytearray(), list[int](), list[int]()
     kind, prev_end = "", -1
-    for row in _ROW.finditer(text):
+    for row in (_LAST_ROW if final else _ROW).finditer(text):
         name = row.lastgroup or ""
         if data and (name != kind or text[prev_end : row.start()] not in (b"\n", b"\r\n")):
             out.append(Dump(bytes(data), tuple(at), tuple(ends)))

@@ -23,8 +23,8 @@ Every form is precomputed when a run starts, so matching stays one Aho-Corasick 
 
 Out of scope (not matched): double or nested encodings, compression, rot13 and other ciphers,
 narrow base64 blocks whose lines are indented or carry other text, base85 and ascii85 (their
-forms, with alphabets of nearly all printable characters, slowed every scan by a sixth: see
-the README).
+forms, with alphabets of nearly all printable characters, slowed the automaton's scan by a
+third or more: see the README).
 
 A *low-entropy* secret (a lower-case word, perhaps capitalised, then at most four digits, or
 only digits, up to 16 characters: ``postgres``, ``Hunter22``, ``123456``) is matched as a
