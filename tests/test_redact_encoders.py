@@ -172,7 +172,10 @@ def check(
     assert _MARKER.search(out)
     assert out.startswith(before)
     assert out.endswith(after)
-    if all(action < 2 for _, action in plan):  # without pauses: exactly the one-shot result
+    # Without pauses, exactly the one-shot result; but a short read (release) that ends a
+    # narrow block's first line shows up to 3 characters of a form begun there (README).
+    narrow = encoder.startswith(("base64 -w", "url-safe", "base32 at offset 1"))
+    if all(action == 0 or (action == 1 and not narrow) for _, action in plan):
         assert out == redactor.redact(data)
 
 

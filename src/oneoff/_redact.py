@@ -254,14 +254,20 @@ class Redactor:
 
     def _line_hold(self, buf: bytes) -> int:
         """Where the last line of ``buf`` (which ends with it) could begin a form wrapped in
-        lines, if it is all base64: the next line may go on with it (len(buf): nowhere)."""
+        lines, if it is all base64: the next line may go on with it (len(buf): nowhere).
+
+        Only a start of NARROW characters or more is held: a line that merely ends with a
+        character or three that begin some form (most lines do) shows at once.
+        """
         end = len(buf) - (2 if buf.endswith(b"\r\n") else 1)
         start = buf.rfind(b"\n", 0, end) + 1
         line = buf[start:end]
         if len(line) < NARROW or line.strip(_B64_BYTES):
             return len(buf)
-        held = _with_neighbour(line, self._hold_from(line))
-        return start + held if held < len(line) else len(buf)
+        held = self._hold_from(line)
+        if len(line) - held < NARROW:
+            return len(buf)
+        return start + _with_neighbour(line, held)
 
     def release_quiet(self) -> bytes:
         """The stream went quiet: show a held suffix of at most QUIET_SHOW bytes, as context.

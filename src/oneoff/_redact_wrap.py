@@ -11,10 +11,9 @@ before it are at least ``MIN_WIDTH``, or at least ``NARROW`` while the whole lin
 base64 too (a narrow block; its first line may follow a label, its last may be shorter and
 end in padding); ``lead`` counts the ones just before the buffer (already shown: a stream is
 matched piece by piece). Ordinary text costs one regular expression per buffer, anchored on
-line breaks, that looks for a whole line of base64 (a wide block's lines are such lines too);
-only a buffer with one gets a closer look, and only from shortly before it on. Lines that
-are indented, or that carry other text after their base64, are not joined, nor a block of
-two lines whose second carries other text after its base64.
+line breaks, that looks for a whole line of base64 or a line of MIN_WIDTH; only a buffer with
+one gets a closer look, and only from shortly before it on. Narrow lines that are indented,
+or that carry other text after their base64, are not joined.
 """
 
 from __future__ import annotations
@@ -50,11 +49,13 @@ _LINE: Final = b"A" * MIN_WIDTH + b"\n"
 _DUMP_AFTER = re.compile(rb"\n(?=%s)" % DUMP_ROW)
 _NOT_B64 = re.compile(rb"[^A]")
 #: The quick look, on the bytes as they are (a translation first would cost a pass more):
-#: a line break that a line of base64 (then padding) follows up to its end or the buffer's, or
-#: a hex dump's row (an offset, then hex: ``oneoff._redact_dump``). Starting with the line
-#: break, the search skips from one to the next; a log line fails within its first word.
+#: a line break that a line of base64 (then padding) follows up to its end or the buffer's,
+#: or a hex dump's row (an offset, then hex: ``oneoff._redact_dump``), or that MIN_WIDTH
+#: base64 characters come before. Starting with the line break, the search skips from one to
+#: the next; a log line fails within its first word.
 _QUICK_BREAK = re.compile(
-    rb"\n(?=[A-Za-z0-9+/_\-\r]++(?:=++\r?)?(?:\n|\Z)|(?P<dump>%s))" % DUMP_ROW
+    rb"\n(?:(?=[A-Za-z0-9+/_\-\r]++(?:=++\r?)?(?:\n|\Z)|(?P<dump>%s))|(?<=%s{%d}\n))"
+    % (DUMP_ROW, rb"[A-Za-z0-9+/_\-\r]", MIN_WIDTH)
 )
 #: A narrow break, closely: the whole next line base64 (its CR is no base64 here).
 _NARROW_BREAK = re.compile(rb"\n(?=A++=*(?:\r?\n|\r?\Z))")
