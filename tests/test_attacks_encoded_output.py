@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import _hexdumps
 from oneoff._dotenv import format_dotenv
 from oneoff._redact_forms import _b64_cores
 from oneoff.testing import make_app, run_cli
@@ -36,6 +37,8 @@ argv = ["python", "leak.py", "{encoder}"]
 params.encoder = { type = "string", pattern = "[a-z0-9_]+" }
 """
 
+# What a dump tool prints, for a machine without it (`dump(data, kind)`).
+DUMP = Path(_hexdumps.__file__).read_text()
 # The task: prints the secret through the encoder its param names (TOOLS = ... goes first).
 LEAK = r"""
 import base64, html, os, shlex, subprocess, sys
@@ -62,24 +65,6 @@ def b64(d, width, urlsafe=False, newline=b"\n"):
     return wrap((base64.urlsafe_b64encode if urlsafe else base64.b64encode)(d), width, newline)
 
 
-def dump(d, kind):
-    # What xxd, hexdump -C and od -A x -t x1z print, for a machine without them.
-    rows = []
-    for at in range(0, len(d), 16):
-        row = d[at : at + 16]
-        text = bytes(c if 0x20 <= c < 0x7F else 0x2E for c in row)
-        pairs = [f"{c:02x}" for c in row]
-        if kind == "xxd":
-            groups = " ".join("".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2))
-            rows.append(f"{at:08x}: {groups:<40}  ".encode() + text)
-        elif kind == "hexdump":
-            hexes = " ".join(pairs[:8]) + "  " + " ".join(pairs[8:])
-            rows.append(f"{at:08x}  {hexes:<48}  |".encode() + text + b"|")
-        else:
-            rows.append(f"{at:06x} {' '.join(pairs):<47}  >".encode() + text + b"<")
-    return b"\n".join(rows) + b"\n"
-
-
 PRINTERS = {
     "shlex": lambda: ("cmd --token " + shlex.quote(tok) + "\n").encode(),
     "html": lambda: ('<input value="' + html.escape(tok) + '">\n').encode(),
@@ -95,9 +80,9 @@ PRINTERS = {
     "xxd": lambda: tool("xxd", [], inner, lambda d: dump(d, "xxd")),
     "xxd_g1_upper": lambda: tool("xxd", ["-g1", "-u"], inner, lambda d: dump(d, "xxd").upper()),
     "busybox_xxd": lambda: tool("busybox", ["xxd"], inner, lambda d: dump(d, "xxd")),
-    "hexdump_c": lambda: tool("hexdump", ["-C"], inner, lambda d: dump(d, "hexdump")),
+    "hexdump_c": lambda: tool("hexdump", ["-C"], inner, lambda d: dump(d, "hexdump -C")),
     "busybox_hexdump_c": lambda: tool(
-        "busybox", ["hexdump", "-C"], inner, lambda d: dump(d, "hexdump")
+        "busybox", ["hexdump", "-C"], inner, lambda d: dump(d, "hexdump -C")
     ),
     "od_x1z": lambda: tool("od", ["-A", "x", "-t", "x1z"], inner, lambda d: dump(d, "od")),
     "od_x1": lambda: tool("od", ["-t", "x1"], inner, lambda d: dump(d, "od")),
@@ -171,7 +156,7 @@ def leaky(tmp_path_factory: pytest.TempPathFactory) -> Path:
         MANIFEST,
         {
             ".env": format_dotenv({"API_TOKEN": TOKEN, "TLS_KEY": TLS_KEY}),
-            "leak.py": f"TOOLS = {tools!r}\n{LEAK}",
+            "leak.py": f"TOOLS = {tools!r}\n{DUMP}\n{LEAK}",
         },
     )
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _hexdumps import dump
 from oneoff._redact import Redactor
 from oneoff._redact_forms import _b64_cores, is_low_entropy
 from test_redact_property import recorded, secrets, steps
@@ -55,21 +56,7 @@ def _indented(raw: bytes, newline: bytes) -> bytes:
 
 def _dump(raw: bytes, pad: int, kind: str) -> bytes:
     """``raw`` after ``pad`` other bytes, dumped as xxd, hexdump -C or od -A x -t x1z print."""
-    data = bytes(range(200, 200 + pad)) + raw + b"\x00tail"
-    rows = []
-    for at in range(0, len(data), 16):
-        row = data[at : at + 16]
-        text = bytes(c if 0x20 <= c < 0x7F else 0x2E for c in row)
-        pairs = [f"{c:02x}" for c in row]
-        if kind == "xxd":
-            groups = " ".join("".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2))
-            rows.append(f"{at:08x}: {groups:<40}  ".encode() + text)
-        elif kind == "hexdump -C":
-            hexes = " ".join(pairs[:8]) + "  " + " ".join(pairs[8:])
-            rows.append(f"{at:08x}  {hexes:<48}  |".encode() + text + b"|")
-        else:
-            rows.append(f"{at:06x} {' '.join(pairs):<47}  >".encode() + text + b"<")
-    return b"\n".join(rows) + b"\n"
+    return dump(bytes(range(200, 200 + pad)) + raw + b"\x00tail", kind)
 
 
 _ROW_FRAME = re.compile(

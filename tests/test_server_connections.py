@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from oneoff._server.connections import client_key, guarded_protocol
-from oneoff._server.limits import Limits
+from oneoff._server_limits import Limits
 
 uvicorn = pytest.importorskip("uvicorn")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from oneoff._server.limits import Limits
+from oneoff._server_limits import Limits
 from oneoff.errors import OneoffError
 
 __all__ = ["guarded_protocol"]
@@ -64,17 +64,26 @@ _BUSY = _answer(
 )
 
 
-def client_key(address: str) -> str:
-    """Whose share a connection counts against: the IPv4 address (also when it arrives
-    IPv4-mapped on a dual-stack listener, ``::ffff:a.b.c.d``), else the IPv6 /64 (one host
-    is given a whole /64 and could rotate through it), else the text as is."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's IP address; an IPv4-mapped one (``::ffff:a.b.c.d``, as a dual-stack
+    listener sees an IPv4 client) as the IPv4 address it is. None if not an address."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def client_key(address: str) -> str:
+    """Whose share a connection counts against: the IPv4 address (IPv4-mapped too), else
+    the IPv6 /64 (one host is given a whole /64 and could rotate through it), else the
+    text as is."""
+    ip = _ip(address)
+    if ip is None:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
 
@@ -95,13 +104,8 @@ def guarded_protocol(trusted_proxies: tuple[str, ...], limits: Limits) -> type[H
     open_from: Counter[str] = Counter()  # this process's connections, by client_key
 
     def is_exempt(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in exempt)
+        ip = _ip(address)
+        return ip is not None and any(ip in network for network in exempt)
 
     class GuardedProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None

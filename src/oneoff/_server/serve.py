@@ -22,7 +22,7 @@ from oneoff.errors import OneoffError
 
 if TYPE_CHECKING:
     from oneoff._server.context import ServerContext
-    from oneoff._server.limits import Limits
+    from oneoff._server_limits import Limits
 
 __all__ = ["BACKLOG", "bind", "parse_listen", "serve", "serve_socket"]
 
@@ -71,7 +71,7 @@ def serve(
     """Run until signalled. ``ready``: a file to write ``host:port`` to once every worker
     listens (tests wait for it, and port 0 needs it to be found); ``limits``: request
     deadline, connections per address, stop grace (``oneoff._server.connections``)."""
-    from oneoff._server.limits import Limits
+    from oneoff._server_limits import Limits
 
     limits = limits or Limits()
     sock = bind(host, port)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import socket
 
     from oneoff._server.context import ServerContext
-    from oneoff._server.limits import Limits
+    from oneoff._server_limits import Limits
 
 __all__ = ["STOP_MARGIN", "supervise"]
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from oneoff._server.limits import DEFAULT, Limits
+from oneoff._server_limits import DEFAULT, Limits
 
 __all__ = ["add_server_commands", "cmd_migrate", "cmd_pin", "cmd_serve"]
 
